@@ -1,0 +1,52 @@
+#!/usr/bin/env bash
+# Writes Istio's Helm charts (base, istiod, gateway) for every Istio version the e2e tests
+# use into $CACHE/istio-<ver>/charts/{base,istiod,gateway}, offline, from the Go module
+# istio.io/istio: a tiny Go program (charts/extract.go) imports package
+# istio.io/istio/manifests (the embed.FS istioctl installs from) at the version pinned by
+# charts/istio-<minor>/go.mod and writes the charts out, byte for byte.
+# The Go module proxy only has branch snapshots (pseudo-versions), not release tags:
+#   istio-1.30 -> release-1.30 branch snapshot, called Istio 1.30.0 in the tests
+#   istio-1.31 -> master snapshot (VERSION 1.31), called Istio 1.31.0
+# Their Chart.yaml says version 1.0.0; tests set global.hub/global.tag themselves.
+# CACHE defaults to ~/.cache/istio-mesh-e2e (override with ISTIO_MESH_E2E_CACHE).
+# Idempotent: a version whose charts are complete is skipped.
+set -euo pipefail
+
+HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+CACHE="${ISTIO_MESH_E2E_CACHE:-$HOME/.cache/istio-mesh-e2e}"
+# minor -> the version name the tests use for it
+VERSIONS=("1.30:1.30.0" "1.31:1.31.0")
+
+export CGO_ENABLED=0
+export GOTOOLCHAIN=local
+export GOFLAGS="${GOFLAGS:-} -buildvcs=false"
+
+log() { printf '[build-charts] %s\n' "$*" >&2; }
+
+mkdir -p "$CACHE"
+for pair in "${VERSIONS[@]}"; do
+  minor="${pair%%:*}"
+  ver="${pair#*:}"
+  dest="$CACHE/istio-$ver/charts"
+  if [[ -f "$dest/.complete" ]]; then
+    log "istio $ver: charts already in $dest"
+    continue
+  fi
+  moddir="$HERE/charts/istio-$minor"
+  pin="$(cd "$moddir" && go list -m -f '{{.Version}}' istio.io/istio)"
+  log "istio $ver: extracting charts from istio.io/istio@$pin"
+  mkdir -p "$CACHE/istio-$ver"
+  tmp="$(mktemp -d "$CACHE/istio-$ver/.charts.XXXXXX")"
+  (cd "$moddir" && go build -trimpath -ldflags "-s -w" -o "$tmp/extract" .)
+  "$tmp/extract" "$tmp/charts"
+  for chart in base istiod gateway; do
+    [[ -f "$tmp/charts/$chart/Chart.yaml" ]] || { echo "chart $chart missing after extract" >&2; exit 1; }
+  done
+  echo "istio.io/istio@$pin" > "$tmp/charts/SOURCE"
+  touch "$tmp/charts/.complete"
+  rm -rf "$dest"
+  mv "$tmp/charts" "$dest"
+  rm -rf "$tmp"
+  log "istio $ver: charts in $dest"
+done
+log "done: $CACHE"
