@@ -1,0 +1,87 @@
+"""Pure rules of the drain guard: is a revision still in use, and what to tell the user if so.
+
+A pod uses the revision that injected it: the `istio.io/rev` annotation the injector writes
+(istio-revisions.md, "Which revision a running pod uses"). A pod that carries no such annotation
+but the label `istio.io/rev=<rev>` asks for that revision by label (gateways, object-selector
+injection): it was created while no webhook matched, and its next recreation needs the revision's
+webhook, so it pins the revision as well. No I/O here: mesh/providers/drain_guard.py lists the
+pods and raises the message built here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from mesh.workloads import REV_ANNOTATION
+
+EXAMPLES_PER_NAMESPACE = 3
+
+
+@dataclass(frozen=True)
+class PodRevision:
+    """The revision facts of one pod, as the guard needs them."""
+
+    namespace: str
+    name: str
+    annotation: str | None
+    label: str | None
+
+    def uses(self, revision: str) -> bool:
+        if self.annotation is not None:
+            return self.annotation == revision
+        return self.label == revision
+
+
+def pod_revision_from_object(obj: Mapping[str, Any]) -> PodRevision | None:
+    """Read a pod dict; finished pods run no proxy, so they count for nothing (None)."""
+    meta = obj.get("metadata") or {}
+    if (obj.get("status") or {}).get("phase") in ("Succeeded", "Failed"):
+        return None
+    return PodRevision(
+        namespace=meta.get("namespace", ""),
+        name=meta.get("name", ""),
+        annotation=(meta.get("annotations") or {}).get(REV_ANNOTATION),
+        label=(meta.get("labels") or {}).get(REV_ANNOTATION),
+    )
+
+
+def pods_using(pods: Iterable[PodRevision], revision: str) -> dict[str, list[str]]:
+    """Names of the pods using `revision`, by namespace (sorted, for a stable message)."""
+    users: dict[str, list[str]] = {}
+    for pod in pods:
+        if pod.uses(revision):
+            users.setdefault(pod.namespace, []).append(pod.name)
+    return {ns: sorted(names) for ns, names in sorted(users.items())}
+
+
+def refusal_message(revision: str, users: Mapping[str, list[str]]) -> str | None:
+    """Why the revision may not be removed and how to move its pods, or None when it is free."""
+    if not users:
+        return None
+    total = sum(len(names) for names in users.values())
+    lines = [
+        (
+            f"revision {revision} is still in use by {total} pod(s) in {len(users)} namespace(s); "
+            "removing it would delete the istiod their proxies depend on:"
+        )
+    ]
+    for ns, names in users.items():
+        shown = ", ".join(names[:EXAMPLES_PER_NAMESPACE])
+        more = f", +{len(names) - EXAMPLES_PER_NAMESPACE} more" if len(names) > EXAMPLES_PER_NAMESPACE else ""
+        lines.append(f"  {ns}: {len(names)} pod(s) ({shown}{more})")
+    lines += [
+        "Move them first, then remove the revision again:",
+        (
+            "  - bind each namespace above to another revision or tag in the stack config, keep its rollout "
+            "strategy `rolling`, and run `pulumi up` (its workloads are restarted onto the new revision);"
+        ),
+        (
+            "  - or, with the namespace already bound elsewhere, restart them yourself: "
+            "`kubectl rollout restart deployment,statefulset,daemonset -n <namespace>`;"
+        ),
+        f"  - pods labelled istio.io/rev={revision} (gateways) need that label changed too.",
+        "The removal stopped here: the revision stays installed.",
+    ]
+    return "\n".join(lines)

@@ -1,0 +1,254 @@
+"""Rollout: moves the running pods of a namespace (or of one gateway) onto the revision it is bound to.
+
+Binding a namespace changes nothing for running pods; each keeps its proxy until recreated. With
+strategy `rolling` this resource's create/update restarts the workloads still on other revisions
+the way `kubectl rollout restart` does, at most `concurrency` at a time, each given
+`timeout_seconds` to complete; `natural` only reports what still runs elsewhere; `none` does
+nothing. Decisions come from mesh.workloads; this module only reads and patches the cluster.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any
+
+import pulumi
+from kubernetes import client
+from kubernetes.client.exceptions import ApiException
+from pulumi.dynamic import CheckFailure, CheckResult, CreateResult, DiffResult, UpdateResult
+
+from mesh import kube
+from mesh.providers import KubeProvider, is_unknown, progress
+from mesh.workloads import (
+    KINDS,
+    Kind,
+    Pod,
+    RevisionReport,
+    RolloutRun,
+    Workload,
+    attach_pods,
+    describe_wait,
+    pod_from_object,
+    restart_patch,
+    revision_report,
+    workload_from_object,
+)
+
+ROLLING, NATURAL, NONE = "rolling", "natural", "none"
+STRATEGIES = (ROLLING, NATURAL, NONE)
+POLL_SECONDS = 0.5
+HEARTBEAT_SECONDS = 30.0
+INPUTS = ("namespace", "workload", "revision", "strategy", "concurrency", "timeout_seconds")
+REPLACE_ON = ("namespace", "workload")
+"""Which pods the resource is about: another namespace or gateway is another rollout."""
+UPDATE_ON = ("revision", "strategy")
+"""What is worth restarting pods for. Concurrency and timeouts only shape the next rollout, so a
+change of them alone is no change: nothing is restarted, nothing shows in the preview."""
+
+
+class RolloutError(Exception):
+    """A rollout that did not bring every workload onto the revision."""
+
+
+class NamespaceReader:
+    """Reads one namespace (or one Deployment of it) into the snapshots mesh.workloads plans on."""
+
+    def __init__(self, api: client.ApiClient, namespace: str, workload: str | None) -> None:
+        self.apps = client.AppsV1Api(api)
+        self.core = client.CoreV1Api(api)
+        self.namespace = namespace
+        self.workload = workload
+
+    def _list(self, kind: str) -> list[dict[str, Any]]:
+        calls: dict[str, Callable[..., Any]] = {
+            "Deployment": self.apps.list_namespaced_deployment,
+            "StatefulSet": self.apps.list_namespaced_stateful_set,
+            "DaemonSet": self.apps.list_namespaced_daemon_set,
+            "ReplicaSet": self.apps.list_namespaced_replica_set,
+            "Pod": self.core.list_namespaced_pod,
+        }
+        return list(kube.list_objects(calls[kind], namespace=self.namespace))
+
+    def snapshot(self) -> tuple[dict[str, Workload], list[Pod]]:
+        """The namespace's workloads with their pods, and the pods this rollout is about."""
+        kinds: tuple[Kind, ...] = ("Deployment",) if self.workload else KINDS
+        workloads = [
+            workload_from_object(kind, obj)
+            for kind in kinds
+            for obj in self._list(kind)
+            if not self.workload or obj["metadata"]["name"] == self.workload
+        ]
+        if self.workload and not workloads:
+            raise RolloutError(f"Deployment {self.namespace}/{self.workload} not found")
+        owners = {
+            rs["metadata"]["uid"]: ref["uid"]
+            for rs in self._list("ReplicaSet")
+            for ref in rs["metadata"].get("ownerReferences") or []
+            if ref.get("controller") and ref.get("kind") == "Deployment"
+        }
+        pods = [pod_from_object(p) for p in self._list("Pod")]
+        attached = attach_pods(workloads, pods, owners)
+        if self.workload:
+            pods = [p for w in attached for p in w.pods]
+        return {w.key: w for w in attached}, pods
+
+    def restart(self, w: Workload, revision: str) -> None:
+        """Patch the pod template like `kubectl rollout restart`; a deleted workload is no error."""
+        patch = {
+            "Deployment": self.apps.patch_namespaced_deployment,
+            "StatefulSet": self.apps.patch_namespaced_stateful_set,
+            "DaemonSet": self.apps.patch_namespaced_daemon_set,
+        }[w.kind]
+        now = datetime.now(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
+        try:
+            patch(
+                w.name,
+                w.namespace,
+                restart_patch(revision, now),
+                _content_type="application/strategic-merge-patch+json",
+            )
+        except ApiException as e:
+            if e.status != 404:
+                raise
+
+
+def roll(
+    reader: NamespaceReader,
+    run: RolloutRun,
+    *,
+    clock: Callable[[], float] = time.monotonic,
+    sleep: Callable[[float], None] = time.sleep,
+) -> list[Pod]:
+    """Drive `run` to its end against the cluster: restart, poll, log. Returns the last pods seen."""
+    where = reader.namespace + (f"/{reader.workload}" if reader.workload else "")
+    snapshot, pods = reader.snapshot()
+    run.plan(snapshot.values(), clock())
+    progress(
+        f"{where} -> {run.revision}: {len(run.queue)} to restart, {len(run.in_flight)} already "
+        f"restarting, {len(run.skipped)} left alone, concurrency {run.concurrency}"
+    )
+    last_heartbeat = clock()
+    while True:
+        done_before, failed_before = len(run.done), set(run.failed)
+        for w in run.tick(snapshot, clock()):
+            reader.restart(w, run.revision)
+            progress(f"{where}: restarted {w.key} ({len(run.restarted)} restarted, {run.remaining} remaining)")
+        for key in run.done[done_before:]:
+            progress(f"{where}: {key} runs {run.revision} ({len(run.done)} of {run.total} done)")
+        for key in sorted(set(run.failed) - failed_before):
+            pulumi.log.warn(f"{where}: {key} {run.failed[key]}")
+        if run.finished:
+            return pods
+        if clock() - last_heartbeat >= HEARTBEAT_SECONDS:
+            last_heartbeat = clock()
+            waits = ", ".join(f"{k} ({describe_wait(snapshot[k])})" for k in run.in_flight if k in snapshot)
+            progress(f"{where}: {run.remaining} remaining; waiting on {waits}")
+        sleep(POLL_SECONDS)
+        snapshot, pods = reader.snapshot()
+
+
+class RolloutProvider(KubeProvider):
+    def check(self, _olds: dict[str, Any], news: dict[str, Any]) -> CheckResult:
+        failures = []
+        strategy = news.get("strategy")
+        if not is_unknown(strategy) and strategy not in STRATEGIES:
+            failures.append(CheckFailure("strategy", f"must be one of {', '.join(STRATEGIES)}, not {strategy!r}"))
+        for key in ("concurrency", "timeout_seconds"):
+            value = news.get(key)
+            if not is_unknown(value) and (not isinstance(value, int | float) or value < 1):
+                failures.append(CheckFailure(key, f"must be a number >= 1, not {value!r}"))
+        for key in ("namespace", "revision"):
+            if not news.get(key):
+                failures.append(CheckFailure(key, "must not be empty"))
+        return CheckResult(news, failures)
+
+    def diff(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> DiffResult:
+        replaces = [k for k in REPLACE_ON if olds.get(k) != news.get(k)]
+        changed = replaces or [k for k in UPDATE_ON if olds.get(k) != news.get(k)]
+        return DiffResult(changes=bool(changed), replaces=replaces, delete_before_replace=False)
+
+    def create(self, props: dict[str, Any]) -> CreateResult:
+        ns, workload = props["namespace"], props.get("workload")
+        return CreateResult(id_=f"{ns}/{workload}" if workload else ns, outs=self.apply(props))
+
+    def update(self, _id: str, _olds: dict[str, Any], news: dict[str, Any]) -> UpdateResult:
+        return UpdateResult(outs=self.apply(news))
+
+    def delete(self, _id: str, _props: dict[str, Any]) -> None:
+        """Pods stay as they are: unbinding a namespace is not a reason to restart anything."""
+
+    def apply(self, props: dict[str, Any]) -> dict[str, Any]:
+        """Restart (rolling) or report (natural); the outputs say what was done and what remains."""
+        outs: dict[str, Any] = {k: props.get(k) for k in INPUTS}
+        outs.update(restarted=[], skipped={}, pods_on_other_revisions=0, other_revisions={})
+        ns, revision, strategy = props["namespace"], props["revision"], props["strategy"]
+        where = ns + (f"/{props['workload']}" if props.get("workload") else "")
+        if strategy == NONE:
+            return outs
+        with kube.api_client(self.kube_settings()) as api:
+            reader = NamespaceReader(api, ns, props.get("workload"))
+            if strategy == NATURAL:
+                report = revision_report(reader.snapshot()[1], revision)
+                progress(report.summary(where))
+                return {**outs, **_report_outs(report)}
+            run = RolloutRun(revision, int(props["concurrency"]), float(props["timeout_seconds"]))
+            pods = roll(reader, run)
+        failure = run.failure_message(where)
+        if failure:
+            raise RolloutError(failure)
+        report = revision_report(pods, revision)
+        if report.on_other:
+            pulumi.log.warn(report.summary(where) + " (pods no Deployment/StatefulSet/DaemonSet owns)")
+        progress(f"{where}: {len(run.done)} workloads on {revision}, {len(run.restarted)} restarted")
+        return {**outs, "restarted": run.restarted, "skipped": run.skipped, **_report_outs(report)}
+
+
+def _report_outs(report: RevisionReport) -> dict[str, Any]:
+    return {"pods_on_other_revisions": report.on_other, "other_revisions": report.others()}
+
+
+class Rollout(pulumi.dynamic.Resource, module="mesh", name="Rollout"):
+    """Moves a namespace's (or one gateway Deployment's) pods onto `revision`; see module doc."""
+
+    namespace: pulumi.Output[str]
+    workload: pulumi.Output[str | None]
+    revision: pulumi.Output[str]
+    strategy: pulumi.Output[str]
+    concurrency: pulumi.Output[int]
+    timeout_seconds: pulumi.Output[int]
+    restarted: pulumi.Output[list[str]]
+    """Workloads this run restarted, as Kind/name."""
+    skipped: pulumi.Output[dict[str, str]]
+    """Workloads left alone, with the reason (opted out, already on the revision, no pods)."""
+    pods_on_other_revisions: pulumi.Output[int]
+    """Injectable pods still on another revision (or not injected) after the run."""
+    other_revisions: pulumi.Output[dict[str, int]]
+    """Those pods by revision."""
+
+    def __init__(
+        self,
+        name: str,
+        *,
+        namespace: pulumi.Input[str],
+        revision: pulumi.Input[str],
+        strategy: pulumi.Input[str],
+        concurrency: pulumi.Input[int],
+        timeout_seconds: pulumi.Input[int],
+        workload: pulumi.Input[str] | None = None,
+        opts: pulumi.ResourceOptions | None = None,
+    ) -> None:
+        props = {
+            "namespace": namespace,
+            "workload": workload,
+            "revision": revision,
+            "strategy": strategy,
+            "concurrency": concurrency,
+            "timeout_seconds": timeout_seconds,
+            "restarted": None,
+            "skipped": None,
+            "pods_on_other_revisions": None,
+            "other_revisions": None,
+        }
+        super().__init__(RolloutProvider(), name, props, opts)

@@ -1,0 +1,454 @@
+"""Pure planning of the data-plane migration a binding change needs.
+
+No I/O and no pulumi import: the Rollout provider (mesh/providers/rollout.py) reads the cluster,
+feeds the objects it read to these functions as plain dicts, and acts on their decisions. Keeping
+every rule here (what to restart, when a rollout is complete, what a stuck one waits for, when to
+stop) makes the rules testable without a cluster and keeps the provider a thin I/O loop.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field, replace
+from enum import Enum
+from typing import Any, Literal
+
+REV_ANNOTATION = "istio.io/rev"
+"""Annotation the injector puts on every pod it injects: the revision whose proxy the pod runs."""
+INJECT_KEY = "sidecar.istio.io/inject"
+"""Label (or legacy annotation) that opts a pod out of injection when "false"."""
+RESTARTED_AT = "kubectl.kubernetes.io/restartedAt"
+"""Template annotation `kubectl rollout restart` sets; we set it the same way."""
+RESTARTED_FOR = "mesh.istio-mesh.dev/restarted-for-revision"
+"""Template annotation naming the revision a restart was made for, so a resumed run waits on an
+in-flight rollout instead of restarting it a second time."""
+UNINJECTED = "(not injected)"
+"""Report key for pods that carry no revision annotation."""
+
+Kind = Literal["Deployment", "StatefulSet", "DaemonSet"]
+KINDS: tuple[Kind, ...] = ("Deployment", "StatefulSet", "DaemonSet")
+
+
+def _meta(obj: Mapping[str, Any]) -> Mapping[str, Any]:
+    return obj.get("metadata") or {}
+
+
+def _controller_uid(obj: Mapping[str, Any]) -> str | None:
+    for ref in _meta(obj).get("ownerReferences") or []:
+        if ref.get("controller"):
+            return ref.get("uid")
+    return None
+
+
+def _opted_out(labels: Mapping[str, str], annotations: Mapping[str, str]) -> bool:
+    """Precedence rule 1: `sidecar.istio.io/inject=false` always wins, as label or annotation."""
+    return labels.get(INJECT_KEY) == "false" or annotations.get(INJECT_KEY) == "false"
+
+
+@dataclass(frozen=True)
+class Pod:
+    """What one pod tells about the proxy it runs and why it may not be ready."""
+
+    namespace: str
+    name: str
+    revision: str | None
+    owner_uid: str | None
+    injectable: bool
+    live: bool
+    problem: str | None = None
+
+
+def pod_from_object(obj: Mapping[str, Any]) -> Pod:
+    """Read a pod as returned by the API (a dict); `live` excludes terminating and finished pods."""
+    meta = _meta(obj)
+    spec = obj.get("spec") or {}
+    status = obj.get("status") or {}
+    labels = meta.get("labels") or {}
+    annotations = meta.get("annotations") or {}
+    phase = status.get("phase")
+    return Pod(
+        namespace=meta.get("namespace", ""),
+        name=meta.get("name", ""),
+        revision=annotations.get(REV_ANNOTATION),
+        owner_uid=_controller_uid(obj),
+        injectable=not _opted_out(labels, annotations) and not spec.get("hostNetwork", False),
+        live=not meta.get("deletionTimestamp") and phase not in ("Succeeded", "Failed"),
+        problem=_pod_problem(status),
+    )
+
+
+def _pod_problem(status: Mapping[str, Any]) -> str | None:
+    """Why a pod is not ready, in the words of its conditions and container states."""
+    conditions = {c.get("type"): c for c in status.get("conditions") or []}
+    scheduled = conditions.get("PodScheduled")
+    if scheduled and scheduled.get("status") == "False":
+        return f"{scheduled.get('reason') or 'not scheduled'}: {scheduled.get('message') or ''}".strip()
+    for cs in status.get("containerStatuses") or []:
+        waiting = (cs.get("state") or {}).get("waiting")
+        if waiting:
+            return f"container {cs.get('name')} {waiting.get('reason') or 'waiting'}"
+    ready = conditions.get("Ready")
+    if ready and ready.get("status") == "True":
+        return None
+    if ready:
+        return f"not ready ({ready.get('reason') or 'Ready=False'})"
+    return f"{status.get('phase') or 'Pending'}"
+
+
+@dataclass(frozen=True)
+class Workload:
+    """A Deployment, StatefulSet or DaemonSet with the status numbers its kind uses.
+
+    `desired` is spec.replicas (DaemonSet: status.desiredNumberScheduled) and `current` all pods
+    the controller counts, old ones included (status.replicas / currentNumberScheduled).
+    """
+
+    kind: Kind
+    namespace: str
+    name: str
+    uid: str
+    generation: int
+    observed_generation: int
+    desired: int
+    current: int
+    updated: int
+    ready: int
+    available: int
+    template_labels: Mapping[str, str] = field(default_factory=dict)
+    template_annotations: Mapping[str, str] = field(default_factory=dict)
+    host_network: bool = False
+    paused: bool = False
+    update_revision: str = ""
+    current_revision: str = ""
+    manual_update: str | None = None
+    """Why a template change does not roll the pods by itself (OnDelete, partition), if so."""
+    stalled: str | None = None
+    """The Deployment's Progressing condition when it reports ProgressDeadlineExceeded."""
+    pods: tuple[Pod, ...] = ()
+
+    @property
+    def key(self) -> str:
+        return f"{self.kind}/{self.name}"
+
+    @property
+    def opted_out(self) -> bool:
+        return _opted_out(self.template_labels, self.template_annotations)
+
+    @property
+    def restarted_for(self) -> str | None:
+        return self.template_annotations.get(RESTARTED_FOR)
+
+    @property
+    def live_pods(self) -> tuple[Pod, ...]:
+        return tuple(p for p in self.pods if p.live)
+
+
+def workload_from_object(kind: Kind, obj: Mapping[str, Any]) -> Workload:
+    """Read a workload as returned by the API (a dict) into the numbers its kind's status uses."""
+    meta = _meta(obj)
+    spec = obj.get("spec") or {}
+    status = obj.get("status") or {}
+    template = spec.get("template") or {}
+    tmeta = template.get("metadata") or {}
+    common: dict[str, Any] = {
+        "kind": kind,
+        "namespace": meta.get("namespace", ""),
+        "name": meta.get("name", ""),
+        "uid": meta.get("uid", ""),
+        "generation": int(meta.get("generation") or 0),
+        "observed_generation": int(status.get("observedGeneration") or 0),
+        "template_labels": dict(tmeta.get("labels") or {}),
+        "template_annotations": dict(tmeta.get("annotations") or {}),
+        "host_network": bool((template.get("spec") or {}).get("hostNetwork", False)),
+    }
+    if kind == "DaemonSet":
+        strategy = spec.get("updateStrategy") or {}
+        return Workload(
+            **common,
+            desired=int(status.get("desiredNumberScheduled") or 0),
+            current=int(status.get("currentNumberScheduled") or 0),
+            updated=int(status.get("updatedNumberScheduled") or 0),
+            ready=int(status.get("numberReady") or 0),
+            available=int(status.get("numberAvailable") or 0),
+            manual_update="updateStrategy OnDelete" if strategy.get("type") == "OnDelete" else None,
+        )
+    replicas = spec.get("replicas")
+    desired = 1 if replicas is None else int(replicas)
+    numbers: dict[str, Any] = {
+        "desired": desired,
+        "current": int(status.get("replicas") or 0),
+        "updated": int(status.get("updatedReplicas") or 0),
+        "ready": int(status.get("readyReplicas") or 0),
+        "available": int(status.get("availableReplicas") or 0),
+    }
+    if kind == "StatefulSet":
+        strategy = spec.get("updateStrategy") or {}
+        partition = int(((strategy.get("rollingUpdate") or {}).get("partition")) or 0)
+        manual = None
+        if strategy.get("type") == "OnDelete":
+            manual = "updateStrategy OnDelete"
+        elif partition > 0:
+            manual = f"rollingUpdate.partition={partition}"
+        return Workload(
+            **common,
+            **numbers,
+            update_revision=status.get("updateRevision") or "",
+            current_revision=status.get("currentRevision") or "",
+            manual_update=manual,
+        )
+    stalled = None
+    for cond in status.get("conditions") or []:
+        if cond.get("type") == "Progressing" and cond.get("reason") == "ProgressDeadlineExceeded":
+            stalled = cond.get("message") or "progress deadline exceeded"
+    return Workload(**common, **numbers, paused=bool(spec.get("paused")), stalled=stalled)
+
+
+def attach_pods(
+    workloads: Iterable[Workload],
+    pods: Iterable[Pod],
+    replicaset_owners: Mapping[str, str],
+) -> list[Workload]:
+    """Give each workload its pods, following controller owner references.
+
+    A Deployment owns its pods through ReplicaSets: `replicaset_owners` maps a ReplicaSet's uid
+    to its Deployment's uid. Owner references rather than label selectors, because selectors of
+    different workloads may overlap.
+    """
+    by_owner: dict[str, list[Pod]] = {}
+    for pod in pods:
+        if pod.owner_uid is None:
+            continue
+        owner = replicaset_owners.get(pod.owner_uid, pod.owner_uid)
+        by_owner.setdefault(owner, []).append(pod)
+    return [replace(w, pods=tuple(sorted(by_owner.get(w.uid, []), key=lambda p: p.name))) for w in workloads]
+
+
+def waiting_for(w: Workload) -> str | None:
+    """What the workload's rollout still waits for, or None once it is complete.
+
+    The rules are those of `kubectl rollout status`, plus availability for every kind (a restart
+    is only done when the new pods serve) and no old replicas left.
+    """
+    if w.observed_generation < w.generation:
+        return f"controller has not observed generation {w.generation} yet (observed {w.observed_generation})"
+    if w.kind == "Deployment":
+        if w.paused:
+            return "rollout is paused (spec.paused=true)"
+        if w.stalled:
+            return f"progress deadline exceeded: {w.stalled}"
+        if w.updated < w.desired:
+            return f"{w.updated} of {w.desired} replicas updated"
+        if w.current > w.updated:
+            return f"{w.current - w.updated} old replicas pending termination"
+        if w.available < w.desired:
+            return f"{w.available} of {w.desired} updated replicas available"
+        return None
+    if w.kind == "StatefulSet":
+        if w.manual_update:
+            return f"pods are only replaced when deleted ({w.manual_update})"
+        if w.updated < w.desired or (w.desired > 0 and w.update_revision != w.current_revision):
+            return f"{w.updated} of {w.desired} pods at the new revision"
+        if w.ready < w.desired:
+            return f"{w.ready} of {w.desired} pods ready"
+        if w.available < w.desired:
+            return f"{w.available} of {w.desired} pods available"
+        return None
+    if w.manual_update:
+        return f"pods are only replaced when deleted ({w.manual_update})"
+    if w.updated < w.desired:
+        return f"{w.updated} of {w.desired} pods updated"
+    if w.available < w.desired:
+        return f"{w.available} of {w.desired} pods available"
+    return None
+
+
+def describe_wait(w: Workload) -> str:
+    """`waiting_for` plus the first pod problem, which usually names the real cause."""
+    reason = waiting_for(w) or "complete"
+    problems = [f"pod {p.name}: {p.problem}" for p in w.live_pods if p.problem]
+    return f"{reason}; {problems[0]}" if problems else reason
+
+
+def off_target(w: Workload, revision: str) -> list[Pod]:
+    """The workload's live pods that do not run `revision` (uninjected pods included)."""
+    return [p for p in w.live_pods if p.injectable and p.revision != revision]
+
+
+class Action(Enum):
+    RESTART = "restart"
+    WAIT = "wait"
+    SKIP = "skip"
+    MANUAL = "manual"
+
+
+@dataclass(frozen=True)
+class Decision:
+    action: Action
+    reason: str
+
+
+def decide(w: Workload, revision: str) -> Decision:
+    """Whether a workload needs a restart to run `revision`.
+
+    An in-flight restart for the same revision (our template annotation, rollout not complete) is
+    waited on, never restarted again: that is what makes an interrupted run resumable.
+    """
+    if w.opted_out:
+        return Decision(Action.SKIP, f"opted out of injection ({INJECT_KEY}=false)")
+    if w.host_network:
+        return Decision(Action.SKIP, "hostNetwork pods are never injected")
+    in_flight = w.restarted_for == revision and waiting_for(w) is not None
+    if in_flight:
+        return Decision(Action.WAIT, f"restart for {revision} already in progress")
+    stale = off_target(w, revision)
+    if not stale:
+        if not w.live_pods:
+            return Decision(Action.SKIP, "no running pods")
+        return Decision(Action.SKIP, f"all pods already run {revision}")
+    if w.manual_update:
+        return Decision(
+            Action.MANUAL, f"{len(stale)} pods not on {revision}; {w.manual_update}: delete them to move them"
+        )
+    return Decision(Action.RESTART, f"{len(stale)} of {len(w.live_pods)} pods not on {revision}")
+
+
+def restart_patch(revision: str, now_rfc3339: str) -> dict[str, Any]:
+    """The merge patch `kubectl rollout restart` sends, plus the revision the restart is for."""
+    return {"spec": {"template": {"metadata": {"annotations": {RESTARTED_AT: now_rfc3339, RESTARTED_FOR: revision}}}}}
+
+
+@dataclass(frozen=True)
+class RevisionReport:
+    """Live injectable pods by the revision they run (the `natural` strategy's report)."""
+
+    revision: str
+    by_revision: Mapping[str, int]
+
+    @property
+    def on_target(self) -> int:
+        return self.by_revision.get(self.revision, 0)
+
+    @property
+    def on_other(self) -> int:
+        return sum(n for rev, n in self.by_revision.items() if rev != self.revision)
+
+    def others(self) -> dict[str, int]:
+        return {rev: n for rev, n in sorted(self.by_revision.items()) if rev != self.revision}
+
+    def summary(self, where: str) -> str:
+        if not self.on_other:
+            return f"{where}: all {self.on_target} pods run {self.revision}"
+        parts = ", ".join(f"{rev}: {n}" for rev, n in self.others().items())
+        return (
+            f"{where}: {self.on_other} pods still run other revisions ({parts}), "
+            f"{self.on_target} run {self.revision}; they move when next recreated"
+        )
+
+
+def revision_report(pods: Iterable[Pod], revision: str) -> RevisionReport:
+    counts = Counter(p.revision or UNINJECTED for p in pods if p.live and p.injectable)
+    return RevisionReport(revision=revision, by_revision=dict(counts))
+
+
+@dataclass
+class RolloutRun:
+    """The state of one rolling restart of a namespace, advanced by `plan` then `tick`.
+
+    Keeps up to `concurrency` workloads in flight. Each has `timeout_seconds` from its restart
+    (or from the first sighting, for one already in flight) to complete. When one is stuck or
+    ends on the wrong revision, no further restarts start (a new revision breaking workloads
+    should not be rolled onto more of them); those in flight are still waited for.
+    """
+
+    revision: str
+    concurrency: int
+    timeout_seconds: float
+    queue: list[str] = field(default_factory=list)
+    in_flight: dict[str, float] = field(default_factory=dict)
+    restarted: list[str] = field(default_factory=list)
+    done: list[str] = field(default_factory=list)
+    skipped: dict[str, str] = field(default_factory=dict)
+    manual: dict[str, str] = field(default_factory=dict)
+    failed: dict[str, str] = field(default_factory=dict)
+    total: int = 0
+
+    def plan(self, workloads: Iterable[Workload], now: float) -> None:
+        """Sort the namespace's workloads into to-restart, to-wait-on and left-alone."""
+        for w in sorted(workloads, key=lambda w: (KINDS.index(w.kind), w.name)):
+            d = decide(w, self.revision)
+            if d.action is Action.RESTART:
+                self.queue.append(w.key)
+            elif d.action is Action.WAIT:
+                self.in_flight[w.key] = now + self.timeout_seconds
+            elif d.action is Action.MANUAL:
+                self.manual[w.key] = d.reason
+            else:
+                self.skipped[w.key] = d.reason
+        self.total = len(self.queue) + len(self.in_flight)
+
+    def tick(self, snapshot: Mapping[str, Workload], now: float) -> list[Workload]:
+        """Account for what completed or got stuck, then return the workloads to restart now.
+
+        The caller patches each returned workload; they are already counted as in flight.
+        """
+        for key, deadline in list(self.in_flight.items()):
+            w = snapshot.get(key)
+            if w is None:
+                del self.in_flight[key]
+                self.done.append(key)
+                continue
+            wait = waiting_for(w)
+            if wait is None:
+                del self.in_flight[key]
+                stale = off_target(w, self.revision)
+                if stale:
+                    revs = sorted({p.revision or UNINJECTED for p in stale})
+                    self.failed[key] = (
+                        f"rolled out, but {len(stale)} pods run {', '.join(revs)} instead of "
+                        f"{self.revision}: is the namespace bound to {self.revision} "
+                        f"and its injection webhook installed?"
+                    )
+                else:
+                    self.done.append(key)
+            elif now >= deadline:
+                del self.in_flight[key]
+                self.failed[key] = f"timed out after {self.timeout_seconds:g}s: {describe_wait(w)}"
+        starts: list[Workload] = []
+        while self.queue and not self.failed and len(self.in_flight) < self.concurrency:
+            key = self.queue.pop(0)
+            w = snapshot.get(key)
+            d = decide(w, self.revision) if w is not None else Decision(Action.SKIP, "deleted")
+            if d.action is Action.RESTART:
+                self.in_flight[key] = now + self.timeout_seconds
+                self.restarted.append(key)
+                starts.append(w)  # type: ignore[arg-type]
+            elif d.action is Action.WAIT:
+                self.in_flight[key] = now + self.timeout_seconds
+            else:
+                self.skipped[key] = d.reason
+                self.total -= 1
+        return starts
+
+    @property
+    def finished(self) -> bool:
+        return not self.in_flight and (not self.queue or bool(self.failed))
+
+    @property
+    def remaining(self) -> int:
+        return len(self.queue) + len(self.in_flight)
+
+    def failure_message(self, namespace: str) -> str | None:
+        """The error a failed run raises: every stuck workload and what it waits for."""
+        if not self.failed and not self.manual:
+            return None
+        lines = [f"rollout of namespace {namespace} to revision {self.revision} did not complete:"]
+        lines += [f"  {key}: {why}" for key, why in sorted(self.failed.items())]
+        lines += [f"  {key}: {why}" for key, why in sorted(self.manual.items())]
+        if self.queue:
+            lines.append(f"  not restarted after the failure: {', '.join(self.queue)}")
+        lines.append(
+            f"  done: {len(self.done)} of {self.total}. Fix the cause and run `pulumi up` again: "
+            "finished workloads are not restarted twice."
+        )
+        return "\n".join(lines)
