@@ -1,0 +1,99 @@
+"""What each Helm chart is rendered from, and with which values. Pure: spec in, plain data out.
+
+Chart inputs stay plain values derived from config (never outputs of other resources), so the
+Kubernetes provider can render every chart during `pulumi preview` and show each object's diff.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from mesh.spec import DEFAULT_CHART_REPOSITORY, ISTIO_NAMESPACE, ChartSource, Gateway, MeshSpec
+
+ChartName = Literal["base", "istiod", "gateway"]
+
+WEBHOOK_FIELDS_PATCHED_BY_ISTIOD = ("webhooks[*].clientConfig.caBundle", "webhooks[*].failurePolicy")
+"""istiod fills in `caBundle` and flips `failurePolicy` on its webhooks at run time; owning them would be
+permanent drift (istio#52785), so the program ignores changes to exactly these fields."""
+
+
+@dataclass(frozen=True)
+class ChartRef:
+    """Arguments for a Helm v4 Chart: `chart` plus, for repositories, `repository` and `version`."""
+
+    chart: str
+    version: str | None = None
+    repository: str | None = None
+
+
+def chart_ref(source: ChartSource, name: ChartName, version: str) -> ChartRef:
+    """Where chart `name` at Istio `version` comes from: a local mirror, an OCI registry or a Helm repository."""
+    if source.path:
+        # A mirror directory is already one version: Helm ignores `version` for local charts.
+        return ChartRef(chart=f"{source.path.format(version=version).rstrip('/')}/{name}")
+    if source.oci:
+        return ChartRef(chart=f"{source.oci.rstrip('/')}/{name}", version=version)
+    return ChartRef(chart=name, version=version, repository=source.repository or DEFAULT_CHART_REPOSITORY)
+
+
+def deep_merge(base: Mapping[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:
+    """Helm-style values merge: mappings merge key by key, anything else in `override` replaces."""
+    merged = copy.deepcopy(dict(base))
+    for key, value in override.items():
+        if isinstance(value, Mapping) and isinstance(merged.get(key), Mapping):
+            merged[key] = deep_merge(merged[key], value)
+        else:
+            merged[key] = copy.deepcopy(value)
+    return merged
+
+
+def base_values(spec: MeshSpec) -> dict[str, Any]:
+    """`defaultRevision` comes from the default tag alone: one source of truth (istio#58578)."""
+    return {
+        "defaultRevision": spec.default_revision,
+        "global": {"istioNamespace": ISTIO_NAMESPACE},
+    }
+
+
+PROGRAM_OWNED_VALUES: dict[ChartName, tuple[tuple[str, ...], ...]] = {
+    "istiod": (("revision",), ("global", "tag"), ("revisionTags",)),
+    "gateway": (("revision",), ("replicaCount",)),
+}
+"""Values the program derives from other config keys; `mesh.validation` refuses them under `values`."""
+
+
+def istiod_values(spec: MeshSpec, name: str) -> dict[str, Any]:
+    """The revision's own values merged over the program's."""
+    revision = spec.revisions[name]
+    ours: dict[str, Any] = {
+        "revision": name,
+        "global": {"hub": spec.hub, "tag": revision.version, "istioNamespace": ISTIO_NAMESPACE},
+        # Tags are owned by IstioRevisionTag, never by a revision's chart: a tag must outlive revisions.
+        "revisionTags": [],
+    }
+    return deep_merge(ours, revision.values)
+
+
+def gateway_values(spec: MeshSpec, gateway: Gateway) -> dict[str, Any]:
+    """Pin the gateway's pods to its tag or revision (pod label `istio.io/rev`); fixed replicas, no HPA."""
+    service: dict[str, Any] = {"type": gateway.service.type}
+    if gateway.service.ports is not None:
+        service["ports"] = [
+            {"name": p.name, "port": p.port, "targetPort": p.target_port or p.port, "protocol": p.protocol}
+            for p in gateway.service.ports
+        ]
+    ours = {
+        "revision": gateway.revision,
+        "replicaCount": gateway.replicas,
+        "autoscaling": {"enabled": False},
+        "service": service,
+    }
+    return deep_merge(ours, gateway.values)
+
+
+def gateway_version(spec: MeshSpec, gateway: Gateway) -> str:
+    """A gateway's chart follows the revision it is pinned to, so adding a canary never re-renders it."""
+    return spec.revisions[spec.resolve(gateway.revision)].version

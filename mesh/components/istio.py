@@ -1,0 +1,80 @@
+"""Istio: the whole mesh of one cluster, built from a validated spec (Sail's `Istio` resource)."""
+
+from __future__ import annotations
+
+import pulumi
+from pulumi_kubernetes.core.v1 import Namespace
+
+from mesh.charts import base_values, chart_ref
+from mesh.components.gateway import Gateway
+from mesh.components.helm import install_chart
+from mesh.components.istio_revision import IstioRevision
+from mesh.components.istio_revision_tag import IstioRevisionTag
+from mesh.components.namespace_binding import NamespaceBinding
+from mesh.providers.version_gate import VersionGate
+from mesh.spec import ISTIO_NAMESPACE, MeshSpec
+
+
+class Istio(pulumi.ComponentResource):
+    """Order: version gate -> base (CRDs, at the newest version) -> revisions -> tags -> bindings, gateways.
+    Deletes run in reverse, so a revision goes only after everything that referred to it has moved."""
+
+    revisions: dict[str, IstioRevision]
+    tags: dict[str, IstioRevisionTag]
+    namespaces: dict[str, NamespaceBinding]
+    gateways: dict[str, Gateway]
+
+    def __init__(self, name: str, spec: MeshSpec, opts: pulumi.ResourceOptions | None = None) -> None:
+        super().__init__("istio-mesh:index:Istio", name, None, opts)
+        child = pulumi.ResourceOptions(parent=self)
+        gate = VersionGate(
+            "versions", versions={n: r.version for n, r in spec.revisions.items()}, opts=child
+        )
+        after_gate = pulumi.ResourceOptions(parent=self, depends_on=[gate])
+        # Namespaces the mesh needs to install into; kept on delete: nothing here ever deletes a namespace.
+        owned_namespaces = {
+            ns: Namespace(
+                ns,
+                metadata={"name": ns},
+                opts=pulumi.ResourceOptions.merge(after_gate, pulumi.ResourceOptions(retain_on_delete=True)),
+            )
+            for ns in sorted({ISTIO_NAMESPACE, *(g.namespace for g in spec.gateways.values())})
+        }
+        base = install_chart(
+            "istio-base",
+            chart_ref(spec.charts, "base", spec.newest_version),
+            base_values(spec),
+            ISTIO_NAMESPACE,
+            pulumi.ResourceOptions(parent=self, depends_on=[gate, owned_namespaces[ISTIO_NAMESPACE]]),
+        )
+        self.revisions = {
+            name: IstioRevision(name, spec, depends_on=[base], opts=child)
+            for name in sorted(spec.revisions)
+        }
+        self.tags = {
+            tag: IstioRevisionTag(tag, spec, self.revisions[revision], child)
+            for tag, revision in sorted(spec.tags.items())
+        }
+
+        def installed(target: str) -> pulumi.Resource:
+            """What must exist before pods are sent to `target` (a tag's webhook, or a revision)."""
+            return self.tags[target] if target in self.tags else self.revisions[target]
+
+        self.namespaces = {
+            ns: NamespaceBinding(
+                ns, spec,
+                depends_on=[installed(b.revision), *([owned_namespaces[ns]] if ns in owned_namespaces else [])],
+                opts=child,
+            )
+            for ns, b in sorted(spec.namespaces.items())
+        }
+        self.gateways = {
+            name: Gateway(
+                name, spec,
+                depends_on=[installed(g.revision), owned_namespaces[g.namespace],
+                            *([self.namespaces[g.namespace]] if g.namespace in self.namespaces else [])],
+                opts=child,
+            )
+            for name, g in sorted(spec.gateways.items())
+        }
+        self.register_outputs({})

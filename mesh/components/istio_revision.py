@@ -1,0 +1,41 @@
+"""IstioRevision: one istiod (chart `istiod` with `revision: <name>`) and the guard that keeps it while in use."""
+
+from __future__ import annotations
+
+import pulumi
+
+from mesh.charts import chart_ref, istiod_values
+from mesh.components.helm import install_chart
+from mesh.providers.drain_guard import DrainGuard
+from mesh.spec import ISTIO_NAMESPACE, MeshSpec
+
+
+class IstioRevision(pulumi.ComponentResource):
+    """A whole control plane revision. Removing it from config deletes its guard first, which refuses
+    while pods still run this revision; a refusal leaves every object of the revision in place."""
+
+    version: str
+    service: str
+
+    def __init__(self, name: str, spec: MeshSpec, depends_on: list[pulumi.Resource],
+                 opts: pulumi.ResourceOptions | None = None) -> None:
+        super().__init__("istio-mesh:index:IstioRevision", name, None, opts)
+        revision = spec.revisions[name]
+        self.version = revision.version
+        self.service = f"istiod-{name}.{ISTIO_NAMESPACE}.svc"
+        self.chart = install_chart(
+            f"istiod-{name}",
+            chart_ref(spec.charts, "istiod", revision.version),
+            istiod_values(spec, name),
+            ISTIO_NAMESPACE,
+            pulumi.ResourceOptions(parent=self, depends_on=depends_on),
+        )
+        # The guard depends on every rendered object (not just the chart component), so the engine
+        # deletes it before any of them: deletes run in reverse dependency order.
+        self.guard = DrainGuard(
+            f"{name}-drain-guard",
+            revision=name,
+            drain_timeout_seconds=spec.rollout.drain_timeout_seconds,
+            opts=pulumi.ResourceOptions(parent=self, depends_on=self.chart.resources),
+        )
+        self.register_outputs({"version": self.version, "service": self.service})

@@ -1,0 +1,39 @@
+"""IstioRevisionTag: a tag's own injection webhook (and Service), pointing at one revision's istiod."""
+
+from __future__ import annotations
+
+import pulumi
+from pulumi_kubernetes.admissionregistration.v1 import MutatingWebhookConfiguration
+from pulumi_kubernetes.core.v1 import Service
+
+from mesh.charts import WEBHOOK_FIELDS_PATCHED_BY_ISTIOD
+from mesh.components.istio_revision import IstioRevision
+from mesh.revision_tag_webhook import service_name, tag_service, tag_webhook, webhook_name
+from mesh.spec import MeshSpec
+
+
+class IstioRevisionTag(pulumi.ComponentResource):
+    """Resource names depend on the tag only, so moving a tag updates the same webhook in place."""
+
+    revision: str
+
+    def __init__(self, tag: str, spec: MeshSpec, revision: IstioRevision,
+                 opts: pulumi.ResourceOptions | None = None) -> None:
+        super().__init__("istio-mesh:index:IstioRevisionTag", tag, None, opts)
+        self.revision = spec.tags[tag]
+        # Only once the target istiod is installed may pods be sent to it.
+        child = pulumi.ResourceOptions(parent=self, depends_on=[revision])
+        hook = tag_webhook(tag, self.revision)
+        self.webhook = MutatingWebhookConfiguration(
+            webhook_name(tag),
+            metadata=hook["metadata"],
+            webhooks=hook["webhooks"],
+            opts=pulumi.ResourceOptions.merge(
+                child, pulumi.ResourceOptions(ignore_changes=list(WEBHOOK_FIELDS_PATCHED_BY_ISTIOD))
+            ),
+        )
+        svc = tag_service(tag, self.revision, spec.revisions[self.revision].version)
+        self.service = (
+            Service(service_name(tag), metadata=svc["metadata"], spec=svc["spec"], opts=child) if svc else None
+        )
+        self.register_outputs({"revision": self.revision})

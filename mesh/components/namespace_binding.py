@@ -1,0 +1,53 @@
+"""NamespaceBinding: a namespace's `istio.io/rev` label, and the rollout that moves its running pods."""
+
+from __future__ import annotations
+
+import pulumi
+from pulumi_kubernetes.core.v1 import NamespacePatch
+from pulumi_kubernetes.meta.v1 import ObjectMetaPatchArgs
+
+from mesh.providers.rollout import Rollout
+from mesh.spec import MeshSpec
+
+FIELD_MANAGER = "istio-mesh"
+
+
+class NamespaceBinding(pulumi.ComponentResource):
+    """Labels an existing namespace without owning it: removing the binding gives the label up, never the
+    namespace. The patch's resource name is the namespace's, so rebinding is an in-place update."""
+
+    revision: str
+    """The revision the binding resolves to (through its tag, if it names one)."""
+
+    def __init__(self, namespace: str, spec: MeshSpec, depends_on: list[pulumi.Resource],
+                 opts: pulumi.ResourceOptions | None = None) -> None:
+        super().__init__("istio-mesh:index:NamespaceBinding", namespace, None, opts)
+        binding = spec.namespaces[namespace]
+        self.revision = spec.resolve(binding.revision)
+        self.patch = NamespacePatch(
+            namespace,
+            metadata=ObjectMetaPatchArgs(
+                name=namespace,
+                labels={
+                    "istio.io/rev": binding.revision,
+                    # The legacy label would win over istio.io/rev (it selects the default tag): remove it.
+                    "istio-injection": None,
+                },
+                annotations={
+                    "pulumi.com/patchFieldManager": FIELD_MANAGER,
+                    # Take the labels over from whoever set them before (`kubectl label`, istioctl).
+                    "pulumi.com/patchForce": "true",
+                },
+            ),
+            opts=pulumi.ResourceOptions(parent=self, depends_on=depends_on),
+        )
+        self.rollout = Rollout(
+            f"{namespace}-rollout",
+            namespace=namespace,
+            revision=self.revision,
+            strategy=spec.strategy_of(binding),
+            concurrency=spec.rollout.concurrency,
+            timeout_seconds=spec.rollout.timeout_seconds,
+            opts=pulumi.ResourceOptions(parent=self, depends_on=[self.patch]),
+        )
+        self.register_outputs({"revision": self.revision})

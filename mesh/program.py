@@ -1,0 +1,42 @@
+"""The program's edges: read stack config, validate it whole, build the mesh, export what it is."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pulumi
+
+from mesh.components import Istio
+from mesh.spec import MeshSpec, SpecError, load_spec
+from mesh.validation import validate_or_raise
+
+OBJECT_KEYS = ("charts", "revisions", "tags", "namespaces", "gateways", "rollout")
+STRING_KEYS = ("hub",)
+
+
+def read_config(config: pulumi.Config) -> dict[str, Any]:
+    """Raw values of the project's keys; structured keys are YAML objects in the stack file."""
+    raw: dict[str, Any] = {key: config.get_object(key) for key in OBJECT_KEYS}
+    raw.update({key: config.get(key) for key in STRING_KEYS})
+    return raw
+
+
+def spec_from_config(raw: dict[str, Any]) -> MeshSpec:
+    """The validated spec, or a RunError listing every problem (shown without a traceback)."""
+    try:
+        return validate_or_raise(load_spec(raw))
+    except SpecError as exc:
+        raise pulumi.RunError(str(exc)) from None
+
+
+def deploy(spec: MeshSpec) -> Istio:
+    mesh = Istio("mesh", spec)
+    pulumi.export("revisions", {
+        name: {"version": rev.version, "service": rev.service} for name, rev in mesh.revisions.items()
+    })
+    pulumi.export("tags", {tag: t.revision for tag, t in mesh.tags.items()})
+    pulumi.export("namespaces", {ns: b.revision for ns, b in mesh.namespaces.items()})
+    pulumi.export("gateways", {
+        name: {"namespace": g.namespace, "revision": g.revision} for name, g in mesh.gateways.items()
+    })
+    return mesh

@@ -1,0 +1,106 @@
+"""A revision tag's injection webhook and Service, as manifests (pure).
+
+Mirrors the istiod chart's `revision-tags-mwc.yaml` / `revision-tags-svc.yaml`, but owned by the tag
+instead of by a revision's chart: a tag must outlive the revisions it points at, and moving it must be
+an in-place update of one webhook's target (`istiod-<revision>`), never a delete and create.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from mesh.spec import DEFAULT_TAG, ISTIO_NAMESPACE, parse_version
+
+TAG_SERVICE_SINCE = (1, 27)
+"""Istio renders a Service per tag (`istiod-revision-tag-<tag>`) since 1.27."""
+
+
+def webhook_name(tag: str) -> str:
+    return f"istio-revision-tag-{tag}"
+
+
+def service_name(tag: str) -> str:
+    return f"istiod-revision-tag-{tag}"
+
+
+def _labels(tag: str, revision: str) -> dict[str, str]:
+    return {
+        "istio.io/tag": tag,
+        "istio.io/rev": revision,
+        "app": "sidecar-injector",
+        "app.kubernetes.io/name": "istiod",
+        "app.kubernetes.io/managed-by": "istio-mesh",
+    }
+
+
+def _not_opted_out() -> dict[str, Any]:
+    return {"key": "sidecar.istio.io/inject", "operator": "NotIn", "values": ["false"]}
+
+
+def _hook(prefix: str, revision: str, namespace_selector: list[dict[str, Any]],
+          object_selector: list[dict[str, Any]]) -> dict[str, Any]:
+    return {
+        "name": f"{prefix}sidecar-injector.istio.io",
+        "clientConfig": {
+            "service": {"name": f"istiod-{revision}", "namespace": ISTIO_NAMESPACE, "path": "/inject", "port": 443},
+        },
+        "sideEffects": "None",
+        "rules": [{"operations": ["CREATE"], "apiGroups": [""], "apiVersions": ["v1"], "resources": ["pods"]}],
+        "failurePolicy": "Fail",
+        "reinvocationPolicy": "Never",
+        "admissionReviewVersions": ["v1"],
+        "namespaceSelector": {"matchExpressions": namespace_selector},
+        "objectSelector": {"matchExpressions": object_selector},
+    }
+
+
+def tag_webhook(tag: str, revision: str) -> dict[str, Any]:
+    """The MutatingWebhookConfiguration that injects pods selecting `tag` with `revision`'s istiod."""
+    no_legacy = {"key": "istio-injection", "operator": "DoesNotExist"}
+    webhooks = [
+        _hook("rev.namespace.", revision,
+              [{"key": "istio.io/rev", "operator": "In", "values": [tag]}, no_legacy],
+              [_not_opted_out()]),
+        _hook("rev.object.", revision,
+              [{"key": "istio.io/rev", "operator": "DoesNotExist"}, no_legacy],
+              [_not_opted_out(), {"key": "istio.io/rev", "operator": "In", "values": [tag]}]),
+    ]
+    if tag == DEFAULT_TAG:
+        # The default tag also serves the legacy label and revisionless `sidecar.istio.io/inject=true` pods.
+        webhooks += [
+            _hook("namespace.", revision,
+                  [{"key": "istio-injection", "operator": "In", "values": ["enabled"]}],
+                  [_not_opted_out()]),
+            _hook("object.", revision,
+                  [no_legacy, {"key": "istio.io/rev", "operator": "DoesNotExist"}],
+                  [{"key": "sidecar.istio.io/inject", "operator": "In", "values": ["true"]},
+                   {"key": "istio.io/rev", "operator": "DoesNotExist"}]),
+        ]
+    return {
+        "apiVersion": "admissionregistration.k8s.io/v1",
+        "kind": "MutatingWebhookConfiguration",
+        "metadata": {"name": webhook_name(tag), "labels": _labels(tag, revision)},
+        "webhooks": webhooks,
+    }
+
+
+def tag_service(tag: str, revision: str, version: str) -> dict[str, Any] | None:
+    """The tag's Service in front of `revision`'s istiod pods, for versions that have one."""
+    v = parse_version(version)
+    if (v.major, v.minor) < TAG_SERVICE_SINCE:
+        return None
+    labels = {**_labels(tag, revision), "app": "istiod", "istio": "pilot"}
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {"name": service_name(tag), "namespace": ISTIO_NAMESPACE, "labels": labels},
+        "spec": {
+            "ports": [
+                {"port": 15010, "name": "grpc-xds", "protocol": "TCP"},
+                {"port": 15012, "name": "https-dns", "protocol": "TCP"},
+                {"port": 443, "name": "https-webhook", "targetPort": 15017, "protocol": "TCP"},
+                {"port": 15014, "name": "http-monitoring", "protocol": "TCP"},
+            ],
+            "selector": {"app": "istiod", "istio.io/rev": revision},
+        },
+    }

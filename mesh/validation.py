@@ -1,0 +1,181 @@
+"""Rules across config keys: names, references, precedence traps and Istio's version skew.
+
+Pure functions over a `MeshSpec`. Each returns every problem it finds (not just the first), as
+`ConfigError`s that name the key and say what to do, so a bad PR fails its preview with one list.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from mesh.charts import PROGRAM_OWNED_VALUES
+from mesh.spec import DEFAULT_TAG, ConfigError, MeshSpec, SpecError, dns_label_problem, parse_version
+
+UNBINDABLE_NAMESPACES = frozenset({"kube-system", "kube-public"})
+"""Istio never injects these; binding them would only suggest otherwise."""
+
+MAX_CANARY_MINORS = 2
+"""A canary revision may skip one minor: at most n+2 over the oldest revision."""
+MAX_IN_PLACE_MINORS = 1
+"""An existing revision's version may move one minor at a time."""
+
+# Longest names that still fit the objects named after them (Service names are DNS labels, 63 chars):
+# `istiod-<revision>` and `istiod-revision-tag-<tag>`.
+_MAX_REVISION_NAME = 63 - len("istiod-")
+_MAX_TAG_NAME = 63 - len("istiod-revision-tag-")
+
+
+def validate(spec: MeshSpec) -> list[ConfigError]:
+    """Every rule that needs only the config itself."""
+    return [
+        *_names(spec),
+        *_references(spec),
+        *_gateway_namespaces(spec),
+        *_canary_skew(spec),
+        *_owned_values(spec),
+    ]
+
+
+def validate_or_raise(spec: MeshSpec) -> MeshSpec:
+    errors = validate(spec)
+    if errors:
+        raise SpecError(errors)
+    return spec
+
+
+def _names(spec: MeshSpec) -> list[ConfigError]:
+    errors = []
+    for name in spec.revisions:
+        if problem := dns_label_problem(name, _MAX_REVISION_NAME):
+            errors.append(ConfigError(f"revisions.{name}", f"revision name {problem}"))
+        elif name == DEFAULT_TAG:
+            errors.append(ConfigError(
+                f"revisions.{name}",
+                '"default" is the name of the default tag, not a revision (installing a revision named '
+                '"default" silently retargets it): name the revision after its version, e.g. "1-30-2", '
+                "and set `tags.default` to it",
+            ))
+    for tag in spec.tags:
+        if problem := dns_label_problem(tag, _MAX_TAG_NAME):
+            errors.append(ConfigError(f"tags.{tag}", f"tag name {problem}"))
+        elif tag in spec.revisions and tag != DEFAULT_TAG:  # a revision named "default" is reported above
+            errors.append(ConfigError(
+                f"tags.{tag}",
+                f'"{tag}" is also a revision name; a tag must differ from every revision so labels '
+                "stay unambiguous: rename the tag",
+            ))
+    for ns in [*spec.namespaces, *(g.namespace for g in spec.gateways.values())]:
+        if problem := dns_label_problem(ns, 63):
+            errors.append(ConfigError(f"namespaces.{ns}", f"namespace name {problem}"))
+    for name in spec.gateways:
+        if problem := dns_label_problem(name, 63):
+            errors.append(ConfigError(f"gateways.{name}", f"gateway name {problem}"))
+    for ns in spec.namespaces:
+        if ns in UNBINDABLE_NAMESPACES:
+            errors.append(ConfigError(
+                f"namespaces.{ns}",
+                f"{ns} is never injected by Istio and cannot be bound: remove it from namespaces",
+            ))
+    return errors
+
+
+def _references(spec: MeshSpec) -> list[ConfigError]:
+    """Tags point at revisions; bindings and gateways point at tags or revisions."""
+    revisions = ", ".join(sorted(spec.revisions)) or "(none)"
+    targets = ", ".join(sorted({*spec.revisions, *spec.tags}))
+    removing = (
+        "; if you are removing that revision, first move everything that refers to it to another "
+        "revision (and let its pods move), then drop it"
+    )
+    errors = []
+    for tag, revision in spec.tags.items():
+        if revision not in spec.revisions:
+            errors.append(ConfigError(
+                f"tags.{tag}",
+                f'points at revision "{revision}", which is not in revisions (known: {revisions}){removing}',
+            ))
+    refs = [(f"namespaces.{ns}", b.revision) for ns, b in spec.namespaces.items()]
+    refs += [(f"gateways.{name}.revision", g.revision) for name, g in spec.gateways.items()]
+    for key, target in refs:
+        if target not in spec.revisions and target not in spec.tags:
+            errors.append(ConfigError(
+                key, f'points at "{target}", which is neither a tag nor a revision (known: {targets}){removing}'
+            ))
+    return errors
+
+
+def _gateway_namespaces(spec: MeshSpec) -> list[ConfigError]:
+    """A namespace's `istio.io/rev` label beats a pod's, so a gateway in a bound namespace follows the namespace."""
+    errors = []
+    for name, gw in spec.gateways.items():
+        binding = spec.namespaces.get(gw.namespace)
+        if binding is not None and binding.revision != gw.revision:
+            errors.append(ConfigError(
+                f"gateways.{name}.revision",
+                f'is "{gw.revision}" but its namespace {gw.namespace} is bound to "{binding.revision}", and a '
+                "namespace binding overrides a pod's revision label: pin the gateway to the same tag or revision "
+                "as its namespace, or move the gateway to a namespace that is not in namespaces",
+            ))
+    return errors
+
+
+def _owned_values(spec: MeshSpec) -> list[ConfigError]:
+    """Values the program derives (revision name, image tag, replicas) must come from their own keys."""
+    sources = [(f"revisions.{n}", "istiod", r.values) for n, r in spec.revisions.items()]
+    sources += [(f"gateways.{n}", "gateway", g.values) for n, g in spec.gateways.items()]
+    errors = []
+    for key, chart, values in sources:
+        for path in PROGRAM_OWNED_VALUES[chart]:
+            node: object = values
+            for part in path:
+                node = node.get(part) if isinstance(node, Mapping) else None
+            if node is not None:
+                errors.append(ConfigError(
+                    f"{key}.values.{'.'.join(path)}",
+                    "is set by the program from the revision's name, version and replicas: remove it from "
+                    "values and change the corresponding key instead",
+                ))
+    return errors
+
+
+def _canary_skew(spec: MeshSpec) -> list[ConfigError]:
+    """Revisions side by side may be at most two minors apart (canary upgrades skip at most one minor)."""
+    if not spec.revisions:
+        return []
+    versions = {name: parse_version(r.version) for name, r in spec.revisions.items()}
+    oldest_name = min(versions, key=lambda n: versions[n])
+    oldest = versions[oldest_name]
+    errors = []
+    for name, v in sorted(versions.items()):
+        if v.major != oldest.major:
+            errors.append(ConfigError(
+                f"revisions.{name}.version",
+                f"{v} is a different major version than revision {oldest_name} ({oldest}); "
+                "Istio supports revision upgrades within one major version only",
+            ))
+        elif v.minor - oldest.minor > MAX_CANARY_MINORS:
+            errors.append(ConfigError(
+                f"revisions.{name}.version",
+                f"{v} is {v.minor - oldest.minor} minors ahead of revision {oldest_name} ({oldest}); a canary "
+                f"may be at most {MAX_CANARY_MINORS} minors ahead of the oldest revision: upgrade through an "
+                f"intermediate revision (1.{oldest.minor + MAX_CANARY_MINORS}.x) first",
+            ))
+    return errors
+
+
+def in_place_changes(previous: Mapping[str, str], current: Mapping[str, str]) -> list[ConfigError]:
+    """An existing revision's version may change by at most one minor (previous: as last deployed)."""
+    errors = []
+    for name, new in sorted(current.items()):
+        old = previous.get(name)
+        if old is None or old == new:
+            continue
+        o, n = parse_version(old), parse_version(new)
+        if o.major != n.major or abs(n.minor - o.minor) > MAX_IN_PLACE_MINORS:
+            errors.append(ConfigError(
+                f"revisions.{name}.version",
+                f"changes revision {name} in place from {o} to {n}, more than {MAX_IN_PLACE_MINORS} minor at a "
+                "time: keep this revision's version and add a new revision at the new version instead "
+                "(canary upgrade), or step through each minor",
+            ))
+    return errors

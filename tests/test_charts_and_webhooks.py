@@ -1,0 +1,91 @@
+"""Chart sources, values and the tag webhook manifests (pure functions)."""
+
+from __future__ import annotations
+
+from mesh.charts import ChartRef, base_values, chart_ref, deep_merge, gateway_values, gateway_version, istiod_values
+from mesh.revision_tag_webhook import tag_service, tag_webhook
+from mesh.spec import ChartSource, load_spec
+
+SPEC = load_spec({
+    "hub": "mirror.example/istio",
+    "revisions": {"1-30-2": {"version": "1.30.2", "values": {"pilot": {"replicaCount": 2}, "global": {"x": 1}}},
+                  "1-31-0": {"version": "1.31.0"}},
+    "tags": {"default": "1-31-0", "stable": "1-30-2"},
+    "gateways": {"ingress": {"namespace": "istio-ingress", "revision": "stable", "replicas": 3,
+                             "service": {"type": "ClusterIP", "ports": [{"name": "http2", "port": 80}]}}},
+})
+
+
+def test_chart_sources() -> None:
+    assert chart_ref(ChartSource(), "istiod", "1.30.2") == ChartRef(
+        "istiod", "1.30.2", "https://istio-release.storage.googleapis.com/charts")
+    assert chart_ref(ChartSource(path="/m/istio-{version}/"), "base", "1.31.0") == ChartRef("/m/istio-1.31.0/base")
+    assert chart_ref(ChartSource(oci="oci://r.example/istio/"), "gateway", "1.31.0") == ChartRef(
+        "oci://r.example/istio/gateway", "1.31.0")
+
+
+def test_base_follows_the_newest_revision_and_the_default_tag() -> None:
+    assert SPEC.newest_version == "1.31.0"
+    assert base_values(SPEC)["defaultRevision"] == "1-31-0"
+    no_default = load_spec({"revisions": {"a": {"version": "1.30.0"}}})
+    assert base_values(no_default)["defaultRevision"] == ""
+
+
+def test_istiod_values_merge_user_values_over_the_programs() -> None:
+    values = istiod_values(SPEC, "1-30-2")
+    assert values["revision"] == "1-30-2"
+    assert values["global"] == {
+        "hub": "mirror.example/istio", "tag": "1.30.2", "istioNamespace": "istio-system", "x": 1}
+    assert values["pilot"] == {"replicaCount": 2}
+    assert values["revisionTags"] == []
+
+
+def test_gateway_is_pinned_to_its_tag_and_its_chart_follows_the_tags_revision() -> None:
+    gw = SPEC.gateways["ingress"]
+    values = gateway_values(SPEC, gw)
+    assert values["revision"] == "stable"
+    assert values["replicaCount"] == 3 and values["autoscaling"] == {"enabled": False}
+    assert values["service"] == {"type": "ClusterIP",
+                                 "ports": [{"name": "http2", "port": 80, "targetPort": 80, "protocol": "TCP"}]}
+    assert gateway_version(SPEC, gw) == "1.30.2"
+
+
+def test_deep_merge_does_not_alias_inputs() -> None:
+    base = {"a": {"b": 1}}
+    merged = deep_merge(base, {"a": {"c": 2}})
+    merged["a"]["b"] = 9
+    assert base == {"a": {"b": 1}} and merged == {"a": {"b": 9, "c": 2}}
+
+
+def selectors(hook: dict) -> dict[str, tuple]:
+    return {w["name"]: (w["namespaceSelector"]["matchExpressions"], w["objectSelector"]["matchExpressions"])
+            for w in hook["webhooks"]}
+
+
+def test_a_tag_webhook_selects_the_tag_and_calls_its_revision() -> None:
+    hook = tag_webhook("stable", "1-30-2")
+    assert hook["metadata"]["name"] == "istio-revision-tag-stable"
+    assert hook["metadata"]["labels"]["istio.io/rev"] == "1-30-2"
+    assert {w["clientConfig"]["service"]["name"] for w in hook["webhooks"]} == {"istiod-1-30-2"}
+    sel = selectors(hook)
+    assert set(sel) == {"rev.namespace.sidecar-injector.istio.io", "rev.object.sidecar-injector.istio.io"}
+    ns_sel, obj_sel = sel["rev.namespace.sidecar-injector.istio.io"]
+    assert {"key": "istio.io/rev", "operator": "In", "values": ["stable"]} in ns_sel
+    assert {"key": "istio-injection", "operator": "DoesNotExist"} in ns_sel
+    assert obj_sel == [{"key": "sidecar.istio.io/inject", "operator": "NotIn", "values": ["false"]}]
+
+
+def test_only_the_default_tag_serves_the_legacy_label() -> None:
+    legacy = {"key": "istio-injection", "operator": "In", "values": ["enabled"]}
+    default = selectors(tag_webhook("default", "1-31-0"))
+    assert default["namespace.sidecar-injector.istio.io"][0] == [legacy]
+    assert "object.sidecar-injector.istio.io" in default
+    assert all(legacy not in ns for ns, _ in selectors(tag_webhook("stable", "1-31-0")).values())
+
+
+def test_tag_service_exists_from_istio_1_27() -> None:
+    assert tag_service("stable", "1-26-0", "1.26.4") is None
+    svc = tag_service("stable", "1-30-2", "1.30.2")
+    assert svc is not None
+    assert svc["metadata"]["name"] == "istiod-revision-tag-stable"
+    assert svc["spec"]["selector"] == {"app": "istiod", "istio.io/rev": "1-30-2"}

@@ -1,0 +1,50 @@
+"""The shipped project and stack files: every key declared, both stacks load, validate and build."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from mesh.program import OBJECT_KEYS, STRING_KEYS, spec_from_config
+from mesh.spec import PROJECT, MeshSpec
+from tests.simulation import simulate
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def stack_config(stack: str) -> dict[str, Any]:
+    raw = yaml.safe_load((ROOT / f"Pulumi.{stack}.yaml").read_text())["config"]
+    prefix = f"{PROJECT}:"
+    assert all(key.startswith(prefix) for key in raw), "every key is under the project namespace"
+    return {key.removeprefix(prefix): value for key, value in raw.items()}
+
+
+def test_pulumi_yaml_declares_exactly_the_keys_the_program_reads() -> None:
+    project = yaml.safe_load((ROOT / "Pulumi.yaml").read_text())
+    assert project["name"] == PROJECT
+    declared = project["config"]
+    assert set(declared) == {*OBJECT_KEYS, *STRING_KEYS}
+    assert all(item["type"] in {"object", "string"} and item["description"] for item in declared.values())
+
+
+@pytest.mark.parametrize("stack", ["dev", "prod"])
+def test_shipped_stacks_validate(stack: str) -> None:
+    assert isinstance(spec_from_config(stack_config(stack)), MeshSpec)
+
+
+def test_prod_is_steady_state_and_dev_is_mid_upgrade() -> None:
+    prod, dev = spec_from_config(stack_config("prod")), spec_from_config(stack_config("dev"))
+    assert len(prod.revisions) == 1
+    assert len(dev.revisions) == 2 and "canary" in dev.tags
+    bound_to = {dev.resolve(b.revision) for b in dev.namespaces.values()}
+    assert bound_to == set(dev.revisions), "dev's namespaces are split between its two revisions"
+
+
+@pytest.mark.parametrize("stack", ["dev", "prod"])
+def test_shipped_stacks_build(stack: str) -> None:
+    records = simulate(stack_config(stack))
+    revisions = {r.name for r in records.values() if r.type == "istio-mesh:index:IstioRevision"}
+    assert revisions == set(stack_config(stack)["revisions"])

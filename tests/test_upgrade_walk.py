@@ -1,0 +1,178 @@
+"""The canary upgrade as a series of simulated previews, and its rollback as the exact inverse.
+
+steady -> add canary revision -> move one namespace -> move the stable and default tags -> drop the old revision
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+import pytest
+
+from tests.simulation import Diff, Registration, diff, simulate
+
+ROOT = "istio-mesh:index:Istio::mesh"
+REVISION = "istio-mesh:index:IstioRevision"
+TAG = "istio-mesh:index:IstioRevisionTag"
+BINDING = "istio-mesh:index:NamespaceBinding"
+GATEWAY = "istio-mesh:index:Gateway"
+CHART = "kubernetes:helm.sh/v4:Chart"
+MWC = "kubernetes:admissionregistration.k8s.io/v1:MutatingWebhookConfiguration"
+SERVICE = "kubernetes:core/v1:Service"
+NS_PATCH = "kubernetes:core/v1:NamespacePatch"
+ROLLOUT = "pulumi-python:dynamic:Resource"
+
+STEADY: dict[str, Any] = {
+    "charts": {"path": "/mirror/istio-{version}"},
+    "hub": "mirror.example/istio",
+    "revisions": {"1-30-2": {"version": "1.30.2"}},
+    "tags": {"default": "1-30-2", "stable": "1-30-2"},
+    "namespaces": {
+        "payments": "stable",
+        "checkout": "stable",
+        "reporting": {"revision": "stable", "strategy": "natural"},
+    },
+    "gateways": {"ingress": {"namespace": "istio-ingress", "revision": "stable", "service": {"type": "ClusterIP"}}},
+}
+
+
+def _step(config: dict[str, Any], **changes: dict[str, Any]) -> dict[str, Any]:
+    new = copy.deepcopy(config)
+    for key, value in changes.items():
+        new[key] = value
+    return new
+
+
+ADD_CANARY = _step(
+    STEADY,
+    revisions={**STEADY["revisions"], "1-31-0": {"version": "1.31.0"}},
+    tags={**STEADY["tags"], "canary": "1-31-0"},
+)
+MOVE_NAMESPACE = _step(ADD_CANARY, namespaces={**ADD_CANARY["namespaces"], "payments": "canary"})
+MOVE_TAGS = _step(MOVE_NAMESPACE, tags={"default": "1-31-0", "stable": "1-31-0", "canary": "1-31-0"})
+DROP_OLD = _step(MOVE_TAGS, revisions={"1-31-0": {"version": "1.31.0"}})
+WALK = [STEADY, ADD_CANARY, MOVE_NAMESPACE, MOVE_TAGS, DROP_OLD]
+
+
+def k(*path: tuple[str, str]) -> str:
+    """Key of a resource from its chain of (type, name) below the root component."""
+    parent = ROOT
+    for typ, name in path[:-1]:
+        parent = f"{typ}::{name}"
+    typ, name = path[-1]
+    return f"{parent}/{typ}::{name}"
+
+
+def revision_keys(rev: str) -> set[str]:
+    return {
+        k((REVISION, rev)),
+        k((REVISION, rev), (CHART, f"istiod-{rev}")),
+        k((REVISION, rev), (ROLLOUT, f"{rev}-drain-guard")),
+    }
+
+
+def tag_objects(tag: str) -> set[str]:
+    return {k((TAG, tag), (MWC, f"istio-revision-tag-{tag}")), k((TAG, tag), (SERVICE, f"istiod-revision-tag-{tag}"))}
+
+
+def binding_objects(ns: str) -> set[str]:
+    return {k((BINDING, ns), (NS_PATCH, ns)), k((BINDING, ns), (ROLLOUT, f"{ns}-rollout"))}
+
+
+GATE = k((ROLLOUT, "versions"))
+BASE = k((CHART, "istio-base"))
+
+
+@pytest.fixture(scope="module")
+def recordings() -> list[dict[str, Registration]]:
+    return [simulate(config) for config in WALK]
+
+
+def test_adding_a_canary_adds_its_revision_and_tag_and_moves_only_base_to_the_newest_version(
+    recordings: list[dict[str, Registration]],
+) -> None:
+    d = diff(recordings[0], recordings[1])
+    assert d.added == revision_keys("1-31-0") | {k((TAG, "canary"))} | tag_objects("canary")
+    assert d.updated == {GATE, BASE}
+    assert d.deleted == set()
+    assert recordings[1][BASE].inputs["chart"] == "/mirror/istio-1.31.0/base"
+
+
+def test_moving_one_namespace_updates_only_its_label_patch_and_rollout(
+    recordings: list[dict[str, Registration]],
+) -> None:
+    d = diff(recordings[1], recordings[2])
+    assert d == Diff(added=set(), updated=binding_objects("payments"), deleted=set())
+    patch = recordings[2][k((BINDING, "payments"), (NS_PATCH, "payments"))]
+    assert patch.inputs["metadata"]["labels"] == {"istio.io/rev": "canary", "istio-injection": None}
+    rollout = recordings[2][k((BINDING, "payments"), (ROLLOUT, "payments-rollout"))]
+    assert rollout.inputs["revision"] == "1-31-0"
+
+
+def test_moving_the_stable_and_default_tags_updates_their_webhooks_in_place_and_moves_their_workloads(
+    recordings: list[dict[str, Registration]],
+) -> None:
+    d = diff(recordings[2], recordings[3])
+    assert d.added == set() and d.deleted == set()
+    assert d.updated == (
+        tag_objects("stable") | tag_objects("default")
+        | {BASE}  # defaultRevision follows the default tag
+        | {k((BINDING, "checkout"), (ROLLOUT, "checkout-rollout")),
+           k((BINDING, "reporting"), (ROLLOUT, "reporting-rollout")),
+           k((GATEWAY, "ingress"), (CHART, "ingress")),
+           k((GATEWAY, "ingress"), (ROLLOUT, "ingress-rollout"))}
+    )
+    hook = recordings[3][k((TAG, "stable"), (MWC, "istio-revision-tag-stable"))].inputs
+    services = {w["clientConfig"]["service"]["name"] for w in hook["webhooks"]}
+    assert services == {"istiod-1-31-0"}
+    assert recordings[3][BASE].inputs["values"]["defaultRevision"] == "1-31-0"
+    # Namespaces bound through the tag keep their label: only the tag's target moved.
+    assert k((BINDING, "checkout"), (NS_PATCH, "checkout")) not in d.updated
+
+
+def test_dropping_the_old_revision_deletes_only_its_own_objects(recordings: list[dict[str, Registration]]) -> None:
+    d = diff(recordings[3], recordings[4])
+    assert d.added == set()
+    assert d.deleted == revision_keys("1-30-2")
+    assert d.updated == {GATE}
+
+
+@pytest.mark.parametrize("step", range(1, len(WALK)))
+def test_rollback_of_each_step_is_its_inverse(recordings: list[dict[str, Registration]], step: int) -> None:
+    forward = diff(recordings[step - 1], recordings[step])
+    assert diff(recordings[step], recordings[step - 1]) == forward.inverse()
+
+
+def test_every_recording_of_the_same_config_is_identical() -> None:
+    """Re-running with unchanged config is a no-op preview (no nondeterminism in names or inputs)."""
+    assert diff(simulate(MOVE_TAGS), simulate(MOVE_TAGS)) == Diff()
+
+
+def test_install_order_base_then_revisions_then_tags_then_bindings_and_gateways(
+    recordings: list[dict[str, Registration]],
+) -> None:
+    mid = recordings[2]
+    assert mid[k((REVISION, "1-31-0"), (CHART, "istiod-1-31-0"))].dependencies == {f"{CHART}::istio-base"}
+    canary_hook = mid[k((TAG, "canary"), (MWC, "istio-revision-tag-canary"))]
+    assert f"{CHART}::istiod-1-31-0" in canary_hook.dependencies
+    # A binding through a tag waits for that tag's webhook, which waited for the revision.
+    payments = mid[k((BINDING, "payments"), (NS_PATCH, "payments"))]
+    assert f"{MWC}::istio-revision-tag-canary" in payments.dependencies
+    assert mid[k((BINDING, "payments"), (ROLLOUT, "payments-rollout"))].dependencies == {f"{NS_PATCH}::payments"}
+    gateway_chart = mid[k((GATEWAY, "ingress"), (CHART, "ingress"))]
+    expected = {f"{MWC}::istio-revision-tag-stable", "kubernetes:core/v1:Namespace::istio-ingress"}
+    assert expected <= gateway_chart.dependencies
+
+
+def test_gate_comes_first_and_namespaces_are_never_deleted(recordings: list[dict[str, Registration]]) -> None:
+    steady = recordings[0]
+    assert f"{ROLLOUT}::versions" in steady[BASE].dependencies
+    namespaces = [r for r in steady.values() if r.type == "kubernetes:core/v1:Namespace"]
+    assert {r.name for r in namespaces} == {"istio-system", "istio-ingress"}
+    assert all(r.retain_on_delete for r in namespaces)
+
+
+def test_webhooks_ignore_the_fields_istiod_patches(recordings: list[dict[str, Registration]]) -> None:
+    hook = recordings[0][k((TAG, "stable"), (MWC, "istio-revision-tag-stable"))]
+    assert set(hook.ignore_changes) == {"webhooks[*].clientConfig.caBundle", "webhooks[*].failurePolicy"}
