@@ -21,7 +21,9 @@ CHART = "kubernetes:helm.sh/v4:Chart"
 MWC = "kubernetes:admissionregistration.k8s.io/v1:MutatingWebhookConfiguration"
 SERVICE = "kubernetes:core/v1:Service"
 NS_PATCH = "kubernetes:core/v1:NamespacePatch"
-ROLLOUT = "pulumi-python:dynamic:Resource"
+ROLLOUT = "pulumi-python:dynamic/mesh:Rollout"
+DRAIN_GUARD = "pulumi-python:dynamic/mesh:DrainGuard"
+VERSION_GATE = "pulumi-python:dynamic/mesh:VersionGate"
 
 STEADY: dict[str, Any] = {
     "charts": {"path": "/mirror/istio-{version}"},
@@ -68,7 +70,7 @@ def revision_keys(rev: str) -> set[str]:
     return {
         k((REVISION, rev)),
         k((REVISION, rev), (CHART, f"istiod-{rev}")),
-        k((REVISION, rev), (ROLLOUT, f"{rev}-drain-guard")),
+        k((REVISION, rev), (DRAIN_GUARD, f"{rev}-drain-guard")),
     }
 
 
@@ -80,7 +82,7 @@ def binding_objects(ns: str) -> set[str]:
     return {k((BINDING, ns), (NS_PATCH, ns)), k((BINDING, ns), (ROLLOUT, f"{ns}-rollout"))}
 
 
-GATE = k((ROLLOUT, "versions"))
+GATE = k((VERSION_GATE, "versions"))
 BASE = k((CHART, "istio-base"))
 
 
@@ -167,7 +169,7 @@ def test_install_order_base_then_revisions_then_tags_then_bindings_and_gateways(
 
 def test_gate_comes_first_and_namespaces_are_never_deleted(recordings: list[dict[str, Registration]]) -> None:
     steady = recordings[0]
-    assert f"{ROLLOUT}::versions" in steady[BASE].dependencies
+    assert f"{VERSION_GATE}::versions" in steady[BASE].dependencies
     namespaces = [r for r in steady.values() if r.type == "kubernetes:core/v1:Namespace"]
     assert {r.name for r in namespaces} == {"istio-system", "istio-ingress"}
     assert all(r.retain_on_delete for r in namespaces)

@@ -34,7 +34,7 @@ class VersionGateProvider(ResourceProvider):
         return UpdateResult(outs=news)
 
 
-class VersionGate(pulumi.dynamic.Resource):
+class VersionGate(pulumi.dynamic.Resource, module="mesh", name="VersionGate"):
     """Records each revision's deployed version; its check refuses jumps of more than one minor."""
 
     versions: pulumi.Output[dict[str, str]]
