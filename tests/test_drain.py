@@ -1,0 +1,67 @@
+"""Rules of the drain guard: which pods keep a revision in use, and the refusal message."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from mesh.drain import PodRevision, pod_revision_from_object, pods_using, refusal_message
+
+
+def pod(ns: str, name: str, annotation: str | None = None, label: str | None = None) -> PodRevision:
+    return PodRevision(ns, name, annotation, label)
+
+
+@pytest.mark.parametrize(
+    ("annotation", "label", "uses_a"),
+    [
+        ("a", None, True),  # injected by a
+        ("b", None, False),
+        ("b", "a", False),  # labelled a, but its namespace label won: runs b's proxy
+        (None, "a", True),  # asks for a by label, not injected: its next recreation needs a
+        (None, None, False),
+    ],
+)
+def test_which_pod_uses_a_revision(annotation: str | None, label: str | None, uses_a: bool) -> None:
+    assert pod("ns", "p", annotation, label).uses("a") is uses_a
+
+
+def test_reading_pods_ignores_finished_ones() -> None:
+    def obj(phase: str) -> dict[str, Any]:
+        return {
+            "metadata": {
+                "namespace": "ns",
+                "name": "p",
+                "annotations": {"istio.io/rev": "a"},
+                "labels": {"istio.io/rev": "gw"},
+            },
+            "status": {"phase": phase},
+        }
+
+    assert pod_revision_from_object(obj("Running")) == PodRevision("ns", "p", "a", "gw")
+    assert pod_revision_from_object(obj("Succeeded")) is None
+    assert pod_revision_from_object(obj("Failed")) is None
+
+
+def test_pods_using_groups_by_namespace_sorted() -> None:
+    pods = [pod("z", "z1", "a"), pod("shop", "web-2", "a"), pod("shop", "web-1", "a"), pod("shop", "x", "b")]
+    assert pods_using(pods, "a") == {"shop": ["web-1", "web-2"], "z": ["z1"]}
+    assert pods_using(pods, "c") == {}
+
+
+def test_free_revision_has_no_refusal() -> None:
+    assert refusal_message("a", {}) is None
+
+
+def test_refusal_names_namespaces_counts_and_how_to_move_them() -> None:
+    users = {"shop": [f"web-{i}" for i in range(5)], "istio-ingress": ["gw-1"]}
+    message = refusal_message("1-29-2", users)
+    assert message is not None
+    assert message.startswith("revision 1-29-2 is still in use by 6 pod(s) in 2 namespace(s)")
+    assert "  shop: 5 pod(s) (web-0, web-1, web-2, +2 more)" in message
+    assert "  istio-ingress: 1 pod(s) (gw-1)" in message
+    assert "rolling" in message and "pulumi up" in message
+    assert "kubectl rollout restart deployment,statefulset,daemonset -n <namespace>" in message
+    assert "istio.io/rev=1-29-2" in message
+    assert "stays installed" in message
