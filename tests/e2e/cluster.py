@@ -1,0 +1,746 @@
+"""A real, throwaway Kubernetes control plane for the e2e tests, on loopback only.
+
+Runs etcd, kube-apiserver, kube-controller-manager, kube-scheduler (built by
+``tests/e2e/toolchain/build-kube.sh``) and KWOK, which fakes the nodes and moves pods to
+Running/Ready without kubelets, so Deployments, StatefulSets and DaemonSets really roll out.
+Admission is the real one: Istio's webhook configurations are called through the
+apiserver's ``cluster`` egress (HTTP CONNECT on a unix socket) and answered by the
+stand-in injector (see ``injector.py``).
+
+Everything listens on 127.0.0.1 at free ports; the PKI (CA, serving/client certificates,
+service-account keys) is generated into a temp dir. ``stop()`` kills every process group it
+started, also after a failed start; children also get SIGKILL if the Python process dies
+(PR_SET_PDEATHSIG), so a killed test run leaves nothing behind.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import ctypes
+import datetime as dt
+import ipaddress
+import json
+import os
+import shutil
+import signal
+import socket
+import ssl
+import subprocess
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+from injector import ConnectProxy, StandInInjector
+from kubernetes import client as k8s
+from kubernetes import config as k8s_config
+from kubernetes.client.rest import ApiException
+from tools import Tools
+
+SERVICE_CIDR = "10.96.0.0/16"  # never dialed: the egress proxy intercepts webhook dials
+POD_CIDR = "10.244.0.1/16"  # KWOK's pod IPs; never dialed either
+NODE_ANNOTATION = "kwok.x-k8s.io/node"
+
+# kube-controller-manager controllers the tests rely on (workloads, namespaces, GC,
+# service accounts and their tokens, endpoints). node-lifecycle is left out on purpose:
+# on a busy 2-core machine a late KWOK heartbeat would taint nodes and evict pods.
+CONTROLLERS = (
+    "serviceaccount-token-controller",
+    "serviceaccount-controller",
+    "legacy-serviceaccount-token-cleaner-controller",
+    "root-ca-certificate-publisher-controller",
+    "namespace-controller",
+    "garbage-collector-controller",
+    "deployment-controller",
+    "replicaset-controller",
+    "replicationcontroller-controller",
+    "statefulset-controller",
+    "daemonset-controller",
+    "job-controller",
+    "cronjob-controller",
+    "ttl-after-finished-controller",
+    "disruption-controller",
+    "endpoints-controller",
+    "endpointslice-controller",
+    "endpointslice-mirroring-controller",
+    "pod-garbage-collector-controller",
+    "resourcequota-controller",
+    "clusterrole-aggregation-controller",
+)
+
+
+class ControlPlaneError(RuntimeError):
+    """A component did not start or become ready; the message has its log's tail."""
+
+
+# ---- PKI ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class KeyPair:
+    cert: Path
+    key: Path
+
+
+def _pem_key(key: ec.EllipticCurvePrivateKey) -> bytes:
+    return key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )
+
+
+class CertAuthority:
+    """The harness CA: signs every certificate of the throwaway cluster (1 day validity)."""
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+        directory.mkdir(parents=True, exist_ok=True)
+        self._key = ec.generate_private_key(ec.SECP256R1())
+        name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "istio-mesh-e2e-ca")])
+        now = dt.datetime.now(dt.UTC)
+        self._cert = (
+            x509.CertificateBuilder()
+            .subject_name(name)
+            .issuer_name(name)
+            .public_key(self._key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - dt.timedelta(hours=1))
+            .not_valid_after(now + dt.timedelta(days=1))
+            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+            .add_extension(
+                x509.KeyUsage(
+                    digital_signature=True,
+                    key_cert_sign=True,
+                    crl_sign=True,
+                    content_commitment=False,
+                    key_encipherment=False,
+                    data_encipherment=False,
+                    key_agreement=False,
+                    encipher_only=False,
+                    decipher_only=False,
+                ),
+                critical=True,
+            )
+            .add_extension(x509.SubjectKeyIdentifier.from_public_key(self._key.public_key()), critical=False)
+            .sign(self._key, hashes.SHA256())
+        )
+        self.cert_pem = self._cert.public_bytes(serialization.Encoding.PEM)
+        self.cert_path = directory / "ca.crt"
+        self.cert_path.write_bytes(self.cert_pem)
+        self.key_path = directory / "ca.key"
+        self.key_path.write_bytes(_pem_key(self._key))
+        self.key_path.chmod(0o600)
+
+    def issue(
+        self,
+        common_name: str,
+        *,
+        dns: tuple[str, ...] = (),
+        ips: tuple[str, ...] = (),
+        orgs: tuple[str, ...] = (),
+        server: bool = False,
+        client: bool = False,
+    ) -> tuple[bytes, bytes]:
+        """(cert PEM, key PEM) for one identity."""
+        key = ec.generate_private_key(ec.SECP256R1())
+        attrs = [x509.NameAttribute(NameOID.ORGANIZATION_NAME, o) for o in orgs]
+        attrs.append(x509.NameAttribute(NameOID.COMMON_NAME, common_name))
+        now = dt.datetime.now(dt.UTC)
+        usages = []
+        if server:
+            usages.append(ExtendedKeyUsageOID.SERVER_AUTH)
+        if client:
+            usages.append(ExtendedKeyUsageOID.CLIENT_AUTH)
+        builder = (
+            x509.CertificateBuilder()
+            .subject_name(x509.Name(attrs))
+            .issuer_name(self._cert.subject)
+            .public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - dt.timedelta(hours=1))
+            .not_valid_after(now + dt.timedelta(days=1))
+            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+            .add_extension(x509.ExtendedKeyUsage(usages), critical=False)
+            .add_extension(
+                x509.AuthorityKeyIdentifier.from_issuer_public_key(self._key.public_key()),
+                critical=False,
+            )
+        )
+        sans: list[x509.GeneralName] = [x509.DNSName(d) for d in dns]
+        sans += [x509.IPAddress(ipaddress.ip_address(i)) for i in ips]
+        if sans:
+            builder = builder.add_extension(x509.SubjectAlternativeName(sans), critical=False)
+        cert = builder.sign(self._key, hashes.SHA256())
+        return cert.public_bytes(serialization.Encoding.PEM), _pem_key(key)
+
+    def issue_serving(self, dns_name: str) -> tuple[bytes, bytes]:
+        """Serving certificate for one DNS name (the stand-in injector's, per SNI)."""
+        return self.issue(dns_name, dns=(dns_name,), ips=("127.0.0.1",), server=True)
+
+    def write(self, name: str, pem: tuple[bytes, bytes]) -> KeyPair:
+        cert, key = self.directory / f"{name}.crt", self.directory / f"{name}.key"
+        cert.write_bytes(pem[0])
+        key.write_bytes(pem[1])
+        key.chmod(0o600)
+        return KeyPair(cert, key)
+
+
+# ---- processes ------------------------------------------------------------------------
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _die_with_parent() -> Callable[[], None] | None:
+    """preexec_fn: SIGKILL the child when this process dies (resolved before any fork)."""
+    try:
+        prctl = ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):
+        return None
+    pr_set_pdeathsig = 1
+
+    def preexec() -> None:
+        prctl(pr_set_pdeathsig, signal.SIGKILL, 0, 0, 0)
+
+    return preexec
+
+
+_PREEXEC = _die_with_parent()
+
+
+@dataclass
+class Process:
+    """One started component: its own process group, its log file."""
+
+    name: str
+    popen: subprocess.Popen[bytes]
+    log: Path
+
+    def alive(self) -> bool:
+        return self.popen.poll() is None
+
+    def tail(self, lines: int = 40) -> str:
+        try:
+            text = self.log.read_text(errors="replace").splitlines()
+        except OSError:
+            return "(no log)"
+        return "\n".join(text[-lines:])
+
+    def kill(self, grace: float = 5.0) -> None:
+        """SIGTERM the whole process group, SIGKILL it after `grace` seconds."""
+        pgid = self.popen.pid  # start_new_session: the child leads its group
+        for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, 5.0)):
+            try:
+                os.killpg(pgid, sig)
+            except ProcessLookupError:
+                break
+            try:
+                self.popen.wait(timeout=wait)
+                # The leader is gone; make sure nothing else of its group lingers.
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(pgid, signal.SIGKILL)
+                break
+            except subprocess.TimeoutExpired:
+                continue
+
+
+# ---- control plane --------------------------------------------------------------------
+
+
+class ControlPlane:
+    """etcd + kube-apiserver + controller-manager + scheduler + KWOK, with the stand-in injector.
+
+    Usage::
+
+        cp = ControlPlane(tools)
+        cp.start()          # raises ControlPlaneError (with log tails) and cleans up on failure
+        ... cp.kubeconfig, cp.injector.calls() ...
+        cp.stop()
+    """
+
+    def __init__(
+        self,
+        tools: Tools,
+        *,
+        workdir: Path | None = None,
+        nodes: int = 2,
+        start_timeout: float = 180.0,
+    ) -> None:
+        if tools.kube_bin_dir is None or tools.etcd is None or tools.kwok is None:
+            raise ValueError("these tools have no control-plane binaries (existing cluster?)")
+        self.tools = tools
+        self.nodes = nodes
+        self.start_timeout = start_timeout
+        # Short path: the egress unix socket lives here (108-byte limit).
+        self.workdir = workdir or Path(tempfile.mkdtemp(prefix="imesh-e2e-"))
+        self._own_workdir = workdir is None
+        self.pki_dir = self.workdir / "pki"
+        self.logs_dir = self.workdir / "logs"
+        self.kubeconfig = self.workdir / "admin.kubeconfig"
+        self.egress_socket = self.workdir / "egress.sock"
+        self.processes: list[Process] = []
+        self.apiserver_url = ""
+        self.ca: CertAuthority | None = None
+        self.injector: StandInInjector | None = None
+        self.proxy: ConnectProxy | None = None
+        self._api: k8s.ApiClient | None = None
+        self.started = False
+
+    # ---- public -----------------------------------------------------------------------
+    def start(self) -> None:
+        try:
+            self._start()
+        except BaseException:
+            self.stop(keep_workdir=True)
+            raise
+        self.started = True
+
+    def stop(self, keep_workdir: bool = False) -> None:
+        """Kill every started process (newest first), stop the injector, drop the workdir."""
+        for proc in reversed(self.processes):
+            proc.kill()
+        self.processes.clear()
+        if self._api is not None:
+            self._api.close()
+            self._api = None
+        if self.proxy is not None:
+            self.proxy.stop()
+        if self.injector is not None:
+            self.injector.stop()
+        keep = keep_workdir or os.environ.get("ISTIO_MESH_E2E_KEEP_WORKDIR") == "1"
+        if self._own_workdir and not keep:
+            shutil.rmtree(self.workdir, ignore_errors=True)
+
+    def api(self) -> k8s.ApiClient:
+        """An admin API client (shared; do not close it)."""
+        if self._api is None:
+            self._api = k8s_config.new_client_from_config(config_file=str(self.kubeconfig))
+        return self._api
+
+    def __enter__(self) -> ControlPlane:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    # ---- start ------------------------------------------------------------------------
+    def _start(self) -> None:
+        self.logs_dir.mkdir(parents=True, exist_ok=True)
+        deadline = time.monotonic() + self.start_timeout
+        self.ca = ca = CertAuthority(self.pki_dir)
+        api_port = _free_port()
+        self.apiserver_url = f"https://127.0.0.1:{api_port}"
+        certs = self._write_pki(ca)
+        for name, identity in (
+            ("admin", "admin"),
+            ("controller-manager", "kube-controller-manager"),
+            ("scheduler", "kube-scheduler"),
+        ):
+            self._write_kubeconfig(self.workdir / f"{name}.kubeconfig", certs[identity])
+        self.kubeconfig = self.workdir / "admin.kubeconfig"
+
+        # The stand-in and the egress proxy first: the apiserver may call webhooks as soon
+        # as it is up.
+        self.injector = StandInInjector(ca, self.kubeconfig)
+        self.injector.start()
+        self.proxy = ConnectProxy(self.egress_socket, self.injector)
+        self.proxy.start()
+
+        etcd = self._start_etcd()
+        self._start_apiserver(api_port, certs, etcd)
+        apiserver = self.processes[-1]
+        self._wait(
+            "kube-apiserver /readyz",
+            lambda: self._get_ok(f"{self.apiserver_url}/readyz"),
+            [etcd, apiserver],
+            deadline,
+        )
+
+        kcm = self._start_controller_manager(certs)
+        sched = self._start_scheduler()
+        kwok = self._start_kwok()
+        self._create_nodes()
+        watched = [etcd, apiserver, kcm, sched, kwok]
+        self._wait("KWOK nodes Ready", self._nodes_ready, watched, deadline)
+        self._wait(
+            "kube-controller-manager (default ServiceAccount)",
+            self._default_sa_exists,
+            watched,
+            deadline,
+        )
+        self._wait(
+            "kube-scheduler /healthz",
+            lambda: self._get_ok(f"https://127.0.0.1:{self._sched_port}/healthz", verify=False),
+            watched,
+            deadline,
+        )
+
+    def _write_pki(self, ca: CertAuthority) -> dict[str, KeyPair]:
+        certs = {
+            "apiserver": ca.write(
+                "apiserver",
+                ca.issue(
+                    "kube-apiserver",
+                    dns=(
+                        "localhost",
+                        "kubernetes",
+                        "kubernetes.default",
+                        "kubernetes.default.svc",
+                        "kubernetes.default.svc.cluster.local",
+                    ),
+                    ips=("127.0.0.1", str(ipaddress.ip_network(SERVICE_CIDR)[1])),
+                    server=True,
+                ),
+            ),
+            "admin": ca.write("admin", ca.issue("e2e-admin", orgs=("system:masters",), client=True)),
+            "kube-controller-manager": ca.write(
+                "kube-controller-manager",
+                ca.issue("system:kube-controller-manager", client=True),
+            ),
+            "kube-scheduler": ca.write("kube-scheduler", ca.issue("system:kube-scheduler", client=True)),
+        }
+        sa_key = ec.generate_private_key(ec.SECP256R1())
+        (self.pki_dir / "sa.key").write_bytes(_pem_key(sa_key))
+        (self.pki_dir / "sa.key").chmod(0o600)
+        (self.pki_dir / "sa.pub").write_bytes(
+            sa_key.public_key().public_bytes(
+                serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+            )
+        )
+        return certs
+
+    def _write_kubeconfig(self, path: Path, pair: KeyPair) -> None:
+        assert self.ca is not None
+
+        def b64(p: Path) -> str:
+            return base64.b64encode(p.read_bytes()).decode()
+
+        cfg = {
+            "apiVersion": "v1",
+            "kind": "Config",
+            "clusters": [
+                {
+                    "name": "e2e",
+                    "cluster": {
+                        "server": self.apiserver_url,
+                        "certificate-authority-data": b64(self.ca.cert_path),
+                    },
+                }
+            ],
+            "users": [
+                {
+                    "name": "e2e",
+                    "user": {
+                        "client-certificate-data": b64(pair.cert),
+                        "client-key-data": b64(pair.key),
+                    },
+                }
+            ],
+            "contexts": [{"name": "e2e", "context": {"cluster": "e2e", "user": "e2e"}}],
+            "current-context": "e2e",
+        }
+        path.write_text(yaml.safe_dump(cfg))
+        path.chmod(0o600)
+
+    def _spawn(self, name: str, args: list[str], env: dict[str, str] | None = None) -> Process:
+        log_path = self.logs_dir / f"{name}.log"
+        with open(log_path, "ab") as logf:
+            popen = subprocess.Popen(
+                args,
+                stdin=subprocess.DEVNULL,
+                stdout=logf,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+                preexec_fn=_PREEXEC,
+                env={**os.environ, **(env or {})},
+                cwd=self.workdir,
+            )
+        proc = Process(name, popen, log_path)
+        self.processes.append(proc)
+        return proc
+
+    def _start_etcd(self) -> Process:
+        assert self.tools.etcd is not None
+        client, peer = _free_port(), _free_port()
+        self._etcd_url = f"http://127.0.0.1:{client}"
+        proc = self._spawn(
+            "etcd",
+            [
+                str(self.tools.etcd),
+                "--name=e2e",
+                f"--data-dir={self.workdir / 'etcd'}",
+                f"--listen-client-urls={self._etcd_url}",
+                f"--advertise-client-urls={self._etcd_url}",
+                f"--listen-peer-urls=http://127.0.0.1:{peer}",
+                f"--initial-advertise-peer-urls=http://127.0.0.1:{peer}",
+                f"--initial-cluster=e2e=http://127.0.0.1:{peer}",
+                "--initial-cluster-state=new",
+                "--unsafe-no-fsync=true",  # throwaway data: speed over durability
+                "--auto-compaction-retention=1",
+                "--quota-backend-bytes=2147483648",
+                "--log-level=warn",
+            ],
+        )
+        return proc
+
+    def _start_apiserver(self, port: int, certs: dict[str, KeyPair], etcd: Process) -> None:
+        self._wait(
+            "etcd /health",
+            lambda: self._get_ok(f"{self._etcd_url}/health"),
+            [etcd],
+            time.monotonic() + 60,
+        )
+        egress = self.workdir / "egress-selector.yaml"
+        egress.write_text(
+            yaml.safe_dump(
+                {
+                    "apiVersion": "apiserver.k8s.io/v1beta1",
+                    "kind": "EgressSelectorConfiguration",
+                    "egressSelections": [
+                        {
+                            # Webhook/aggregated-API Services and kubelets: through the
+                            # harness proxy. controlplane and etcd stay direct.
+                            "name": "cluster",
+                            "connection": {
+                                "proxyProtocol": "HTTPConnect",
+                                "transport": {"uds": {"udsName": str(self.egress_socket)}},
+                            },
+                        }
+                    ],
+                }
+            )
+        )
+        assert self.ca is not None
+        pki = self.pki_dir
+        self._spawn(
+            "kube-apiserver",
+            [
+                str(self.tools.kube("kube-apiserver")),
+                f"--etcd-servers={self._etcd_url}",
+                "--bind-address=127.0.0.1",
+                f"--secure-port={port}",
+                # Loopback is not a valid Endpoints address: do not write the `kubernetes`
+                # Service's endpoints (nothing in the cluster dials them; pods are fake).
+                "--advertise-address=127.0.0.1",
+                "--endpoint-reconciler-type=none",
+                f"--tls-cert-file={certs['apiserver'].cert}",
+                f"--tls-private-key-file={certs['apiserver'].key}",
+                f"--client-ca-file={self.ca.cert_path}",
+                f"--service-account-key-file={pki / 'sa.pub'}",
+                f"--service-account-signing-key-file={pki / 'sa.key'}",
+                "--service-account-issuer=https://kubernetes.default.svc.cluster.local",
+                f"--service-cluster-ip-range={SERVICE_CIDR}",
+                "--authorization-mode=Node,RBAC",
+                "--allow-privileged=true",
+                f"--egress-selector-config-file={egress}",
+                "--profiling=false",
+                "--v=1",
+            ],
+            # The Istio webhooks have an empty caBundle = system roots: make ours the roots.
+            env={"SSL_CERT_FILE": str(self.ca.cert_path), "SSL_CERT_DIR": ""},
+        )
+
+    def _start_controller_manager(self, certs: dict[str, KeyPair]) -> Process:
+        assert self.ca is not None
+        return self._spawn(
+            "kube-controller-manager",
+            [
+                str(self.tools.kube("kube-controller-manager")),
+                f"--kubeconfig={self.workdir / 'controller-manager.kubeconfig'}",
+                "--bind-address=127.0.0.1",
+                f"--secure-port={_free_port()}",
+                "--leader-elect=false",
+                "--use-service-account-credentials=true",
+                f"--controllers={','.join(CONTROLLERS)}",
+                f"--service-account-private-key-file={self.pki_dir / 'sa.key'}",
+                f"--root-ca-file={self.ca.cert_path}",
+                f"--service-cluster-ip-range={SERVICE_CIDR}",
+                "--kube-api-qps=200",
+                "--kube-api-burst=400",
+                "--concurrent-deployment-syncs=10",
+                "--concurrent-replicaset-syncs=10",
+                "--v=1",
+            ],
+        )
+
+    def _start_scheduler(self) -> Process:
+        self._sched_port = _free_port()
+        return self._spawn(
+            "kube-scheduler",
+            [
+                str(self.tools.kube("kube-scheduler")),
+                f"--kubeconfig={self.workdir / 'scheduler.kubeconfig'}",
+                f"--authentication-kubeconfig={self.workdir / 'scheduler.kubeconfig'}",
+                f"--authorization-kubeconfig={self.workdir / 'scheduler.kubeconfig'}",
+                "--bind-address=127.0.0.1",
+                f"--secure-port={self._sched_port}",
+                "--leader-elect=false",
+                "--v=1",
+            ],
+        )
+
+    def _start_kwok(self) -> Process:
+        assert self.tools.kwok is not None
+        return self._spawn(
+            "kwok",
+            [
+                str(self.tools.kwok),
+                f"--kubeconfig={self.kubeconfig}",
+                f"--config={','.join(str(s) for s in self.tools.kwok_stages)}",
+                "--manage-all-nodes=false",
+                f"--manage-nodes-with-annotation-selector={NODE_ANNOTATION}=fake",
+                f"--cidr={POD_CIDR}",
+                "--node-ip=10.240.0.1",  # reported only; never dialed
+                "--node-lease-duration-seconds=40",
+            ],
+            # KWOK reads ~/.kwok/kwok.yaml when it exists: keep it to our config only.
+            env={"HOME": str(self.workdir)},
+        )
+
+    def _create_nodes(self) -> None:
+        core = k8s.CoreV1Api(self.api())
+        for i in range(self.nodes):
+            name = f"kwok-node-{i}"
+            body = {
+                "apiVersion": "v1",
+                "kind": "Node",
+                "metadata": {
+                    "name": name,
+                    "annotations": {
+                        NODE_ANNOTATION: "fake",
+                        "node.alpha.kubernetes.io/ttl": "0",
+                    },
+                    "labels": {
+                        "kubernetes.io/hostname": name,
+                        "kubernetes.io/os": "linux",
+                        "kubernetes.io/arch": "amd64",
+                        "type": "kwok",
+                    },
+                },
+                # No taints: DaemonSets schedule on every node without tolerations.
+                "spec": {},
+            }
+            try:
+                core.create_node(body)
+            except ApiException as e:
+                if e.status != 409:
+                    raise
+
+    # ---- readiness --------------------------------------------------------------------
+    def _ssl_context(self, verify: bool = True) -> ssl.SSLContext:
+        if not verify:
+            ctx = ssl.create_default_context()
+            ctx.check_hostname = False
+            ctx.verify_mode = ssl.CERT_NONE
+            return ctx
+        assert self.ca is not None
+        ctx = ssl.create_default_context(cafile=str(self.ca.cert_path))
+        ctx.load_cert_chain(self.pki_dir / "admin.crt", self.pki_dir / "admin.key")
+        return ctx
+
+    def _get_ok(self, url: str, verify: bool = True) -> bool:
+        ctx = self._ssl_context(verify) if url.startswith("https") else None
+        try:
+            with urllib.request.urlopen(url, timeout=3, context=ctx) as r:
+                return bool(r.status == 200)
+        except (urllib.error.URLError, OSError, ssl.SSLError):
+            return False
+
+    def _nodes_ready(self) -> bool:
+        nodes = k8s.CoreV1Api(self.api()).list_node(_request_timeout=5).items
+        ready = [n for n in nodes if any(c.type == "Ready" and c.status == "True" for c in n.status.conditions or [])]
+        return len(ready) >= self.nodes
+
+    def _default_sa_exists(self) -> bool:
+        try:
+            k8s.CoreV1Api(self.api()).read_namespaced_service_account("default", "default", _request_timeout=5)
+            return True
+        except ApiException:
+            return False
+
+    def _wait(
+        self,
+        what: str,
+        check: Callable[[], bool],
+        watched: list[Process],
+        deadline: float,
+    ) -> None:
+        """Poll `check` until true; fail fast (with the log tail) if a watched process dies."""
+        last_error = ""
+        while True:
+            for p in watched:
+                if not p.alive():
+                    raise ControlPlaneError(
+                        f"{p.name} exited with code {p.popen.returncode} while waiting for "
+                        f"{what}; last log lines ({p.log}):\n{p.tail()}"
+                    )
+            try:
+                if check():
+                    return
+            except Exception as e:
+                last_error = f"{type(e).__name__}: {e}"
+            if time.monotonic() > deadline:
+                tails = "\n".join(f"--- {p.name} ({p.log}):\n{p.tail(20)}" for p in watched)
+                raise ControlPlaneError(
+                    f"timed out waiting for {what}"
+                    + (f" (last error: {last_error})" if last_error else "")
+                    + f"\n{tails}"
+                )
+            time.sleep(0.5)
+
+    def describe(self) -> str:
+        """One line per component, for failure messages."""
+        return json.dumps(
+            {
+                "apiserver": self.apiserver_url,
+                "kubeconfig": str(self.kubeconfig),
+                "logs": str(self.logs_dir),
+                "processes": {p.name: p.popen.pid for p in self.processes},
+            }
+        )
+
+
+@dataclass
+class KubeCluster:
+    """What e2e tests get: a cluster to talk to and the stand-in injector's call log."""
+
+    kubeconfig: Path
+    tools: Tools
+    injector: StandInInjector | None
+    control_plane: ControlPlane | None
+    _api: k8s.ApiClient | None = None
+
+    def api(self) -> k8s.ApiClient:
+        """A shared admin API client."""
+        if self._api is None:
+            self._api = k8s_config.new_client_from_config(config_file=str(self.kubeconfig))
+        return self._api
+
+    def env(self) -> dict[str, str]:
+        """Environment for subprocesses (Pulumi, kubectl) aimed at this cluster."""
+        return {**os.environ, "KUBECONFIG": str(self.kubeconfig), "PATH": self.tools.env_path()}
+
+    def kubectl(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        """Run the kubectl built with the control plane (never the machine's own)."""
+        kubectl = self.tools.kubectl or "kubectl"
+        return subprocess.run(
+            [str(kubectl), f"--kubeconfig={self.kubeconfig}", *args],
+            capture_output=True,
+            text=True,
+            check=check,
+            timeout=120,
+        )

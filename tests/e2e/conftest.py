@@ -1,0 +1,88 @@
+"""pytest wiring of the e2e harness: the `e2e` marker, the tools, and the `kube_cluster` fixture.
+
+`kube_cluster` (session scope) starts a real local control plane (etcd, kube-apiserver,
+controller-manager, scheduler, KWOK nodes; see cluster.py) with Istio's webhooks answered by
+the stand-in injector (injector.py), and yields a :class:`KubeCluster`:
+
+    def test_something(kube_cluster):
+        api = kube_cluster.api()                 # kubernetes.client.ApiClient (admin)
+        kube_cluster.kubeconfig                  # admin kubeconfig path, for Pulumi/kubectl
+        kube_cluster.injector.injections("ns")   # what the stand-in injector was asked
+
+Tools come from ``bash tests/e2e/toolchain/build-all.sh`` (cached under
+~/.cache/istio-mesh-e2e). Missing tools skip the e2e tests with that command in the
+message, except under CI (CI=true), where they fail: CI must never silently skip.
+``ISTIO_MESH_E2E_KUBECONFIG=<path>`` uses an existing cluster instead of starting one
+(then ``injector`` is None: that cluster must answer Istio's webhooks itself).
+``ISTIO_MESH_E2E_KEEP_WORKDIR=1`` keeps the control plane's temp dir (logs, PKI) after the run.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from cluster import ControlPlane, KubeCluster
+from tools import Missing, Tools, describe_missing, locate
+
+E2E_DIR = Path(__file__).resolve().parent
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers",
+        "e2e: end-to-end test against a real local Kubernetes control plane "
+        "(tools: bash tests/e2e/toolchain/build-all.sh)",
+    )
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Every test under tests/e2e is an e2e test (`-m "not e2e"` deselects them all)."""
+    for item in items:
+        if E2E_DIR in Path(str(item.fspath)).resolve().parents:
+            item.add_marker(pytest.mark.e2e)
+
+
+def _under_ci() -> bool:
+    return os.environ.get("CI", "").strip().lower() in ("true", "1", "yes")
+
+
+def _tools_or_skip(*, pulumi: bool) -> Tools:
+    found = locate(pulumi=pulumi)
+    if isinstance(found, Tools):
+        return found
+    missing: list[Missing] = found
+    message = describe_missing(missing)
+    if _under_ci():
+        pytest.fail(message + "\n(CI=true: e2e tests never skip under CI)", pytrace=False)
+    pytest.skip(message)
+
+
+@pytest.fixture(scope="session")
+def e2e_tools() -> Tools:
+    """Every tool, Pulumi included (for tests that run the Pulumi program)."""
+    return _tools_or_skip(pulumi=True)
+
+
+@pytest.fixture(scope="session")
+def kube_cluster() -> Iterator[KubeCluster]:
+    """A running cluster for the whole session (started once, torn down at the end)."""
+    tools = _tools_or_skip(pulumi=False)
+    if tools.existing_kubeconfig is not None:
+        yield KubeCluster(tools.existing_kubeconfig, tools, None, None)
+        return
+    cp = ControlPlane(tools)
+    cp.start()
+    cluster = KubeCluster(cp.kubeconfig, tools, cp.injector, cp)
+    try:
+        yield cluster
+    finally:
+        if cluster._api is not None:
+            cluster._api.close()
+        cp.stop()

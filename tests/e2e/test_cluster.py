@@ -1,0 +1,358 @@
+"""Tests of the e2e harness itself: the control plane, KWOK and the webhook route.
+
+The injection webhook here is built by hand with the selectors of Istio's
+``istio-sidecar-injector-<rev>`` (chart template ``mutatingwebhook.yaml``: entries
+``rev.namespace.`` and ``rev.object.``), so the apiserver, not the stand-in, decides which
+revision is called.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+from cluster import KubeCluster
+from kubernetes import client as k8s
+from kubernetes.client.rest import ApiException
+
+pytestmark = pytest.mark.e2e
+
+ISTIO_NS = "istio-system"
+HUB = "docker.io/istio"
+
+
+def _wait(what: str, check: Callable[[], bool], timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.5)
+
+
+def _apply(fn: Callable[..., Any], *args: Any) -> None:
+    try:
+        fn(*args)
+    except ApiException as e:
+        if e.status != 409:
+            raise
+
+
+def revision_webhook(rev: str) -> dict[str, Any]:
+    """istio-sidecar-injector-<rev>, as the istiod chart renders it for revision `rev`."""
+    not_disabled = {"key": "sidecar.istio.io/inject", "operator": "NotIn", "values": ["false"]}
+
+    def entry(prefix: str, ns_sel: list[dict[str, Any]], obj_sel: list[dict[str, Any]]) -> dict:
+        return {
+            "name": f"{prefix}sidecar-injector.istio.io",
+            "clientConfig": {
+                "service": {
+                    "name": f"istiod-{rev}",
+                    "namespace": ISTIO_NS,
+                    "path": "/inject",
+                    "port": 443,
+                }
+            },
+            "sideEffects": "None",
+            "rules": [
+                {
+                    "operations": ["CREATE"],
+                    "apiGroups": [""],
+                    "apiVersions": ["v1"],
+                    "resources": ["pods"],
+                }
+            ],
+            "failurePolicy": "Fail",
+            "reinvocationPolicy": "Never",
+            "admissionReviewVersions": ["v1"],
+            "namespaceSelector": {"matchExpressions": ns_sel},
+            "objectSelector": {"matchExpressions": obj_sel},
+        }
+
+    return {
+        "apiVersion": "admissionregistration.k8s.io/v1",
+        "kind": "MutatingWebhookConfiguration",
+        "metadata": {
+            "name": f"istio-sidecar-injector-{rev}",
+            "labels": {"istio.io/rev": rev, "app": "sidecar-injector"},
+        },
+        "webhooks": [
+            entry(
+                "rev.namespace.",
+                [
+                    {"key": "istio.io/rev", "operator": "In", "values": [rev]},
+                    {"key": "istio-injection", "operator": "DoesNotExist"},
+                ],
+                [not_disabled],
+            ),
+            entry(
+                "rev.object.",
+                [
+                    {"key": "istio.io/rev", "operator": "DoesNotExist"},
+                    {"key": "istio-injection", "operator": "DoesNotExist"},
+                ],
+                [not_disabled, {"key": "istio.io/rev", "operator": "In", "values": [rev]}],
+            ),
+        ],
+    }
+
+
+def install_fake_revision(api: k8s.ApiClient, rev: str, tag: str) -> None:
+    """What the istiod chart leaves behind that the webhook route needs, minus istiod pods."""
+    core = k8s.CoreV1Api(api)
+    labels = {"app": "istiod", "istio.io/rev": rev}
+    _apply(
+        core.create_namespaced_service,
+        ISTIO_NS,
+        {
+            "metadata": {"name": f"istiod-{rev}", "labels": labels},
+            "spec": {
+                "selector": labels,
+                "ports": [{"name": "https-webhook", "port": 443, "targetPort": 15017}],
+            },
+        },
+    )
+    values = {"global": {"hub": HUB, "tag": tag}, "revision": rev}
+    _apply(
+        core.create_namespaced_config_map,
+        ISTIO_NS,
+        {
+            "metadata": {"name": f"istio-sidecar-injector-{rev}", "labels": labels},
+            "data": {"values": json.dumps(values), "config": "{}"},
+        },
+    )
+    _apply(
+        k8s.AdmissionregistrationV1Api(api).create_mutating_webhook_configuration,
+        revision_webhook(rev),
+    )
+
+
+def new_namespace(api: k8s.ApiClient, labels: dict[str, str] | None = None) -> str:
+    """A fresh namespace, returned once its default ServiceAccount exists (pods need it)."""
+    core = k8s.CoreV1Api(api)
+    name = f"t-{uuid.uuid4().hex[:8]}"
+    core.create_namespace({"metadata": {"name": name, "labels": labels or {}}})
+
+    def has_sa() -> bool:
+        try:
+            core.read_namespaced_service_account("default", name)
+            return True
+        except ApiException:
+            return False
+
+    _wait(f"default ServiceAccount in {name}", has_sa)
+    return name
+
+
+def pod(name: str, labels: dict[str, str] | None = None) -> dict[str, Any]:
+    return {
+        "metadata": {"name": name, "labels": labels or {}},
+        "spec": {"containers": [{"name": "app", "image": "example.invalid/app:1"}]},
+    }
+
+
+@pytest.fixture(scope="module")
+def revisions(kube_cluster: KubeCluster) -> Iterator[dict[str, str]]:
+    """Two fake revisions, `r-a` (1.30.0) and `r-b` (1.31.0)."""
+    if kube_cluster.injector is None:
+        pytest.skip("existing cluster: no stand-in injector to observe")
+    api = kube_cluster.api()
+    _apply(k8s.CoreV1Api(api).create_namespace, {"metadata": {"name": ISTIO_NS}})
+    revs = {"r-a": "1.30.0", "r-b": "1.31.0"}
+    for rev, tag in revs.items():
+        install_fake_revision(api, rev, tag)
+    yield revs
+    adm = k8s.AdmissionregistrationV1Api(api)
+    for rev in revs:
+        adm.delete_mutating_webhook_configuration(f"istio-sidecar-injector-{rev}")
+
+
+def test_namespace_label_selects_revision_webhook(kube_cluster: KubeCluster, revisions: dict[str, str]) -> None:
+    api = kube_cluster.api()
+    core = k8s.CoreV1Api(api)
+    ns = new_namespace(api, {"istio.io/rev": "r-a"})
+    created = core.create_namespaced_pod(ns, pod("web"))
+
+    annotations = created.metadata.annotations or {}
+    assert annotations.get("istio.io/rev") == "r-a"
+    status = json.loads(annotations["sidecar.istio.io/status"])
+    assert status["revision"] == "r-a"
+    proxies = [c for c in created.spec.containers if c.name == "istio-proxy"]
+    assert [c.image for c in proxies] == [f"{HUB}/proxyv2:1.30.0"]
+
+    calls = kube_cluster.injector.injections(ns)  # type: ignore[union-attr]
+    assert [(c.revision, c.service, c.name, c.patched) for c in calls] == [
+        ("r-a", f"{ISTIO_NS}/istiod-r-a", "web", True)
+    ]
+    assert calls[0].server_name == f"istiod-r-a.{ISTIO_NS}.svc"
+
+
+def test_pod_label_selects_other_revision(kube_cluster: KubeCluster, revisions: dict[str, str]) -> None:
+    """A pod label counts only in a namespace without labels; the apiserver picks r-b."""
+    api = kube_cluster.api()
+    core = k8s.CoreV1Api(api)
+    plain = new_namespace(api)
+    created = core.create_namespaced_pod(plain, pod("by-label", {"istio.io/rev": "r-b"}))
+    assert created.metadata.annotations["istio.io/rev"] == "r-b"
+    assert [c.image for c in created.spec.containers if c.name == "istio-proxy"] == [f"{HUB}/proxyv2:1.31.0"]
+    # Namespace label beats pod label: only the namespace's revision is called.
+    bound = new_namespace(api, {"istio.io/rev": "r-a"})
+    created = core.create_namespaced_pod(bound, pod("ns-wins", {"istio.io/rev": "r-b"}))
+    assert created.metadata.annotations["istio.io/rev"] == "r-a"
+    assert [c.revision for c in kube_cluster.injector.injections(bound)] == ["r-a"]  # type: ignore[union-attr]
+
+
+def test_inject_false_is_not_injected(kube_cluster: KubeCluster, revisions: dict[str, str]) -> None:
+    api = kube_cluster.api()
+    core = k8s.CoreV1Api(api)
+    ns = new_namespace(api, {"istio.io/rev": "r-a"})
+    created = core.create_namespaced_pod(ns, pod("opt-out", {"sidecar.istio.io/inject": "false"}))
+    assert "istio.io/rev" not in (created.metadata.annotations or {})
+    assert [c.name for c in created.spec.containers] == ["app"]
+    assert kube_cluster.injector.injections(ns) == []  # type: ignore[union-attr]
+    # No label at all: no webhook matches either.
+    plain = new_namespace(api)
+    created = core.create_namespaced_pod(plain, pod("plain"))
+    assert [c.name for c in created.spec.containers] == ["app"]
+    assert kube_cluster.injector.injections(plain) == []  # type: ignore[union-attr]
+
+
+def test_deployment_rolls_out_on_kwok_nodes(kube_cluster: KubeCluster, revisions: dict[str, str]) -> None:
+    """Two replicas become Available; their pods (injected via ReplicaSet) run on KWOK nodes."""
+    api = kube_cluster.api()
+    apps = k8s.AppsV1Api(api)
+    ns = new_namespace(api, {"istio.io/rev": "r-b"})
+    labels = {"app": "web"}
+    apps.create_namespaced_deployment(
+        ns,
+        {
+            "metadata": {"name": "web"},
+            "spec": {
+                "replicas": 2,
+                "selector": {"matchLabels": labels},
+                "template": {
+                    "metadata": {"labels": labels},
+                    "spec": {"containers": [{"name": "app", "image": "example.invalid/app:1"}]},
+                },
+            },
+        },
+    )
+
+    def available() -> bool:
+        st = apps.read_namespaced_deployment_status("web", ns).status
+        return (st.available_replicas or 0) == 2 and (st.updated_replicas or 0) == 2
+
+    _wait("deployment web available", available, timeout=90)
+    pods = k8s.CoreV1Api(api).list_namespaced_pod(ns, label_selector="app=web").items
+    assert len(pods) == 2
+    for p in pods:
+        assert p.spec.node_name and p.spec.node_name.startswith("kwok-node-")
+        assert p.status.phase == "Running"
+        assert p.metadata.annotations["istio.io/rev"] == "r-b"
+        assert {c.name for c in p.spec.containers} == {"app", "istio-proxy"}
+    calls = kube_cluster.injector.injections(ns)  # type: ignore[union-attr]
+    assert len(calls) == 2 and {c.revision for c in calls} == {"r-b"}
+
+
+def test_daemonset_runs_on_every_node(kube_cluster: KubeCluster) -> None:
+    api = kube_cluster.api()
+    apps = k8s.AppsV1Api(api)
+    ns = new_namespace(api)
+    labels = {"app": "agent"}
+    apps.create_namespaced_daemon_set(
+        ns,
+        {
+            "metadata": {"name": "agent"},
+            "spec": {
+                "selector": {"matchLabels": labels},
+                "template": {
+                    "metadata": {"labels": labels},
+                    "spec": {"containers": [{"name": "agent", "image": "example.invalid/a:1"}]},
+                },
+            },
+        },
+    )
+    nodes = len(k8s.CoreV1Api(api).list_node().items)
+
+    def ready() -> bool:
+        st = apps.read_namespaced_daemon_set_status("agent", ns).status
+        return st.desired_number_scheduled == nodes and (st.number_ready or 0) == nodes
+
+    _wait("daemonset agent ready on every node", ready, timeout=90)
+    assert nodes >= 2
+
+
+def test_validating_webhook_reaches_validate(kube_cluster: KubeCluster, revisions: dict[str, str]) -> None:
+    """istiod's validation path answers allowed (a Fail policy would block otherwise)."""
+    api = kube_cluster.api()
+    adm = k8s.AdmissionregistrationV1Api(api)
+    ns = new_namespace(api, {"e2e-validate": "yes"})
+    name = f"istio-validator-r-a-{ns}"
+    adm.create_validating_webhook_configuration(
+        {
+            "metadata": {"name": name},
+            "webhooks": [
+                {
+                    "name": "rev.validation.istio.io",
+                    "clientConfig": {
+                        "service": {
+                            "name": "istiod-r-a",
+                            "namespace": ISTIO_NS,
+                            "path": "/validate",
+                            "port": 443,
+                        }
+                    },
+                    "rules": [
+                        {
+                            "operations": ["CREATE", "UPDATE"],
+                            "apiGroups": [""],
+                            "apiVersions": ["v1"],
+                            "resources": ["configmaps"],
+                        }
+                    ],
+                    "namespaceSelector": {"matchLabels": {"e2e-validate": "yes"}},
+                    "failurePolicy": "Fail",
+                    "sideEffects": "None",
+                    "admissionReviewVersions": ["v1"],
+                }
+            ],
+        }
+    )
+    try:
+        # Webhook configurations reach the admission plugin through an informer: retry
+        # until the call shows up.
+        core = k8s.CoreV1Api(api)
+        seen: list[Any] = []
+
+        def validated() -> bool:
+            core.create_namespaced_config_map(ns, {"metadata": {"generateName": "cm-"}, "data": {"k": "v"}})
+            seen[:] = [
+                c
+                for c in kube_cluster.injector.calls()  # type: ignore[union-attr]
+                if c.path == "/validate" and c.namespace == ns
+            ]
+            return bool(seen)
+
+        _wait("a /validate call", validated, timeout=30)
+        assert seen[0].revision == "r-a" and seen[0].kind == "ConfigMap"
+    finally:
+        adm.delete_validating_webhook_configuration(name)
+
+
+def test_egress_proxy_refuses_non_service_addresses(kube_cluster: KubeCluster, revisions: dict[str, str]) -> None:
+    """Only Service ClusterIPs are tunnelled (to loopback); anything else gets 502."""
+    cp = kube_cluster.control_plane
+    assert cp is not None and cp.proxy is not None
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+        s.settimeout(10)
+        s.connect(str(cp.egress_socket))
+        s.sendall(b"CONNECT 10.240.0.1:10250 HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+        assert s.recv(64).startswith(b"HTTP/1.1 502")
+    refused = [c for c in cp.proxy.calls() if c.target == "10.240.0.1:10250"]
+    assert refused and not refused[0].forwarded
+    # Every webhook call so far went to a Service IP inside SERVICE_CIDR.
+    assert all(c.target.startswith("10.96.") for c in cp.proxy.calls() if c.forwarded)

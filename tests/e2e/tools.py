@@ -1,0 +1,225 @@
+"""Where the e2e tests find their tools.
+
+Nothing can be downloaded prebuilt on these machines, so every tool is built from Go
+modules by the scripts in ``tests/e2e/toolchain/`` into one versioned cache directory:
+
+    ${ISTIO_MESH_E2E_CACHE:-~/.cache/istio-mesh-e2e}/
+        pulumi-3.272.0/bin/                  pulumi CLI + Python language host (build-pulumi.sh)
+        pulumi-kubernetes-4.34.2/bin/        pulumi-resource-kubernetes (build-pulumi.sh)
+        kubernetes-1.33.13/bin/              kube-apiserver, kube-controller-manager,
+                                             kube-scheduler, kubectl (build-kube.sh)
+        etcd-3.5.21/bin/etcd                 (build-kube.sh)
+        kwok-0.7.0/bin/kwok, kwok-0.7.0/stages/*.yaml   (build-kube.sh)
+        istio-<ver>/charts/{base,istiod,gateway}         (build-charts.sh)
+
+A developer machine that already has tools may use them instead:
+  * a ``pulumi`` on PATH is used when the cache has none;
+  * ``ISTIO_MESH_E2E_KUBECONFIG=<path>`` points the tests at an existing cluster (kind, ...):
+    then no control plane is started and kube/etcd/kwok need not be built. That cluster
+    must route Istio's injection webhooks itself (the stand-in injector is not wired in).
+
+``locate()`` returns a :class:`Tools` or the list of what is missing, each with the
+command that builds it, so a test run can say exactly what to do.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+TOOLCHAIN = Path(__file__).resolve().parent / "toolchain"
+
+PULUMI_VERSION = "3.272.0"
+PULUMI_KUBERNETES_VERSION = "4.34.2"
+KUBE_VERSION = "1.33.13"
+ETCD_VERSION = "3.5.21"
+KWOK_VERSION = "0.7.0"
+# Istio versions whose charts build-charts.sh extracts (branch snapshots named like releases).
+ISTIO_VERSIONS: tuple[str, ...] = ("1.30.0", "1.31.0")
+
+BUILD_ALL = "bash tests/e2e/toolchain/build-all.sh"
+KUBE_BINARIES = ("kube-apiserver", "kube-controller-manager", "kube-scheduler", "kubectl")
+KWOK_STAGES = (
+    "node-initialize.yaml",
+    "node-heartbeat-with-lease.yaml",
+    "pod-ready.yaml",
+    "pod-complete.yaml",
+    "pod-delete.yaml",
+)
+CHARTS = ("base", "istiod", "gateway")
+
+ENV_CACHE = "ISTIO_MESH_E2E_CACHE"
+ENV_KUBECONFIG = "ISTIO_MESH_E2E_KUBECONFIG"
+
+
+def cache_dir() -> Path:
+    """The build cache; same default as the toolchain scripts."""
+    env = os.environ.get(ENV_CACHE)
+    return Path(env) if env else Path.home() / ".cache" / "istio-mesh-e2e"
+
+
+@dataclass(frozen=True)
+class IstioCharts:
+    """Chart directories of one Istio version, renderable offline (no chart dependencies)."""
+
+    version: str
+    base: Path
+    istiod: Path
+    gateway: Path
+
+
+@dataclass(frozen=True)
+class Missing:
+    """One tool that is not there, and the command that builds it."""
+
+    what: str
+    path: Path
+    build_command: str
+
+    def __str__(self) -> str:
+        return f"{self.what}: {self.path} missing (build: {self.build_command})"
+
+
+@dataclass(frozen=True)
+class Tools:
+    """Paths of every tool the e2e tests use."""
+
+    cache: Path
+    pulumi_bin_dir: Path
+    kubernetes_plugin_dir: Path
+    charts: dict[str, IstioCharts]
+    # None when ISTIO_MESH_E2E_KUBECONFIG names an existing cluster.
+    kube_bin_dir: Path | None = None
+    etcd: Path | None = None
+    kwok: Path | None = None
+    kwok_stages: tuple[Path, ...] = field(default_factory=tuple)
+    existing_kubeconfig: Path | None = None
+
+    def kube(self, name: str) -> Path:
+        """Path of one Kubernetes binary (kube-apiserver, kubectl, ...)."""
+        if self.kube_bin_dir is None:
+            raise RuntimeError(f"no Kubernetes binaries: using an existing cluster ({ENV_KUBECONFIG})")
+        return self.kube_bin_dir / name
+
+    @property
+    def kubectl(self) -> Path | None:
+        """A kubectl matching the control plane (the machine's /usr/bin/kubectl is not trusted)."""
+        return None if self.kube_bin_dir is None else self.kube_bin_dir / "kubectl"
+
+    @property
+    def pulumi(self) -> Path:
+        return self.pulumi_bin_dir / "pulumi"
+
+    def env_path(self) -> str:
+        """PATH with the Pulumi CLI, its language host and the kubernetes plugin first."""
+        parts = [str(self.pulumi_bin_dir), str(self.kubernetes_plugin_dir)]
+        if self.kube_bin_dir is not None:
+            parts.append(str(self.kube_bin_dir))
+        return os.pathsep.join([*parts, os.environ.get("PATH", "")])
+
+
+def _script(name: str, *args: str) -> str:
+    return " ".join(["bash", f"tests/e2e/toolchain/{name}", *args])
+
+
+def _is_exe(p: Path) -> bool:
+    return p.is_file() and os.access(p, os.X_OK)
+
+
+def _pulumi_dir(cache: Path, missing: list[Missing]) -> Path:
+    built = cache / f"pulumi-{PULUMI_VERSION}" / "bin"
+    if _is_exe(built / "pulumi"):
+        return built
+    on_path = shutil.which("pulumi")
+    if on_path:
+        return Path(on_path).resolve().parent
+    missing.append(Missing("pulumi CLI", built / "pulumi", _script("build-pulumi.sh")))
+    return built
+
+
+def locate(*, pulumi: bool = True, cluster: bool = True, charts: bool = True) -> Tools | list[Missing]:
+    """Every tool's path, or what is missing among the parts asked for.
+
+    The harness's own tests need no Pulumi, so they ask for ``pulumi=False``; paths of
+    parts not asked for are filled in all the same (they may not exist).
+    """
+    cache = cache_dir()
+    missing: list[Missing] = []
+    pulumi_missing: list[Missing] = []
+
+    pulumi_dir = _pulumi_dir(cache, pulumi_missing)
+    plugin_dir = cache / f"pulumi-kubernetes-{PULUMI_KUBERNETES_VERSION}" / "bin"
+    if not _is_exe(plugin_dir / "pulumi-resource-kubernetes"):
+        on_path = shutil.which("pulumi-resource-kubernetes")
+        if on_path:
+            plugin_dir = Path(on_path).resolve().parent
+        else:
+            pulumi_missing.append(
+                Missing(
+                    "pulumi-resource-kubernetes",
+                    plugin_dir / "pulumi-resource-kubernetes",
+                    _script("build-pulumi.sh"),
+                )
+            )
+    if pulumi:
+        missing += pulumi_missing
+
+    chart_dirs: dict[str, IstioCharts] = {}
+    for ver in ISTIO_VERSIONS:
+        root = cache / f"istio-{ver}" / "charts"
+        dirs = {c: root / c for c in CHARTS}
+        absent = [d for d in dirs.values() if not (d / "Chart.yaml").is_file()]
+        if absent and charts:
+            missing.append(Missing(f"Istio {ver} charts", absent[0], _script("build-charts.sh")))
+        chart_dirs[ver] = IstioCharts(ver, dirs["base"], dirs["istiod"], dirs["gateway"])
+
+    existing = os.environ.get(ENV_KUBECONFIG)
+    if existing:
+        kubeconfig = Path(existing)
+        if cluster and not kubeconfig.is_file():
+            missing.append(Missing("existing cluster kubeconfig", kubeconfig, f"unset {ENV_KUBECONFIG}"))
+        if missing:
+            return missing
+        return Tools(cache, pulumi_dir, plugin_dir, chart_dirs, existing_kubeconfig=kubeconfig)
+
+    cluster_missing: list[Missing] = []
+    kube_dir = cache / f"kubernetes-{KUBE_VERSION}" / "bin"
+    for name in KUBE_BINARIES:
+        if not _is_exe(kube_dir / name):
+            cluster_missing.append(Missing(name, kube_dir / name, _script("build-kube.sh", "kube")))
+    etcd = cache / f"etcd-{ETCD_VERSION}" / "bin" / "etcd"
+    if not _is_exe(etcd):
+        cluster_missing.append(Missing("etcd", etcd, _script("build-kube.sh", "etcd")))
+    kwok_root = cache / f"kwok-{KWOK_VERSION}"
+    kwok = kwok_root / "bin" / "kwok"
+    if not _is_exe(kwok):
+        cluster_missing.append(Missing("kwok", kwok, _script("build-kube.sh", "kwok")))
+    stages = tuple(kwok_root / "stages" / s for s in KWOK_STAGES)
+    absent_stages = [s for s in stages if not s.is_file()]
+    if absent_stages:
+        cluster_missing.append(Missing("kwok stages", absent_stages[0], _script("build-kube.sh", "kwok")))
+    if cluster:
+        missing += cluster_missing
+
+    if missing:
+        return missing
+    return Tools(
+        cache,
+        pulumi_dir,
+        plugin_dir,
+        chart_dirs,
+        kube_bin_dir=kube_dir,
+        etcd=etcd,
+        kwok=kwok,
+        kwok_stages=stages,
+    )
+
+
+def describe_missing(missing: list[Missing]) -> str:
+    """One message for a skip or a failure: what is missing and how to build it all."""
+    lines = [f"e2e tools missing; build them with `{BUILD_ALL}` (cache: {cache_dir()}):"]
+    lines += [f"  - {m}" for m in missing]
+    return "\n".join(lines)
