@@ -1,0 +1,12 @@
+#!/usr/bin/env bash
+# Builds every tool the end-to-end tests need (Pulumi CLI + Python host + Kubernetes provider
+# plugin, a Kubernetes control plane with etcd and KWOK, the Istio charts), from Go modules,
+# into ${ISTIO_MESH_E2E_CACHE:-~/.cache/istio-mesh-e2e}. Each part skips what is already built,
+# so only the first run on a machine pays (roughly 30-45 minutes on 2 cores).
+set -euo pipefail
+HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+for part in build-charts.sh build-pulumi.sh build-kube.sh; do
+  printf '[build-all] %s\n' "$part" >&2
+  bash "$HERE/$part"
+done
+printf '[build-all] all e2e tools are in %s\n' "${ISTIO_MESH_E2E_CACHE:-$HOME/.cache/istio-mesh-e2e}" >&2
