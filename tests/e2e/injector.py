@@ -240,8 +240,9 @@ class StandInInjector:
     def proxy_image(self, namespace: str, revision: str) -> str:
         """``<hub>/proxyv2:<tag>`` of a revision, as its istiod would inject it.
 
-        Read from the revision's injector ConfigMap (``values``: global.hub/global.tag, the
-        very values istiod injects from); failing that from the istiod Deployment's image.
+        Read from the revision's injector ConfigMap (``values``: global.hub, global.tag,
+        global.proxy.image, global.variant: the very values istiod's injection template
+        uses); failing that, derived from the istiod Deployment's image.
         """
         core = k8s.CoreV1Api(self.api())
         names = [f"istio-sidecar-injector-{revision}"]
@@ -256,10 +257,14 @@ class StandInInjector:
                 values = json.loads((cm.data or {}).get("values", "{}"))
             except json.JSONDecodeError:
                 continue
-            glob = values.get("global", {})
+            glob = values.get("global") or {}
             hub, tag = glob.get("hub"), glob.get("tag")
+            name = (glob.get("proxy") or {}).get("image") or "proxyv2"
+            if "/" in name:  # a full image reference, as the injection template allows
+                return str(name)
             if hub and tag:
-                return f"{hub}/proxyv2:{tag}"
+                variant = glob.get("variant")
+                return f"{hub}/{name}:{tag}" + (f"-{variant}" if variant else "")
         deploy_names = [f"istiod-{revision}"] + (["istiod"] if revision == "default" else [])
         apps = k8s.AppsV1Api(self.api())
         for d_name in deploy_names:
@@ -272,6 +277,20 @@ class StandInInjector:
                     hub, tag = _split_image(c.image)
                     return f"{hub}/proxyv2:{tag}" if hub else f"proxyv2:{tag}"
         return f"{FALLBACK_HUB}/proxyv2:{FALLBACK_TAG}"
+
+    @staticmethod
+    def _proxy_container(revision: str, image: str) -> dict[str, Any]:
+        return {
+            "name": PROXY_CONTAINER,
+            "image": image,
+            "args": ["proxy", "sidecar", "--domain", "$(POD_NAMESPACE).svc.cluster.local"],
+            "ports": [{"name": "http-envoy-prom", "containerPort": 15090, "protocol": "TCP"}],
+            "env": [
+                {"name": "POD_NAMESPACE", "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}}},
+                {"name": "ISTIO_META_REVISION", "value": revision},
+            ],
+            "resources": {"requests": {"cpu": "10m", "memory": "40Mi"}},
+        }
 
     def inject_patch(self, pod: dict[str, Any], revision: str, image: str) -> list[dict[str, Any]]:
         """The JSONPatch istiod's injection would amount to, as far as this project can see."""
@@ -305,26 +324,13 @@ class StandInInjector:
             for k, v in new_labels.items():
                 if k not in labels:
                     patch.append({"op": "add", "path": f"/metadata/labels/{_escape(k)}", "value": v})
-        patch.append(
-            {
-                "op": "add",
-                "path": "/spec/containers/-",
-                "value": {
-                    "name": PROXY_CONTAINER,
-                    "image": image,
-                    "args": ["proxy", "sidecar", "--domain", "$(POD_NAMESPACE).svc.cluster.local"],
-                    "ports": [{"name": "http-envoy-prom", "containerPort": 15090, "protocol": "TCP"}],
-                    "env": [
-                        {
-                            "name": "POD_NAMESPACE",
-                            "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}},
-                        },
-                        {"name": "ISTIO_META_REVISION", "value": revision},
-                    ],
-                    "resources": {"requests": {"cpu": "10m", "memory": "40Mi"}},
-                },
-            }
-        )
+        existing = [i for i, c in enumerate(containers) if c.get("name") == PROXY_CONTAINER]
+        if existing:
+            # Gateway pods (gateway chart) bring their own `istio-proxy` with image "auto";
+            # istiod's gateway template fills in the real image.
+            patch.append({"op": "replace", "path": f"/spec/containers/{existing[0]}/image", "value": image})
+        else:
+            patch.append({"op": "add", "path": "/spec/containers/-", "value": self._proxy_container(revision, image)})
         return patch
 
 

@@ -165,6 +165,17 @@ def revisions(kube_cluster: KubeCluster) -> Iterator[dict[str, str]]:
     revs = {"r-a": "1.30.0", "r-b": "1.31.0"}
     for rev, tag in revs.items():
         install_fake_revision(api, rev, tag)
+    # The apiserver learns webhook configurations through an informer: wait until each
+    # revision's webhook injects (dry-run pods: webhooks with sideEffects None still run).
+    core = k8s.CoreV1Api(api)
+    for rev in revs:
+        probe_ns = new_namespace(api, {"istio.io/rev": rev})
+
+        def injected(ns: str = probe_ns, rev: str = rev) -> bool:
+            p = core.create_namespaced_pod(ns, pod("probe"), dry_run="All")
+            return (p.metadata.annotations or {}).get("istio.io/rev") == rev
+
+        _wait(f"webhook of revision {rev} active", injected, timeout=30)
     yield revs
     adm = k8s.AdmissionregistrationV1Api(api)
     for rev in revs:

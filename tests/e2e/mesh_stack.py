@@ -1,0 +1,84 @@
+"""Drive the real program through the Automation API: a copy of the project in a temp dir, a local
+file backend, the built CLI and plugins, and the cluster's kubeconfig from the environment only."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pulumi import automation as auto
+from tools import REPO_ROOT, Tools
+
+STACK = "e2e"
+PROJECT_FILES = ("Pulumi.yaml", "__main__.py", "requirements.txt")
+
+
+class MeshStack:
+    """One stack of the istio-mesh project, aimed at one cluster."""
+
+    def __init__(self, tools: Tools, kubeconfig: Path, workdir: Path) -> None:
+        self.kubeconfig = kubeconfig
+        self.project = workdir / "project"
+        self.project.mkdir(parents=True)
+        for name in PROJECT_FILES:
+            shutil.copy(REPO_ROOT / name, self.project / name)
+        shutil.copytree(REPO_ROOT / "mesh", self.project / "mesh", ignore=shutil.ignore_patterns("__pycache__"))
+        project = yaml.safe_load((self.project / "Pulumi.yaml").read_text())
+        project["runtime"]["options"]["virtualenv"] = str(REPO_ROOT / ".venv")
+        (self.project / "Pulumi.yaml").write_text(yaml.safe_dump(project, sort_keys=False))
+        self.backend = workdir / "state"
+        self.backend.mkdir()
+        self.log: list[str] = []
+        env = {
+            "PULUMI_HOME": str(workdir / "pulumi-home"),
+            "PULUMI_BACKEND_URL": f"file://{self.backend}",
+            "PULUMI_CONFIG_PASSPHRASE": "e2e",
+            "PULUMI_SKIP_UPDATE_CHECK": "true",
+            "PULUMI_DISABLE_AUTOMATIC_PLUGIN_ACQUISITION": "true",
+            "PULUMI_AUTOMATION_API_SKIP_VERSION_CHECK": "true",
+            "KUBECONFIG": str(kubeconfig),
+            "PATH": tools.env_path(),
+        }
+        self.stack = auto.create_stack(
+            STACK,
+            work_dir=str(self.project),
+            opts=auto.LocalWorkspaceOptions(
+                work_dir=str(self.project),
+                env_vars=env,
+                pulumi_command=auto.PulumiCommand(root=str(tools.pulumi_bin_dir.parent), skip_version_check=True),
+            ),
+        )
+
+    def write_config(self, config: dict[str, Any]) -> None:
+        """Replace the stack file's config, as a reviewed PR would."""
+        body = {"config": {f"istio-mesh:{k}": v for k, v in config.items()}}
+        (self.project / f"Pulumi.{STACK}.yaml").write_text(yaml.safe_dump(body, sort_keys=False))
+
+    def set_path(self, key: str, value: str) -> None:
+        """`pulumi config set --path <key> <value>`, as the README's runbook does."""
+        self.stack.set_config(key, auto.ConfigValue(value), path=True)
+
+    def config(self) -> dict[str, Any]:
+        raw = yaml.safe_load((self.project / f"Pulumi.{STACK}.yaml").read_text())["config"]
+        return {k.removeprefix("istio-mesh:"): v for k, v in raw.items()}
+
+    def up(self) -> auto.UpResult:
+        return self.stack.up(on_output=self.log.append, color="never")
+
+    def preview_changes(self) -> dict[str, int]:
+        """Change counts of a fresh preview, without the unchanged ones."""
+        result = self.stack.preview(on_output=self.log.append, color="never", diff=True)
+        return {op: n for op, n in result.change_summary.items() if op != "same" and n}
+
+    def state_text(self) -> str:
+        """Everything the backend stores for the stack (checkpoint and history), as text."""
+        return "\n".join(p.read_text(errors="replace") for p in self.backend.rglob("*") if p.is_file())
+
+    def outputs(self) -> dict[str, Any]:
+        return {k: v.value for k, v in self.stack.outputs().items()}
+
+    def resources(self) -> list[dict[str, Any]]:
+        return json.loads(json.dumps(self.stack.export_stack().deployment))["resources"]
