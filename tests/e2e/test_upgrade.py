@@ -1,0 +1,326 @@
+"""The canary upgrade, end to end: each step is a `pulumi up` of a config edit through the Automation API,
+with the real engine, the real Kubernetes provider rendering the real Istio charts (1.30 and 1.31), and a
+real API server deciding from those webhooks which revision injects each pod.
+
+Steps run in order and share one stack and cluster; after each: a fresh preview shows no changes and the
+state holds no credentials.
+"""
+
+from __future__ import annotations
+
+import base64
+import copy
+import time
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from cluster import KubeCluster
+from kubernetes import client as k8s
+from kubernetes.client.rest import ApiException
+from mesh_stack import MeshStack
+from pulumi import automation as auto
+from tools import Tools
+
+OLD, NEW = "1-30-0", "1-31-0"
+TEAMS = ("team-a", "team-b", "team-c")
+LEGACY = "legacy"
+GATEWAY_NS = "istio-ingress"
+WATCHED = (*TEAMS, LEGACY, GATEWAY_NS)
+
+
+def steady_config(tools: Tools) -> dict[str, Any]:
+    return {
+        "charts": {"path": str(tools.cache / "istio-{version}" / "charts")},
+        "hub": "docker.io/istio",
+        "revisions": {OLD: {"version": "1.30.0"}},
+        "tags": {"default": OLD, "stable": OLD},
+        "namespaces": {
+            "team-a": "stable",
+            "team-b": "stable",
+            "team-c": {"revision": "stable", "strategy": "natural"},
+        },
+        "gateways": {GATEWAY_NS.removeprefix("istio-"): {
+            "namespace": GATEWAY_NS, "revision": "stable", "replicas": 1, "service": {"type": "ClusterIP"},
+        }},
+        "rollout": {"concurrency": 4, "timeoutSeconds": 180},
+    }
+
+
+def canary_config(tools: Tools) -> dict[str, Any]:
+    config = copy.deepcopy(steady_config(tools))
+    config["revisions"][NEW] = {"version": "1.31.0"}
+    config["tags"]["canary"] = NEW
+    return config
+
+
+# ---- cluster helpers -------------------------------------------------------------------------------
+
+
+def wait_for(what: str, check: Callable[[], bool], timeout: float = 180.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(1)
+
+
+def pod_revisions(api: k8s.ApiClient, namespace: str) -> dict[str, str | None]:
+    """uid -> revision that injected the pod (None: not injected), for live pods."""
+    pods = k8s.CoreV1Api(api).list_namespaced_pod(namespace).items
+    return {
+        p.metadata.uid: (p.metadata.annotations or {}).get("istio.io/rev")
+        for p in pods if p.metadata.deletion_timestamp is None and p.status.phase != "Succeeded"
+    }
+
+
+def all_pods(api: k8s.ApiClient) -> dict[str, dict[str, str | None]]:
+    return {ns: pod_revisions(api, ns) for ns in WATCHED}
+
+
+def create_namespace(api: k8s.ApiClient, name: str, labels: dict[str, str] | None = None) -> None:
+    k8s.CoreV1Api(api).create_namespace({"metadata": {"name": name, "labels": labels or {}}})
+
+
+def create_deployment(api: k8s.ApiClient, namespace: str, name: str, replicas: int = 2) -> None:
+    labels = {"app": name}
+    k8s.AppsV1Api(api).create_namespaced_deployment(namespace, {
+        "metadata": {"name": name, "labels": labels},
+        "spec": {
+            "replicas": replicas,
+            "selector": {"matchLabels": labels},
+            "template": {"metadata": {"labels": labels},
+                         "spec": {"containers": [{"name": "app", "image": "registry.example/app:1"}]}},
+        },
+    })
+
+
+def deployments_settled(api: k8s.ApiClient, namespace: str) -> bool:
+    """Every Deployment rolled out and only its current pods left."""
+    for d in k8s.AppsV1Api(api).list_namespaced_deployment(namespace).items:
+        s, want = d.status, d.spec.replicas
+        if (s.observed_generation or 0) < d.metadata.generation or (s.updated_replicas or 0) != want \
+                or (s.available_replicas or 0) != want or (s.replicas or 0) != want:
+            return False
+    return len(pod_revisions(api, namespace)) == sum(
+        d.spec.replicas for d in k8s.AppsV1Api(api).list_namespaced_deployment(namespace).items)
+
+
+def restart_deployments(api: k8s.ApiClient, namespace: str) -> None:
+    """What `kubectl rollout restart deployment -n <ns>` does."""
+    apps = k8s.AppsV1Api(api)
+    stamp = datetime.now(UTC).isoformat()
+    for d in apps.list_namespaced_deployment(namespace).items:
+        apps.patch_namespaced_deployment(d.metadata.name, namespace, {"spec": {"template": {"metadata": {
+            "annotations": {"kubectl.kubernetes.io/restartedAt": stamp}}}}})
+    wait_for(f"{namespace} to roll out", lambda: deployments_settled(api, namespace))
+
+
+def webhook(api: k8s.ApiClient, name: str) -> Any:
+    return k8s.AdmissionregistrationV1Api(api).read_mutating_webhook_configuration(name)
+
+
+def called_services(hook: Any) -> set[str]:
+    return {w.client_config.service.name for w in hook.webhooks}
+
+
+def dangling_webhooks(api: k8s.ApiClient) -> list[str]:
+    """Webhooks (mutating or validating) calling a Service that does not exist."""
+    adm, core = k8s.AdmissionregistrationV1Api(api), k8s.CoreV1Api(api)
+    configs = [*adm.list_mutating_webhook_configuration().items, *adm.list_validating_webhook_configuration().items]
+    dangling = []
+    for cfg in configs:
+        for w in cfg.webhooks or []:
+            svc = w.client_config.service
+            if svc is None:
+                continue
+            try:
+                core.read_namespaced_service(svc.name, svc.namespace)
+            except ApiException as e:
+                if e.status != 404:
+                    raise
+                dangling.append(f"{cfg.metadata.name}/{w.name} -> {svc.namespace}/{svc.name}")
+    return dangling
+
+
+def revision_objects(api: k8s.ApiClient, revision: str) -> dict[str, bool]:
+    """Whether each of a revision's main objects exists."""
+    apps, core, adm = k8s.AppsV1Api(api), k8s.CoreV1Api(api), k8s.AdmissionregistrationV1Api(api)
+    reads: dict[str, Callable[[], Any]] = {
+        f"deployment/istiod-{revision}": lambda: apps.read_namespaced_deployment(f"istiod-{revision}", "istio-system"),
+        f"service/istiod-{revision}": lambda: core.read_namespaced_service(f"istiod-{revision}", "istio-system"),
+        f"configmap/istio-sidecar-injector-{revision}": lambda: core.read_namespaced_config_map(
+            f"istio-sidecar-injector-{revision}", "istio-system"),
+        f"mutatingwebhook/istio-sidecar-injector-{revision}": lambda: adm.read_mutating_webhook_configuration(
+            f"istio-sidecar-injector-{revision}"),
+    }
+    found = {}
+    for name, read in reads.items():
+        try:
+            read()
+            found[name] = True
+        except ApiException as e:
+            if e.status != 404:
+                raise
+            found[name] = False
+    return found
+
+
+def credentials(kubeconfig: Path) -> list[str]:
+    """Every secret string in the kubeconfig, raw and base64-decoded PEM bodies."""
+    doc = yaml.safe_load(kubeconfig.read_text())
+    secrets: list[str] = []
+    for user in doc.get("users", []):
+        for key in ("client-key-data", "client-certificate-data", "token", "password"):
+            value = (user.get("user") or {}).get(key)
+            if not value:
+                continue
+            secrets.append(value)
+            if key.endswith("-data"):
+                pem = base64.b64decode(value).decode()
+                secrets += [line for line in pem.splitlines() if line and not line.startswith("-----")][:2]
+    return secrets
+
+
+# ---- the walk ---------------------------------------------------------------------------------------
+
+
+class Walk:
+    """State shared by the steps."""
+
+    def __init__(self, cluster: KubeCluster, stack: MeshStack, tools: Tools) -> None:
+        self.cluster, self.stack, self.tools = cluster, stack, tools
+        self.api = cluster.api()
+        self.secrets = credentials(cluster.kubeconfig)
+        self.tag_uids: dict[str, str] = {}
+
+    def check_converged(self) -> None:
+        """A second preview shows no changes, and the state file holds no credentials."""
+        assert self.stack.preview_changes() == {}, "\n".join(self.stack.log[-80:])
+        state = self.stack.state_text()
+        leaked = [s[:16] for s in self.secrets if s in state]
+        assert not leaked, f"credentials in the state: {leaked}"
+
+
+@pytest.fixture(scope="module")
+def walk(kube_cluster: KubeCluster, e2e_tools: Tools, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Walk]:
+    stack = MeshStack(e2e_tools, kube_cluster.kubeconfig, tmp_path_factory.mktemp("mesh-stack"))
+    yield Walk(kube_cluster, stack, e2e_tools)
+
+
+def test_1_steady_state_injects_every_pod_with_the_one_revision(walk: Walk) -> None:
+    api = walk.api
+    for ns in ("team-a", "team-b", "team-c"):
+        create_namespace(api, ns)
+    create_namespace(api, LEGACY, {"istio-injection": "enabled"})
+    # team-a and team-b run before the mesh exists: adopting them restarts them into the mesh.
+    create_deployment(api, "team-a", "web")
+    create_deployment(api, "team-a", "api")
+    create_deployment(api, "team-b", "billing")
+    wait_for("team workloads", lambda: deployments_settled(api, "team-a") and deployments_settled(api, "team-b"))
+    assert set(pod_revisions(api, "team-a").values()) == {None}
+
+    walk.stack.write_config(steady_config(walk.tools))
+    walk.stack.up()
+
+    create_deployment(api, "team-c", "batch")
+    create_deployment(api, LEGACY, "old-app")
+    for ns in WATCHED:
+        wait_for(f"{ns} settled", lambda ns=ns: deployments_settled(api, ns))
+    pods = all_pods(api)
+    assert all(pods[ns] for ns in WATCHED), pods
+    assert {rev for ns in WATCHED for rev in pods[ns].values()} == {OLD}, pods
+    labels = k8s.CoreV1Api(api).read_namespace("team-a").metadata.labels
+    assert labels["istio.io/rev"] == "stable" and "istio-injection" not in labels
+    assert walk.stack.outputs()["tags"] == {"default": OLD, "stable": OLD}
+    walk.tag_uids = {t: webhook(api, f"istio-revision-tag-{t}").metadata.uid for t in ("default", "stable")}
+    walk.check_converged()
+
+
+def test_2_adding_the_canary_installs_it_and_restarts_nothing(walk: Walk) -> None:
+    api = walk.api
+    before = all_pods(api)
+    walk.stack.write_config(canary_config(walk.tools))
+    result = walk.stack.up()
+    assert not {"delete", "replace"} & set(result.summary.resource_changes or {}), result.summary.resource_changes
+    assert all(revision_objects(api, NEW).values())
+    assert called_services(webhook(api, "istio-revision-tag-canary")) == {f"istiod-{NEW}"}
+    assert all_pods(api) == before
+    walk.check_converged()
+
+
+def test_3_moving_one_namespace_restarts_only_its_workloads(walk: Walk) -> None:
+    api = walk.api
+    before = all_pods(api)
+    walk.stack.set_path("namespaces.team-a", "canary")
+    walk.stack.up()
+    after = all_pods(api)
+    assert set(after["team-a"].values()) == {NEW}
+    assert not set(after["team-a"]) & set(before["team-a"]), "every team-a pod was recreated"
+    assert {ns: after[ns] for ns in WATCHED if ns != "team-a"} == {ns: before[ns] for ns in WATCHED if ns != "team-a"}
+    walk.check_converged()
+
+
+def test_4_moving_the_stable_and_default_tags_retargets_their_webhooks_in_place(walk: Walk) -> None:
+    api = walk.api
+    before = all_pods(api)
+    walk.stack.set_path("tags.stable", NEW)
+    walk.stack.set_path("tags.default", NEW)
+    walk.stack.up()
+    for tag in ("default", "stable"):
+        hook = webhook(api, f"istio-revision-tag-{tag}")
+        assert called_services(hook) == {f"istiod-{NEW}"}
+        assert hook.metadata.uid == walk.tag_uids[tag], f"{tag}'s webhook was recreated, not updated"
+    validator = k8s.AdmissionregistrationV1Api(api).read_validating_webhook_configuration("istiod-default-validator")
+    assert {w.client_config.service.name for w in validator.webhooks} == {f"istiod-{NEW}"}
+    after = all_pods(api)
+    assert set(after["team-b"].values()) == {NEW} and set(after[GATEWAY_NS].values()) == {NEW}
+    # natural strategy and unmanaged legacy pods keep running the old proxy until their next deploy
+    assert after["team-c"] == before["team-c"] and after[LEGACY] == before[LEGACY]
+    k8s.AppsV1Api(api).patch_namespaced_deployment_scale("old-app", LEGACY, {"spec": {"replicas": 3}})
+    wait_for("legacy scale-up", lambda: deployments_settled(api, LEGACY))
+    new_pods = {u: r for u, r in pod_revisions(api, LEGACY).items() if u not in before[LEGACY]}
+    assert list(new_pods.values()) == [NEW], "a new pod in a legacy-labelled namespace gets the default tag's revision"
+    walk.check_converged()
+
+
+def test_5_dropping_the_old_revision_while_pods_run_it_is_refused(walk: Walk) -> None:
+    api = walk.api
+    config = walk.stack.config()
+    config["revisions"] = {NEW: config["revisions"][NEW]}
+    walk.stack.write_config(config)
+    with pytest.raises(auto.CommandError) as refused:
+        walk.stack.up()
+    message = str(refused.value)
+    assert OLD in message and "team-c" in message and LEGACY in message, message[-3000:]
+    assert all(revision_objects(api, OLD).values()), "a refused removal deletes nothing of the revision"
+
+
+def test_6_once_drained_the_old_revision_goes_and_leaves_no_dangling_webhook(walk: Walk) -> None:
+    api = walk.api
+    restart_deployments(api, "team-c")
+    restart_deployments(api, LEGACY)
+    before = all_pods(api)
+    assert {rev for ns in WATCHED for rev in before[ns].values()} == {NEW}
+    walk.stack.up()
+    assert not any(revision_objects(api, OLD).values())
+    assert dangling_webhooks(api) == []
+    assert all_pods(api) == before
+    walk.check_converged()
+
+
+def test_7_rollback_to_the_canary_config_converges(walk: Walk) -> None:
+    api = walk.api
+    walk.stack.write_config(canary_config(walk.tools))
+    walk.stack.up()
+    assert all(revision_objects(api, OLD).values())
+    for tag in ("default", "stable"):
+        assert called_services(webhook(api, f"istio-revision-tag-{tag}")) == {f"istiod-{OLD}"}
+    pods = all_pods(api)
+    assert set(pods["team-a"].values()) == {OLD} and set(pods["team-b"].values()) == {OLD}
+    assert walk.stack.outputs()["namespaces"] == {"team-a": OLD, "team-b": OLD, "team-c": OLD}
+    assert dangling_webhooks(api) == []
+    walk.check_converged()
