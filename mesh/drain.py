@@ -14,7 +14,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from mesh.workloads import REV_ANNOTATION
+from mesh.workloads import INJECT_KEY, REV_ANNOTATION
 
 EXAMPLES_PER_NAMESPACE = 3
 
@@ -27,23 +27,27 @@ class PodRevision:
     name: str
     annotation: str | None
     label: str | None
+    opted_out: bool = False
 
     def uses(self, revision: str) -> bool:
         if self.annotation is not None:
             return self.annotation == revision
-        return self.label == revision
+        return self.label == revision and not self.opted_out
 
 
 def pod_revision_from_object(obj: Mapping[str, Any]) -> PodRevision | None:
-    """Read a pod dict; finished pods run no proxy, so they count for nothing (None)."""
+    """Read a pod dict; None for pods that count for nothing: finished ones run no proxy, and
+    terminating ones are on their way out (their proxies drain on the certificates they hold)."""
     meta = obj.get("metadata") or {}
-    if (obj.get("status") or {}).get("phase") in ("Succeeded", "Failed"):
+    if meta.get("deletionTimestamp") or (obj.get("status") or {}).get("phase") in ("Succeeded", "Failed"):
         return None
+    labels, annotations = meta.get("labels") or {}, meta.get("annotations") or {}
     return PodRevision(
         namespace=meta.get("namespace", ""),
         name=meta.get("name", ""),
-        annotation=(meta.get("annotations") or {}).get(REV_ANNOTATION),
-        label=(meta.get("labels") or {}).get(REV_ANNOTATION),
+        annotation=annotations.get(REV_ANNOTATION),
+        label=labels.get(REV_ANNOTATION),
+        opted_out="false" in (labels.get(INJECT_KEY), annotations.get(INJECT_KEY)),
     )
 
 

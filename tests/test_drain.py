@@ -14,20 +14,21 @@ def pod(ns: str, name: str, annotation: str | None = None, label: str | None = N
 
 
 @pytest.mark.parametrize(
-    ("annotation", "label", "uses_a"),
+    ("annotation", "label", "opted_out", "uses_a"),
     [
-        ("a", None, True),  # injected by a
-        ("b", None, False),
-        ("b", "a", False),  # labelled a, but its namespace label won: runs b's proxy
-        (None, "a", True),  # asks for a by label, not injected: its next recreation needs a
-        (None, None, False),
+        ("a", None, False, True),  # injected by a
+        ("b", None, False, False),
+        ("b", "a", False, False),  # labelled a, but its namespace label won: runs b's proxy
+        (None, "a", False, True),  # asks for a by label, not injected: its next recreation needs a
+        (None, "a", True, False),  # labelled a but opted out: never needs a
+        (None, None, False, False),
     ],
 )
-def test_which_pod_uses_a_revision(annotation: str | None, label: str | None, uses_a: bool) -> None:
-    assert pod("ns", "p", annotation, label).uses("a") is uses_a
+def test_which_pod_uses_a_revision(annotation: str | None, label: str | None, opted_out: bool, uses_a: bool) -> None:
+    assert PodRevision("ns", "p", annotation, label, opted_out).uses("a") is uses_a
 
 
-def test_reading_pods_ignores_finished_ones() -> None:
+def test_reading_pods_ignores_finished_and_terminating_ones() -> None:
     def obj(phase: str) -> dict[str, Any]:
         return {
             "metadata": {
@@ -39,9 +40,15 @@ def test_reading_pods_ignores_finished_ones() -> None:
             "status": {"phase": phase},
         }
 
-    assert pod_revision_from_object(obj("Running")) == PodRevision("ns", "p", "a", "gw")
+    assert pod_revision_from_object(obj("Running")) == PodRevision("ns", "p", "a", "gw", False)
+    opted_out = obj("Running")
+    opted_out["metadata"]["labels"]["sidecar.istio.io/inject"] = "false"
+    assert pod_revision_from_object(opted_out) == PodRevision("ns", "p", "a", "gw", True)
     assert pod_revision_from_object(obj("Succeeded")) is None
     assert pod_revision_from_object(obj("Failed")) is None
+    terminating = obj("Running")
+    terminating["metadata"]["deletionTimestamp"] = "2026-01-01T00:00:00Z"
+    assert pod_revision_from_object(terminating) is None
 
 
 def test_pods_using_groups_by_namespace_sorted() -> None:
