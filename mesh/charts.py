@@ -7,6 +7,7 @@ Kubernetes provider can render every chart during `pulumi preview` and show each
 from __future__ import annotations
 
 import copy
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -33,7 +34,8 @@ def chart_ref(source: ChartSource, name: ChartName, version: str) -> ChartRef:
     """Where chart `name` at Istio `version` comes from: a local mirror, an OCI registry or a Helm repository."""
     if source.path:
         # A mirror directory is already one version: Helm ignores `version` for local charts.
-        return ChartRef(chart=f"{source.path.format(version=version).rstrip('/')}/{name}")
+        root = os.path.expanduser(source.path.format(version=version)).rstrip("/")
+        return ChartRef(chart=f"{root}/{name}")
     if source.oci:
         return ChartRef(chart=f"{source.oci.rstrip('/')}/{name}", version=version)
     return ChartRef(chart=name, version=version, repository=source.repository or DEFAULT_CHART_REPOSITORY)

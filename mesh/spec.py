@@ -79,7 +79,7 @@ class ChartSource(_Model):
     repository: str | None = None
     """A Helm repository URL (the official one by default)."""
     path: str | None = None
-    """A local mirror: a directory holding `base/`, `istiod/`, `gateway/`; `{version}` is replaced."""
+    """A local mirror: a directory holding `base/`, `istiod/`, `gateway/`; `{version}` is replaced, `~` expanded."""
     oci: str | None = None
     """An OCI registry prefix, e.g. `oci://registry.example.com/istio`; charts are `<oci>/<chart>:<version>`."""
 

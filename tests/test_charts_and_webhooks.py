@@ -20,6 +20,9 @@ def test_chart_sources() -> None:
     assert chart_ref(ChartSource(), "istiod", "1.30.2") == ChartRef(
         "istiod", "1.30.2", "https://istio-release.storage.googleapis.com/charts")
     assert chart_ref(ChartSource(path="/m/istio-{version}/"), "base", "1.31.0") == ChartRef("/m/istio-1.31.0/base")
+    home = ChartSource(path="~/mirror/{version}")
+    assert not chart_ref(home, "istiod", "1.30.2").chart.startswith("~")
+    assert chart_ref(home, "istiod", "1.30.2").chart.endswith("/mirror/1.30.2/istiod")
     assert chart_ref(ChartSource(oci="oci://r.example/istio/"), "gateway", "1.31.0") == ChartRef(
         "oci://r.example/istio/gateway", "1.31.0")
 

@@ -19,8 +19,9 @@ PROJECT_FILES = ("Pulumi.yaml", "__main__.py", "requirements.txt")
 class MeshStack:
     """One stack of the istio-mesh project, aimed at one cluster."""
 
-    def __init__(self, tools: Tools, kubeconfig: Path, workdir: Path) -> None:
+    def __init__(self, tools: Tools, kubeconfig: Path, workdir: Path, name: str = STACK) -> None:
         self.kubeconfig = kubeconfig
+        self.name = name
         self.project = workdir / "project"
         self.project.mkdir(parents=True)
         for name in PROJECT_FILES:
@@ -43,7 +44,7 @@ class MeshStack:
             "PATH": tools.env_path(),
         }
         self.stack = auto.create_stack(
-            STACK,
+            name,
             work_dir=str(self.project),
             opts=auto.LocalWorkspaceOptions(
                 work_dir=str(self.project),
@@ -55,14 +56,14 @@ class MeshStack:
     def write_config(self, config: dict[str, Any]) -> None:
         """Replace the stack file's config, as a reviewed PR would."""
         body = {"config": {f"istio-mesh:{k}": v for k, v in config.items()}}
-        (self.project / f"Pulumi.{STACK}.yaml").write_text(yaml.safe_dump(body, sort_keys=False))
+        (self.project / f"Pulumi.{self.name}.yaml").write_text(yaml.safe_dump(body, sort_keys=False))
 
     def set_path(self, key: str, value: str) -> None:
         """`pulumi config set --path <key> <value>`, as the README's runbook does."""
         self.stack.set_config(key, auto.ConfigValue(value), path=True)
 
     def config(self) -> dict[str, Any]:
-        raw = yaml.safe_load((self.project / f"Pulumi.{STACK}.yaml").read_text())["config"]
+        raw = yaml.safe_load((self.project / f"Pulumi.{self.name}.yaml").read_text())["config"]
         return {k.removeprefix("istio-mesh:"): v for k, v in raw.items()}
 
     def up(self) -> auto.UpResult:

@@ -1,0 +1,55 @@
+"""`pulumi preview` of a shipped stack (Pulumi.<stack>.yaml) with the real engine, printed as it runs.
+
+Against the cluster in $KUBECONFIG when set; otherwise against a throwaway local control plane (the
+e2e harness's), where the stack's bound namespaces are created first, as they would exist in a real
+cluster. The project is copied to a temp dir with a local state backend, so nothing in the repo changes.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import tempfile
+from contextlib import ExitStack
+from pathlib import Path
+
+import yaml
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO / "tests" / "e2e"))
+
+from cluster import ControlPlane  # noqa: E402
+from kubernetes import client as k8s  # noqa: E402
+from mesh_stack import MeshStack  # noqa: E402
+from tools import Tools, describe_missing, locate  # noqa: E402
+
+
+def main(stack: str) -> int:
+    raw = yaml.safe_load((REPO / f"Pulumi.{stack}.yaml").read_text())["config"]
+    config = {k.removeprefix("istio-mesh:"): v for k, v in raw.items()}
+    kubeconfig_env = os.environ.get("KUBECONFIG")
+    tools = locate(cluster=not kubeconfig_env, charts=False)
+    if not isinstance(tools, Tools):
+        print(describe_missing(tools), file=sys.stderr)
+        return 2
+    with ExitStack() as cleanup:
+        if kubeconfig_env:
+            kubeconfig = Path(kubeconfig_env)
+        else:
+            cp = cleanup.enter_context(ControlPlane(tools))
+            kubeconfig = cp.kubeconfig
+            core = k8s.CoreV1Api(cp.api())
+            for ns in config.get("namespaces") or {}:
+                core.create_namespace({"metadata": {"name": ns}})
+            print(f"[preview] local control plane up; created namespaces {sorted(config.get('namespaces') or {})}",
+                  file=sys.stderr)
+        workdir = Path(cleanup.enter_context(tempfile.TemporaryDirectory(prefix="istio-mesh-preview-")))
+        mesh = MeshStack(tools, kubeconfig, workdir, name=stack)
+        mesh.write_config(config)
+        result = mesh.stack.preview(on_output=print, color="never", diff=True)
+        print(f"[preview] {stack}: {result.change_summary}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1] if len(sys.argv) > 1 else "dev"))
