@@ -70,15 +70,15 @@ def revisions(api: k8s.ApiClient) -> Iterator[tuple[str, str]]:
 
 
 def probe_injection(api: k8s.ApiClient, rev: str) -> None:
-    """Webhook configurations reach admission through an informer: wait until `rev` injects."""
+    """Webhook configurations reach admission through an informer: wait until `rev` injects
+    (dry-run pods still go through the webhooks)."""
     core = k8s.CoreV1Api(api)
     ns = new_namespace(api, {"istio.io/rev": rev})
+    probe = {"metadata": {"name": "probe"}, "spec": {"containers": [{"name": "a", "image": IMAGE}]}}
     try:
 
         def injected() -> bool:
-            pod = core.create_namespaced_pod(
-                ns, {"metadata": {"generateName": "probe-"}, "spec": {"containers": [{"name": "a", "image": IMAGE}]}}
-            )
+            pod = core.create_namespaced_pod(ns, probe, dry_run="All")
             return (pod.metadata.annotations or {}).get("istio.io/rev") == rev
 
         wait_for(f"webhook of {rev} injecting", injected, timeout=30)
