@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any
 
 import pytest
 
 from mesh.drain import PodRevision, pod_revision_from_object, pods_using, refusal_message
+from mesh.providers import drain_guard
+from mesh.providers.drain_guard import DrainGuardProvider
 
 
 def pod(ns: str, name: str, annotation: str | None = None, label: str | None = None) -> PodRevision:
@@ -72,3 +75,63 @@ def test_refusal_names_namespaces_counts_and_how_to_move_them() -> None:
     assert "kubectl rollout restart deployment,statefulset,daemonset -n <namespace>" in message
     assert "istio.io/rev=1-29-2" in message
     assert "stays installed" in message
+
+
+# --- the provider around the rules ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("news", "changes", "replaces"),
+    [
+        ({"revision": "a", "drain_timeout_seconds": 0.0}, False, []),
+        ({"revision": "a", "drain_timeout_seconds": 60.0}, True, []),  # delete reads it from the state
+        ({"revision": "b", "drain_timeout_seconds": 0.0}, True, ["revision"]),
+    ],
+)
+def test_guard_diff(news: dict, changes: bool, replaces: list[str]) -> None:
+    result = DrainGuardProvider().diff("a", {"revision": "a", "drain_timeout_seconds": 0.0}, news)
+    assert (result.changes, result.replaces) == (changes, replaces)
+
+
+def test_guard_check() -> None:
+    failures = DrainGuardProvider().check({}, {"revision": "", "drain_timeout_seconds": -1.0}).failures
+    assert [f.property for f in failures] == ["revision", "drain_timeout_seconds"]
+
+
+class FakeCluster:
+    """Pods using the revision, one answer per poll, and a clock that sleeps instantly."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch, answers: list[dict[str, list[str]]]) -> None:
+        self.answers, self.now, self.polls = answers, 0.0, 0
+        monkeypatch.setattr(drain_guard, "revision_users", self.users)
+        monkeypatch.setattr(drain_guard, "monotonic", lambda: self.now)
+        monkeypatch.setattr(drain_guard, "sleep", self.sleep)
+        monkeypatch.setattr(drain_guard.kube, "api_client", lambda _settings: contextlib.nullcontext())
+
+    def users(self, _api: object, revision: str) -> dict[str, list[str]]:
+        self.polls += 1
+        return self.answers[min(self.polls, len(self.answers)) - 1]
+
+    def sleep(self, seconds: float) -> None:
+        self.now += seconds
+
+
+def test_guard_delete_waits_for_the_drain_then_lets_go(monkeypatch: pytest.MonkeyPatch) -> None:
+    cluster = FakeCluster(monkeypatch, [{"shop": ["web-1"]}, {"shop": ["web-1"]}, {}])
+    DrainGuardProvider().delete("a", {"revision": "a", "drain_timeout_seconds": 60.0})
+    assert cluster.polls == 3
+    assert cluster.now == 2 * drain_guard.POLL_SECONDS
+
+
+def test_guard_delete_refuses_after_the_drain_timeout(monkeypatch: pytest.MonkeyPatch) -> None:
+    cluster = FakeCluster(monkeypatch, [{"shop": ["web-1"]}])
+    with pytest.raises(drain_guard.RevisionInUseError, match="revision a is still in use by 1 pod"):
+        DrainGuardProvider().delete("a", {"revision": "a", "drain_timeout_seconds": 12.0})
+    assert cluster.now == 12.0  # waited the whole timeout, not a poll more
+
+
+def test_guard_delete_without_timeout_refuses_at_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    cluster = FakeCluster(monkeypatch, [{"shop": ["web-1"]}])
+    with pytest.raises(drain_guard.RevisionInUseError):
+        DrainGuardProvider().delete("a", {"revision": "a", "drain_timeout_seconds": 0.0})
+    assert (cluster.polls, cluster.now) == (1, 0.0)

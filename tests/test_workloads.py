@@ -6,7 +6,9 @@ from dataclasses import replace
 from typing import Any
 
 import pytest
+from pulumi.runtime.rpc import UNKNOWN
 
+from mesh.providers.rollout import POLL_SECONDS, RolloutProvider, roll
 from mesh.workloads import (
     INJECT_KEY,
     RESTARTED_AT,
@@ -431,3 +433,98 @@ def test_revision_report_counts_live_injectable_pods_by_revision() -> None:
         "shop: 3 pods still run other revisions ((not injected): 1, a: 2), 1 run b; they move when next recreated"
     )
     assert revision_report(pods("b"), "b").summary("shop") == "shop: all 1 pods run b"
+
+
+# --- the provider around the plan --------------------------------------------------------------
+
+OLDS = {"namespace": NS, "workload": None, "revision": "a", "strategy": "rolling", "concurrency": 2.0}
+
+
+@pytest.mark.parametrize(
+    ("change", "changes", "replaces"),
+    [
+        ({}, False, []),
+        ({"concurrency": 8.0, "timeout_seconds": 900.0}, False, []),  # shapes the next rollout only
+        ({"revision": "b"}, True, []),
+        ({"strategy": "natural"}, True, []),
+        ({"namespace": "other"}, True, ["namespace"]),
+        ({"workload": "gw"}, True, ["workload"]),
+        ({"revision": UNKNOWN}, True, []),  # preview of a tag moving to a computed revision
+    ],
+)
+def test_rollout_diff(change: dict, changes: bool, replaces: list[str]) -> None:
+    result = RolloutProvider().diff(
+        NS, {**OLDS, "timeout_seconds": 300.0}, {**OLDS, "timeout_seconds": 300.0, **change}
+    )
+    assert (result.changes, result.replaces) == (changes, replaces)
+
+
+@pytest.mark.parametrize(
+    ("change", "failed"),
+    [
+        ({}, []),
+        ({"strategy": "fast"}, ["strategy"]),
+        ({"concurrency": 0.0}, ["concurrency"]),
+        ({"timeout_seconds": "soon"}, ["timeout_seconds"]),
+        ({"namespace": ""}, ["namespace"]),
+        ({"strategy": UNKNOWN, "concurrency": UNKNOWN}, []),
+    ],
+)
+def test_rollout_check(change: dict, failed: list[str]) -> None:
+    news = {**OLDS, "timeout_seconds": 300.0, **change}
+    assert [f.property for f in RolloutProvider().check({}, news).failures] == failed
+
+
+def test_strategy_none_never_reaches_the_cluster(monkeypatch: pytest.MonkeyPatch) -> None:
+    def no_cluster(_settings: object) -> None:
+        raise AssertionError("strategy none must not talk to the cluster")
+
+    monkeypatch.setattr("mesh.kube.api_client", no_cluster)
+    outs = RolloutProvider().create({**OLDS, "strategy": "none", "timeout_seconds": 300.0}).outs
+    assert outs is not None and outs["restarted"] == [] and outs["revision"] == "a"
+
+
+class FakeNamespace:
+    """Stands in for NamespaceReader: a controller that completes a restart `ticks` polls later."""
+
+    namespace, workload = NS, None
+
+    def __init__(self, count: int, ticks: int) -> None:
+        self.workloads = namespace(count)
+        self.ticks = ticks
+        self.pending: dict[str, int] = {}
+        self.restarts: list[str] = []
+        self.max_in_flight = 0
+
+    def snapshot(self) -> tuple[dict[str, Workload], list[Pod]]:
+        for key in list(self.pending):
+            self.pending[key] -= 1
+            if not self.pending[key]:
+                del self.pending[key]
+                self.workloads[key] = rolled(self.workloads[key], "b")
+        return dict(self.workloads), [p for w in self.workloads.values() for p in w.pods]
+
+    def restart(self, w: Workload, revision: str) -> None:
+        self.restarts.append(w.key)
+        self.workloads[w.key] = restarting(w, revision)
+        self.pending[w.key] = self.ticks
+        self.max_in_flight = max(self.max_in_flight, len(self.pending))
+
+
+def test_roll_keeps_n_in_flight_and_logs_progress(capsys: pytest.CaptureFixture[str]) -> None:
+    fake = FakeNamespace(count=5, ticks=3)
+    clock = [0.0]
+    roll(fake, RolloutRun("b", 2, 60), clock=lambda: clock[0], sleep=lambda s: clock.__setitem__(0, clock[0] + s))  # type: ignore[arg-type]
+    assert sorted(fake.restarts) == sorted(namespace(5))
+    assert fake.max_in_flight == 2
+    # ceil(5/2) = 3 waves of 3 polls each: no idle poll between a completion and the next start
+    assert clock[0] == pytest.approx(3 * 3 * POLL_SECONDS)
+    err = capsys.readouterr().err
+    assert f"info: {NS} -> b: 5 to restart, 0 already restarting, 0 left alone, concurrency 2" in err
+    lines = [line for line in err.splitlines() if line.startswith(f"info: {NS}: ")]
+    assert lines[:3] == [
+        f"info: {NS}: restarted Deployment/w0 (1 restarted, 2 rolling, 3 not started yet)",
+        f"info: {NS}: restarted Deployment/w1 (2 restarted, 2 rolling, 3 not started yet)",
+        f"info: {NS}: Deployment/w0 runs b (1 of 5 done)",
+    ]
+    assert lines[-1] == f"info: {NS}: Deployment/w4 runs b (5 of 5 done)"

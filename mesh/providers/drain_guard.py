@@ -9,7 +9,7 @@ run with (delete runs the provider and the properties of the old state).
 
 from __future__ import annotations
 
-import time
+from time import monotonic, sleep
 from typing import Any
 
 import pulumi
@@ -61,14 +61,14 @@ class DrainGuardProvider(KubeProvider):
         """Let the revision go once no pod uses it; wait up to the drain timeout, then refuse."""
         revision = props["revision"]
         timeout = float(props.get("drain_timeout_seconds") or 0)
-        deadline = time.monotonic() + timeout
+        deadline = monotonic() + timeout
         with kube.api_client(self.kube_settings()) as api:
             while True:
                 users = revision_users(api, revision)
                 if not users:
                     progress(f"revision {revision}: no pod uses it any more; it may be removed")
                     return
-                left = deadline - time.monotonic()
+                left = deadline - monotonic()
                 if left <= 0:
                     raise RevisionInUseError(refusal_message(revision, users))
                 count = sum(len(names) for names in users.values())
@@ -76,7 +76,7 @@ class DrainGuardProvider(KubeProvider):
                     f"revision {revision}: {count} pod(s) in {', '.join(users)} still use it; "
                     f"waiting up to {left:.0f}s more for them to move"
                 )
-                time.sleep(min(POLL_SECONDS, left))
+                sleep(min(POLL_SECONDS, left))
 
 
 def _outs(props: dict[str, Any]) -> dict[str, Any]:

@@ -132,13 +132,17 @@ def roll(
     last_heartbeat = clock()
     while True:
         done_before, failed_before = len(run.done), set(run.failed)
-        for w in run.tick(snapshot, clock()):
-            reader.restart(w, run.revision)
-            progress(f"{where}: restarted {w.key} ({len(run.restarted)} restarted, {run.remaining} remaining)")
-        for key in run.done[done_before:]:
-            progress(f"{where}: {key} runs {run.revision} ({len(run.done)} of {run.total} done)")
+        starts = run.tick(snapshot, clock())
+        for count, key in enumerate(run.done[done_before:], done_before + 1):
+            progress(f"{where}: {key} runs {run.revision} ({count} of {run.total} done)")
         for key in sorted(set(run.failed) - failed_before):
             pulumi.log.warn(f"{where}: {key} {run.failed[key]}")
+        for count, w in enumerate(starts, len(run.restarted) - len(starts) + 1):
+            reader.restart(w, run.revision)
+            progress(
+                f"{where}: restarted {w.key} ({count} restarted, {len(run.in_flight)} rolling, "
+                f"{len(run.queue)} not started yet)"
+            )
         if run.finished:
             return pods
         if clock() - last_heartbeat >= HEARTBEAT_SECONDS:
