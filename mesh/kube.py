@@ -64,7 +64,13 @@ def api_client(settings: KubeSettings) -> client.ApiClient:
             persist_config=False,
         )
     else:
-        config.load_incluster_config(client_configuration=configuration)
+        try:
+            config.load_incluster_config(client_configuration=configuration)
+        except config.ConfigException as e:
+            raise config.ConfigException(
+                f"no cluster to talk to: set stack config {KUBECONFIG_KEY} (path or contents) or KUBECONFIG, "
+                f"as for the Kubernetes provider ({e})"
+            ) from e
     return client.ApiClient(configuration)
 
 

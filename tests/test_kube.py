@@ -243,3 +243,10 @@ def test_provider_host_loads_the_pickle_and_uses_stack_config(
 
     apiserver.pods = []
     provider_host.Delete(provider_pb2.DeleteRequest(id="b", urn=urn, properties=_struct(props)))
+
+
+def test_no_settings_at_all_names_the_config_keys(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("HOME", str(tmp_path))  # no ~/.kube/config
+    monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
+    with pytest.raises(Exception, match="set stack config kubernetes:kubeconfig"):
+        kube.api_client(kube.KubeSettings())

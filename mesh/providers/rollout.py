@@ -61,7 +61,7 @@ class NamespaceReader:
         self.namespace = namespace
         self.workload = workload
 
-    def _list(self, kind: str) -> list[dict[str, Any]]:
+    def _list(self, kind: str, **kwargs: Any) -> list[dict[str, Any]]:
         calls: dict[str, Callable[..., Any]] = {
             "Deployment": self.apps.list_namespaced_deployment,
             "StatefulSet": self.apps.list_namespaced_stateful_set,
@@ -69,17 +69,13 @@ class NamespaceReader:
             "ReplicaSet": self.apps.list_namespaced_replica_set,
             "Pod": self.core.list_namespaced_pod,
         }
-        return list(kube.list_objects(calls[kind], namespace=self.namespace))
+        return list(kube.list_objects(calls[kind], namespace=self.namespace, **kwargs))
 
     def snapshot(self) -> tuple[dict[str, Workload], list[Pod]]:
         """The namespace's workloads with their pods, and the pods this rollout is about."""
         kinds: tuple[Kind, ...] = ("Deployment",) if self.workload else KINDS
-        workloads = [
-            workload_from_object(kind, obj)
-            for kind in kinds
-            for obj in self._list(kind)
-            if not self.workload or obj["metadata"]["name"] == self.workload
-        ]
+        only = {"field_selector": f"metadata.name={self.workload}"} if self.workload else {}
+        workloads = [workload_from_object(kind, obj) for kind in kinds for obj in self._list(kind, **only)]
         if self.workload and not workloads:
             raise RolloutError(f"Deployment {self.namespace}/{self.workload} not found")
         owners = {
