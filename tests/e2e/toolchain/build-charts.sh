@@ -23,6 +23,10 @@ export GOFLAGS="${GOFLAGS:-} -buildvcs=false"
 
 log() { printf '[build-charts] %s\n' "$*" >&2; }
 
+TMPS=()
+cleanup() { if ((${#TMPS[@]})); then rm -rf "${TMPS[@]}"; fi; }
+trap cleanup EXIT
+
 mkdir -p "$CACHE"
 for pair in "${VERSIONS[@]}"; do
   minor="${pair%%:*}"
@@ -37,6 +41,7 @@ for pair in "${VERSIONS[@]}"; do
   log "istio $ver: extracting charts from istio.io/istio@$pin"
   mkdir -p "$CACHE/istio-$ver"
   tmp="$(mktemp -d "$CACHE/istio-$ver/.charts.XXXXXX")"
+  TMPS+=("$tmp")
   (cd "$moddir" && go build -trimpath -ldflags "-s -w" -o "$tmp/extract" .)
   "$tmp/extract" "$tmp/charts"
   for chart in base istiod gateway; do

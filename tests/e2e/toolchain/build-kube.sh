@@ -24,6 +24,11 @@ export GOTOOLCHAIN=local
 
 log() { printf '[build-kube] %s\n' "$*" >&2; }
 
+# Temp dirs to remove however the script ends (a failed build leaves nothing half-made).
+TMPS=()
+cleanup() { if ((${#TMPS[@]})); then rm -rf "${TMPS[@]}"; fi; }
+trap cleanup EXIT
+
 # build_into DEST_BIN_DIR MODULE_DIR LDFLAGS PKG... : one `go build` for all PKGs (shared
 # packages compile once), output into a temp dir beside DEST, then moved into place.
 build_into() {
@@ -33,7 +38,7 @@ build_into() {
   parent="$(dirname "$dest")"
   mkdir -p "$parent"
   tmp="$(mktemp -d "$parent/.build.XXXXXX")"
-  trap 'rm -rf "$tmp"' RETURN
+  TMPS+=("$tmp")
   log "go build in $moddir: $*"
   (cd "$moddir" && go build -trimpath -ldflags "-s -w $ldflags" -o "$tmp/" "$@")
   mkdir -p "$dest"
@@ -41,6 +46,7 @@ build_into() {
   for f in "$tmp"/*; do
     mv -f "$f" "$dest/$(basename "$f")"
   done
+  rm -rf "$tmp"
 }
 
 build_kube() {
@@ -78,6 +84,7 @@ build_etcd() {
   log "etcd $ETCD_VERSION: building"
   local tmpdest
   tmpdest="$(mktemp -d "$CACHE/.etcd.XXXXXX")"
+  TMPS+=("$tmpdest")
   build_into "$tmpdest" "$HERE/etcd" "-X go.etcd.io/etcd/api/v3/version.GitSHA=v$ETCD_VERSION" go.etcd.io/etcd/server/v3
   # The main package is the module root (import path .../server/v3): whatever go names the
   # single binary, it becomes `etcd`.
@@ -105,7 +112,9 @@ build_kwok() {
     src="$(cd "$HERE/kwok" && go list -m -f '{{.Dir}}' sigs.k8s.io/kwok)"
     [[ -n "$src" && -d "$src/kustomize/stage" ]] || { (cd "$HERE/kwok" && go mod download sigs.k8s.io/kwok); src="$(cd "$HERE/kwok" && go list -m -f '{{.Dir}}' sigs.k8s.io/kwok)"; }
     local tmp
+    mkdir -p "$root"
     tmp="$(mktemp -d "$root/.stages.XXXXXX")"
+    TMPS+=("$tmp")
     cp "$src/kustomize/stage/node/fast/node-initialize.yaml" "$tmp/"
     cp "$src/kustomize/stage/node/heartbeat/node-heartbeat.yaml" "$tmp/"
     cp "$src/kustomize/stage/node/heartbeat-with-lease/node-heartbeat-with-lease.yaml" "$tmp/"
