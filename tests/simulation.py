@@ -7,6 +7,7 @@ end-to-end tests cover that against a real engine and API server.
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -81,6 +82,8 @@ class _MeshMocks(Mocks):
 
 @contextmanager
 def _mocked(config: Mapping[str, Any], preview: bool) -> Iterator[_RecordingMonitor]:
+    # The SDK runs on the thread's current loop; another test's asyncio.run() may have cleared it.
+    asyncio.set_event_loop(asyncio.new_event_loop())
     pulumi.runtime.settings.ROOT.set(None)
     pulumi.runtime.set_all_config({
         f"{PROJECT}:{key}": value if isinstance(value, str) else json.dumps(value) for key, value in config.items()
