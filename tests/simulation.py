@@ -93,7 +93,8 @@ def _mocked(config: Mapping[str, Any], preview: bool) -> Iterator[_RecordingMoni
     try:
         yield monitor
     finally:
-        pulumi.runtime.settings.ROOT.set(None)
+        # Leave no mock engine behind: later tests (and pulumi.log) see a process without Pulumi.
+        pulumi.runtime.settings.reset_options()
 
 
 def _decode(value: Any) -> Any:
