@@ -545,6 +545,10 @@ class ControlPlane:
                 "--service-account-issuer=https://kubernetes.default.svc.cluster.local",
                 f"--service-cluster-ip-range={SERVICE_CIDR}",
                 "--authorization-mode=Node,RBAC",
+                # This plugin taints every new Node not-ready until node-lifecycle-controller
+                # sees it Ready; that controller is not run (see CONTROLLERS), so KWOK nodes
+                # are created untainted instead.
+                "--disable-admission-plugins=TaintNodesByCondition",
                 "--allow-privileged=true",
                 f"--egress-selector-config-file={egress}",
                 "--profiling=false",
@@ -604,7 +608,7 @@ class ControlPlane:
                 "--manage-all-nodes=false",
                 f"--manage-nodes-with-annotation-selector={NODE_ANNOTATION}=fake",
                 f"--cidr={POD_CIDR}",
-                "--node-ip=10.240.0.1",  # reported only; never dialed
+                "--node-ip=10.240.0.1",  # default address; nodes bring their own (see _create_nodes)
                 "--node-lease-duration-seconds=40",
             ],
             # KWOK reads ~/.kwok/kwok.yaml when it exists: keep it to our config only.
@@ -633,6 +637,14 @@ class ControlPlane:
                 },
                 # No taints: DaemonSets schedule on every node without tolerations.
                 "spec": {},
+                # Nodes may carry status on create; KWOK keeps addresses it finds. Reported
+                # only, never dialed (the egress proxy refuses kubelet dials).
+                "status": {
+                    "addresses": [
+                        {"type": "InternalIP", "address": f"10.240.0.{i + 1}"},
+                        {"type": "Hostname", "address": name},
+                    ]
+                },
             }
             try:
                 core.create_node(body)

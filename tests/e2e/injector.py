@@ -505,7 +505,7 @@ class ConnectProxy:
         """'<namespace>/<name>' of the Service whose ClusterIP is `ip`, or ''."""
         svcs = k8s.CoreV1Api(self._injector.api()).list_service_for_all_namespaces(_request_timeout=5)
         for s in svcs.items:
-            ips = set(s.spec.cluster_i_ps or []) | {s.spec.cluster_ip}
+            ips = set(s.spec.cluster_ips or []) | {s.spec.cluster_ip}
             if ip in ips:
                 return f"{s.metadata.namespace}/{s.metadata.name}"
         return ""

@@ -367,3 +367,22 @@ def test_egress_proxy_refuses_non_service_addresses(kube_cluster: KubeCluster, r
     assert refused and not refused[0].forwarded
     # Every webhook call so far went to a Service IP inside SERVICE_CIDR.
     assert all(c.target.startswith("10.96.") for c in cp.proxy.calls() if c.forwarded)
+
+
+def test_namespace_deletion_completes(kube_cluster: KubeCluster) -> None:
+    """Deleting a namespace with running pods finishes (KWOK's pod-delete stage, namespace GC)."""
+    api = kube_cluster.api()
+    core = k8s.CoreV1Api(api)
+    ns = new_namespace(api)
+    core.create_namespaced_pod(ns, pod("doomed"))
+    _wait("pod running", lambda: core.read_namespaced_pod("doomed", ns).status.phase == "Running")
+    core.delete_namespace(ns)
+
+    def gone() -> bool:
+        try:
+            core.read_namespace(ns)
+            return False
+        except ApiException as e:
+            return e.status == 404
+
+    _wait(f"namespace {ns} deleted", gone, timeout=90)

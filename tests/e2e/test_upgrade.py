@@ -43,9 +43,14 @@ def steady_config(tools: Tools) -> dict[str, Any]:
             "team-b": "stable",
             "team-c": {"revision": "stable", "strategy": "natural"},
         },
-        "gateways": {GATEWAY_NS.removeprefix("istio-"): {
-            "namespace": GATEWAY_NS, "revision": "stable", "replicas": 1, "service": {"type": "ClusterIP"},
-        }},
+        "gateways": {
+            GATEWAY_NS.removeprefix("istio-"): {
+                "namespace": GATEWAY_NS,
+                "revision": "stable",
+                "replicas": 1,
+                "service": {"type": "ClusterIP"},
+            }
+        },
         "rollout": {"concurrency": 4, "timeoutSeconds": 180},
     }
 
@@ -73,7 +78,8 @@ def pod_revisions(api: k8s.ApiClient, namespace: str) -> dict[str, str | None]:
     pods = k8s.CoreV1Api(api).list_namespaced_pod(namespace).items
     return {
         p.metadata.uid: (p.metadata.annotations or {}).get("istio.io/rev")
-        for p in pods if p.metadata.deletion_timestamp is None and p.status.phase != "Succeeded"
+        for p in pods
+        if p.metadata.deletion_timestamp is None and p.status.phase != "Succeeded"
     }
 
 
@@ -87,26 +93,36 @@ def create_namespace(api: k8s.ApiClient, name: str, labels: dict[str, str] | Non
 
 def create_deployment(api: k8s.ApiClient, namespace: str, name: str, replicas: int = 2) -> None:
     labels = {"app": name}
-    k8s.AppsV1Api(api).create_namespaced_deployment(namespace, {
-        "metadata": {"name": name, "labels": labels},
-        "spec": {
-            "replicas": replicas,
-            "selector": {"matchLabels": labels},
-            "template": {"metadata": {"labels": labels},
-                         "spec": {"containers": [{"name": "app", "image": "registry.example/app:1"}]}},
+    k8s.AppsV1Api(api).create_namespaced_deployment(
+        namespace,
+        {
+            "metadata": {"name": name, "labels": labels},
+            "spec": {
+                "replicas": replicas,
+                "selector": {"matchLabels": labels},
+                "template": {
+                    "metadata": {"labels": labels},
+                    "spec": {"containers": [{"name": "app", "image": "registry.example/app:1"}]},
+                },
+            },
         },
-    })
+    )
 
 
 def deployments_settled(api: k8s.ApiClient, namespace: str) -> bool:
     """Every Deployment rolled out and only its current pods left."""
     for d in k8s.AppsV1Api(api).list_namespaced_deployment(namespace).items:
         s, want = d.status, d.spec.replicas
-        if (s.observed_generation or 0) < d.metadata.generation or (s.updated_replicas or 0) != want \
-                or (s.available_replicas or 0) != want or (s.replicas or 0) != want:
+        if (
+            (s.observed_generation or 0) < d.metadata.generation
+            or (s.updated_replicas or 0) != want
+            or (s.available_replicas or 0) != want
+            or (s.replicas or 0) != want
+        ):
             return False
     return len(pod_revisions(api, namespace)) == sum(
-        d.spec.replicas for d in k8s.AppsV1Api(api).list_namespaced_deployment(namespace).items)
+        d.spec.replicas for d in k8s.AppsV1Api(api).list_namespaced_deployment(namespace).items
+    )
 
 
 def restart_deployments(api: k8s.ApiClient, namespace: str) -> None:
@@ -114,8 +130,11 @@ def restart_deployments(api: k8s.ApiClient, namespace: str) -> None:
     apps = k8s.AppsV1Api(api)
     stamp = datetime.now(UTC).isoformat()
     for d in apps.list_namespaced_deployment(namespace).items:
-        apps.patch_namespaced_deployment(d.metadata.name, namespace, {"spec": {"template": {"metadata": {
-            "annotations": {"kubectl.kubernetes.io/restartedAt": stamp}}}}})
+        apps.patch_namespaced_deployment(
+            d.metadata.name,
+            namespace,
+            {"spec": {"template": {"metadata": {"annotations": {"kubectl.kubernetes.io/restartedAt": stamp}}}}},
+        )
     wait_for(f"{namespace} to roll out", lambda: deployments_settled(api, namespace))
 
 
@@ -153,9 +172,11 @@ def revision_objects(api: k8s.ApiClient, revision: str) -> dict[str, bool]:
         f"deployment/istiod-{revision}": lambda: apps.read_namespaced_deployment(f"istiod-{revision}", "istio-system"),
         f"service/istiod-{revision}": lambda: core.read_namespaced_service(f"istiod-{revision}", "istio-system"),
         f"configmap/istio-sidecar-injector-{revision}": lambda: core.read_namespaced_config_map(
-            f"istio-sidecar-injector-{revision}", "istio-system"),
+            f"istio-sidecar-injector-{revision}", "istio-system"
+        ),
         f"mutatingwebhook/istio-sidecar-injector-{revision}": lambda: adm.read_mutating_webhook_configuration(
-            f"istio-sidecar-injector-{revision}"),
+            f"istio-sidecar-injector-{revision}"
+        ),
     }
     found = {}
     for name, read in reads.items():
