@@ -355,7 +355,7 @@ class ControlPlane:
 
         # The stand-in and the egress proxy first: the apiserver may call webhooks as soon
         # as it is up.
-        self.injector = StandInInjector(ca, self.kubeconfig)
+        self.injector = StandInInjector(ca, self.kubeconfig, certdir=self.workdir / "injector-certs")
         self.injector.start()
         self.proxy = ConnectProxy(self.egress_socket, self.injector)
         self.proxy.start()

@@ -30,6 +30,7 @@ import base64
 import contextlib
 import json
 import logging
+import shutil
 import socket
 import socketserver
 import ssl
@@ -108,7 +109,7 @@ def _split_image(image: str) -> tuple[str, str]:
 class StandInInjector:
     """HTTPS server on 127.0.0.1 answering istiod's /inject and /validate webhooks."""
 
-    def __init__(self, issuer: CertIssuer, kubeconfig: Path) -> None:
+    def __init__(self, issuer: CertIssuer, kubeconfig: Path, certdir: Path | None = None) -> None:
         self._issuer = issuer
         self._kubeconfig = kubeconfig
         self._api: k8s.ApiClient | None = None
@@ -119,7 +120,10 @@ class StandInInjector:
         self._calls_lock = threading.Lock()
         self._server: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
-        self._certdir = Path(tempfile.mkdtemp(prefix="injector-certs-"))
+        # Python's ssl loads certificates from files only: they live here.
+        self._own_certdir = certdir is None
+        self._certdir = certdir or Path(tempfile.mkdtemp(prefix="injector-certs-"))
+        self._certdir.mkdir(parents=True, exist_ok=True)
         self.port = 0
 
     # ---- call log -------------------------------------------------------------------
@@ -186,6 +190,8 @@ class StandInInjector:
         if self._api is not None:
             self._api.close()
             self._api = None
+        if self._own_certdir:
+            shutil.rmtree(self._certdir, ignore_errors=True)
 
     # ---- helpers --------------------------------------------------------------------
     def _context_for(self, name: str) -> ssl.SSLContext:
