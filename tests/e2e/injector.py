@@ -45,7 +45,6 @@ from typing import Any, Protocol
 
 from kubernetes import client as k8s
 from kubernetes import config as k8s_config
-from kubernetes.client.rest import ApiException
 
 log = logging.getLogger(__name__)
 
@@ -234,8 +233,8 @@ class StandInInjector:
         try:
             svc = k8s.CoreV1Api(self.api()).read_namespaced_service(name, namespace, _request_timeout=5)
             rev = (svc.metadata.labels or {}).get("istio.io/rev", "")
-        except ApiException as e:
-            log.warning("service %s/%s: %s", namespace, name, e.reason)
+        except Exception as e:  # an API hiccup must not fail the admission: parse the name
+            log.warning("service %s/%s: %s", namespace, name, e)
         if not rev:
             if name == "istiod":
                 rev = "default"
@@ -257,7 +256,7 @@ class StandInInjector:
         for cm_name in names:
             try:
                 cm = core.read_namespaced_config_map(cm_name, namespace, _request_timeout=5)
-            except ApiException:
+            except Exception:  # absent or unreachable: try the next source
                 continue
             try:
                 values = json.loads((cm.data or {}).get("values", "{}"))
@@ -276,7 +275,7 @@ class StandInInjector:
         for d_name in deploy_names:
             try:
                 dep = apps.read_namespaced_deployment(d_name, namespace, _request_timeout=5)
-            except ApiException:
+            except Exception:  # absent or unreachable: try the next source
                 continue
             for c in dep.spec.template.spec.containers or []:
                 if c.name == "discovery" or "pilot" in (c.image or ""):
