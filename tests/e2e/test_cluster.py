@@ -42,8 +42,13 @@ def _apply(fn: Callable[..., Any], *args: Any) -> None:
             raise
 
 
-def revision_webhook(rev: str) -> dict[str, Any]:
-    """istio-sidecar-injector-<rev>, as the istiod chart renders it for revision `rev`."""
+def revision_webhook(rev: str, tag: str | None = None) -> dict[str, Any]:
+    """istio-sidecar-injector-<rev>, as the istiod chart renders it for revision `rev`.
+
+    With `tag`: istio-revision-tag-<tag>, the same entries keyed on the tag's name but
+    calling the revision's Service (chart template revision-tags-mwc.yaml).
+    """
+    key = tag or rev
     not_disabled = {"key": "sidecar.istio.io/inject", "operator": "NotIn", "values": ["false"]}
 
     def entry(prefix: str, ns_sel: list[dict[str, Any]], obj_sel: list[dict[str, Any]]) -> dict:
@@ -77,14 +82,14 @@ def revision_webhook(rev: str) -> dict[str, Any]:
         "apiVersion": "admissionregistration.k8s.io/v1",
         "kind": "MutatingWebhookConfiguration",
         "metadata": {
-            "name": f"istio-sidecar-injector-{rev}",
-            "labels": {"istio.io/rev": rev, "app": "sidecar-injector"},
+            "name": f"istio-revision-tag-{tag}" if tag else f"istio-sidecar-injector-{rev}",
+            "labels": {"istio.io/rev": rev, "app": "sidecar-injector"} | ({"istio.io/tag": tag} if tag else {}),
         },
         "webhooks": [
             entry(
                 "rev.namespace.",
                 [
-                    {"key": "istio.io/rev", "operator": "In", "values": [rev]},
+                    {"key": "istio.io/rev", "operator": "In", "values": [key]},
                     {"key": "istio-injection", "operator": "DoesNotExist"},
                 ],
                 [not_disabled],
@@ -95,7 +100,7 @@ def revision_webhook(rev: str) -> dict[str, Any]:
                     {"key": "istio.io/rev", "operator": "DoesNotExist"},
                     {"key": "istio-injection", "operator": "DoesNotExist"},
                 ],
-                [not_disabled, {"key": "istio.io/rev", "operator": "In", "values": [rev]}],
+                [not_disabled, {"key": "istio.io/rev", "operator": "In", "values": [key]}],
             ),
         ],
     }
@@ -215,6 +220,28 @@ def test_pod_label_selects_other_revision(kube_cluster: KubeCluster, revisions: 
     created = core.create_namespaced_pod(bound, pod("ns-wins", {"istio.io/rev": "r-b"}))
     assert created.metadata.annotations["istio.io/rev"] == "r-a"
     assert [c.revision for c in kube_cluster.injector.injections(bound)] == ["r-a"]  # type: ignore[union-attr]
+
+
+def test_tag_webhook_injects_the_revision_it_points_to(kube_cluster: KubeCluster, revisions: dict[str, str]) -> None:
+    """A tag is only a webhook calling istiod-<rev>: the pod gets that revision, not the tag."""
+    api = kube_cluster.api()
+    adm = k8s.AdmissionregistrationV1Api(api)
+    adm.create_mutating_webhook_configuration(revision_webhook("r-b", tag="prod"))
+    try:
+        core = k8s.CoreV1Api(api)
+        ns = new_namespace(api, {"istio.io/rev": "prod"})
+
+        def injected() -> bool:
+            p = core.create_namespaced_pod(ns, pod("probe"), dry_run="All")
+            return "istio.io/rev" in (p.metadata.annotations or {})
+
+        _wait("tag webhook active", injected, timeout=30)
+        created = core.create_namespaced_pod(ns, pod("tagged"))
+        assert created.metadata.annotations["istio.io/rev"] == "r-b"
+        calls = [c for c in kube_cluster.injector.injections(ns) if c.name == "tagged"]  # type: ignore[union-attr]
+        assert [(c.revision, c.service) for c in calls] == [("r-b", f"{ISTIO_NS}/istiod-r-b")]
+    finally:
+        adm.delete_mutating_webhook_configuration("istio-revision-tag-prod")
 
 
 def test_inject_false_is_not_injected(kube_cluster: KubeCluster, revisions: dict[str, str]) -> None:
