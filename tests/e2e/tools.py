@@ -25,6 +25,7 @@ command that builds it, so a test run can say exactly what to do.
 from __future__ import annotations
 
 import os
+import re
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,11 +33,21 @@ from pathlib import Path
 REPO_ROOT = Path(__file__).resolve().parents[2]
 TOOLCHAIN = Path(__file__).resolve().parent / "toolchain"
 
+
+def _pinned(module_dir: str, module: str) -> str:
+    """The version a wrapper module's go.mod pins (build-kube.sh reads the same line)."""
+    text = (TOOLCHAIN / module_dir / "go.mod").read_text()
+    m = re.search(rf"^\s*{re.escape(module)} v(\S+)", text, re.MULTILINE)
+    if not m:
+        raise RuntimeError(f"{module} not pinned in {TOOLCHAIN / module_dir / 'go.mod'}")
+    return m.group(1)
+
+
 PULUMI_VERSION = "3.272.0"
 PULUMI_KUBERNETES_VERSION = "4.34.2"
-KUBE_VERSION = "1.33.13"
-ETCD_VERSION = "3.5.21"
-KWOK_VERSION = "0.7.0"
+KUBE_VERSION = _pinned("kube", "k8s.io/kubernetes")
+ETCD_VERSION = _pinned("etcd", "go.etcd.io/etcd/server/v3")
+KWOK_VERSION = _pinned("kwok", "sigs.k8s.io/kwok")
 # Istio versions whose charts build-charts.sh extracts (branch snapshots named like releases).
 ISTIO_VERSIONS: tuple[str, ...] = ("1.30.0", "1.31.0")
 

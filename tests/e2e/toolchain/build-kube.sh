@@ -8,14 +8,18 @@
 # Idempotent: a component whose binaries exist is skipped. Binaries are built to a temp
 # directory and moved into place only when the whole build succeeded.
 # The pinned versions live in the wrapper modules' go.mod files next to this script
-# (kube/, etcd/, kwok/); the variables below must match them.
+# (kube/, etcd/, kwok/); to move a version, `go get` it there (kube/ also needs its staging
+# replaces moved to the matching v0.x) and `go mod tidy`.
 set -euo pipefail
 
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 CACHE="${ISTIO_MESH_E2E_CACHE:-$HOME/.cache/istio-mesh-e2e}"
-KUBE_VERSION="1.33.13"
-ETCD_VERSION="3.5.21"
-KWOK_VERSION="0.7.0"
+# One source of truth for versions: the wrapper modules' go.mod (tests/e2e/tools.py reads them too).
+pinned() { sed -n "s|^[[:space:]]*$2 v\([^ ]*\).*|\1|p" "$HERE/$1/go.mod" | head -n1; }
+KUBE_VERSION="$(pinned kube k8s.io/kubernetes)"
+ETCD_VERSION="$(pinned etcd go.etcd.io/etcd/server/v3)"
+KWOK_VERSION="$(pinned kwok sigs.k8s.io/kwok)"
+[[ -n "$KUBE_VERSION" && -n "$ETCD_VERSION" && -n "$KWOK_VERSION" ]] || { echo "cannot read pinned versions from go.mod" >&2; exit 1; }
 
 export CGO_ENABLED=0
 export GOFLAGS="${GOFLAGS:-} -buildvcs=false"
