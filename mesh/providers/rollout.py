@@ -201,7 +201,10 @@ class RolloutProvider(KubeProvider):
         report = revision_report(pods, revision)
         if report.on_other:
             pulumi.log.warn(report.summary(where) + " (pods no Deployment/StatefulSet/DaemonSet owns)")
-        progress(f"{where}: {len(run.done)} workloads on {revision}, {len(run.restarted)} restarted")
+        progress(
+            f"{where}: every workload runs {revision}: {len(run.restarted)} restarted, "
+            f"{len(run.done) - len(run.restarted)} finished rollouts already under way, {len(run.skipped)} left alone"
+        )
         return {**outs, "restarted": run.restarted, "skipped": run.skipped, **_report_outs(report)}
 
 
