@@ -42,14 +42,15 @@ from cluster import ControlPlane  # noqa: E402
 from kubernetes import client as k8s  # noqa: E402
 from kubernetes import config as k8s_config  # noqa: E402
 from kubernetes.client.rest import ApiException  # noqa: E402
+from pulumi.dynamic import Config, ConfigureRequest  # noqa: E402
 from test_cluster import install_fake_revision  # noqa: E402
 from tools import Tools, describe_missing, locate  # noqa: E402
 
+from mesh.kube import KUBECONFIG_KEY  # noqa: E402
 from mesh.providers.rollout import RolloutProvider  # noqa: E402
 
 OLD, NEW = "bench-old", "bench-new"
 IMAGE = "example.invalid/app:1"
-PODS_PER_NODE = 110  # KWOK nodes' default pod capacity
 
 
 @dataclass(frozen=True)
@@ -88,7 +89,10 @@ class Bench:
             probe = self.namespace(rev)
 
             def injected(ns: str = probe, rev: str = rev) -> bool:
-                pod = self.core.create_namespaced_pod(ns, body, dry_run="All")
+                try:  # the very first calls may fail while the stand-in learns the new Service
+                    pod = self.core.create_namespaced_pod(ns, body, dry_run="All")
+                except ApiException:
+                    return False
                 return (pod.metadata.annotations or {}).get("istio.io/rev") == rev
 
             wait_for(f"webhook of {rev}", injected, 60)
@@ -176,6 +180,7 @@ class Bench:
 
     def ours(self, ns: str, concurrency: int) -> float:
         provider = RolloutProvider()
+        provider.configure(ConfigureRequest(Config({KUBECONFIG_KEY: str(self.kubeconfig)}, "istio-mesh")))
         props = {
             "namespace": ns,
             "revision": NEW,
@@ -235,10 +240,7 @@ def main(argv: list[str] | None = None) -> None:
     if kubeconfig is None:
         tools = tools_or_exit()
         kubectl = str(tools.kubectl or kubectl)
-        # Room for the largest size twice over (the kubectl set is created after ours is gone,
-        # but namespaces take a while to empty) plus surge pods.
-        nodes = max(2, math.ceil(2 * max(args.sizes) / PODS_PER_NODE) + 1)
-        control_plane = ControlPlane(tools, nodes=nodes)
+        control_plane = ControlPlane(tools)  # KWOK nodes hold any number of pods
         control_plane.start()
         kubeconfig = control_plane.kubeconfig
     try:

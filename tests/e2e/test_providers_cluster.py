@@ -78,7 +78,10 @@ def probe_injection(api: k8s.ApiClient, rev: str) -> None:
     try:
 
         def injected() -> bool:
-            pod = core.create_namespaced_pod(ns, probe, dry_run="All")
+            try:  # the very first calls may fail while the stand-in learns the new Service
+                pod = core.create_namespaced_pod(ns, probe, dry_run="All")
+            except ApiException:
+                return False
             return (pod.metadata.annotations or {}).get("istio.io/rev") == rev
 
         wait_for(f"webhook of {rev} injecting", injected, timeout=30)
