@@ -17,6 +17,11 @@ first on PATH; the output says which. Without --kubeconfig, the benchmark starts
 harness's own control plane (tests/e2e/cluster.py: etcd, kube-apiserver, controllers, KWOK
 nodes and the stand-in injector), so pods really get injected by the revision their namespace
 is bound to. Run: .venv/bin/python benchmarks/restart.py [--sizes 10 50 200] [--concurrency 10]
+
+Measured with the defaults on the 2-core development machine (KWOK cluster of the e2e harness):
+W=10: ours 10.8s, kubectl 11.4s; W=50: 54.3s, 56.7s; W=200: 220.6s, 226.2s; i.e. ours/lower bound
+1.08-1.10 and kubectl/lower bound 1.13-1.14. The ~1s over R per rollout is the cluster's own
+(pod creation, scheduling, old pod removal), paid by both.
 """
 
 from __future__ import annotations
