@@ -4,8 +4,8 @@ Nothing can be downloaded prebuilt on these machines, so every tool is built fro
 modules by the scripts in ``tests/e2e/toolchain/`` into one versioned cache directory:
 
     ${ISTIO_MESH_E2E_CACHE:-~/.cache/istio-mesh-e2e}/
-        pulumi-3.272.0/bin/                  pulumi CLI + Python language host (build-pulumi.sh)
-        pulumi-kubernetes-4.34.2/bin/        pulumi-resource-kubernetes (build-pulumi.sh)
+        pulumi-<ver>/bin/                    pulumi CLI + Python language host (build-pulumi.sh)
+        pulumi-kubernetes-<ver>/bin/         pulumi-resource-kubernetes (build-pulumi.sh)
         kubernetes-1.33.13/bin/              kube-apiserver, kube-controller-manager,
                                              kube-scheduler, kubectl (build-kube.sh)
         etcd-3.5.21/bin/etcd                 (build-kube.sh)
@@ -37,14 +37,15 @@ TOOLCHAIN = Path(__file__).resolve().parent / "toolchain"
 def _pinned(module_dir: str, module: str) -> str:
     """The version a wrapper module's go.mod pins (build-kube.sh reads the same line)."""
     text = (TOOLCHAIN / module_dir / "go.mod").read_text()
-    m = re.search(rf"^\s*{re.escape(module)} v(\S+)", text, re.MULTILINE)
+    m = re.search(rf"^\s*(?:require\s+)?{re.escape(module)} v(\S+)", text, re.MULTILINE)
     if not m:
         raise RuntimeError(f"{module} not pinned in {TOOLCHAIN / module_dir / 'go.mod'}")
     return m.group(1)
 
 
-PULUMI_VERSION = "3.272.0"
-PULUMI_KUBERNETES_VERSION = "4.34.2"
+# What the Go module proxy here serves, as build-pulumi.sh builds it (see the go.mod comments there).
+PULUMI_VERSION = _pinned("pulumi/cli", "github.com/pulumi/pulumi/pkg/v3")
+PULUMI_KUBERNETES_VERSION = _pinned("pulumi/kubernetes", "github.com/pulumi/pulumi-kubernetes/provider/v4")
 KUBE_VERSION = _pinned("kube", "k8s.io/kubernetes")
 ETCD_VERSION = _pinned("etcd", "go.etcd.io/etcd/server/v3")
 KWOK_VERSION = _pinned("kwok", "sigs.k8s.io/kwok")
