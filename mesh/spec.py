@@ -23,6 +23,7 @@ ISTIO_NAMESPACE = "istio-system"
 DEFAULT_TAG = "default"
 """The tag that also serves the legacy `istio-injection=enabled` label and decides `defaultRevision`."""
 
+DEFAULT_HUB = "docker.io/istio"
 DEFAULT_CHART_REPOSITORY = "https://istio-release.storage.googleapis.com/charts"
 
 Strategy = Literal["rolling", "natural", "none"]
@@ -159,7 +160,7 @@ class MeshSpec(_Model):
     """The whole stack config (Sail's Istio resource, plus bindings and gateways)."""
 
     charts: ChartSource = Field(default_factory=ChartSource)
-    hub: str = "docker.io/istio"
+    hub: str = DEFAULT_HUB
     """Image registry for istiod and proxies (`global.hub`); point it at your mirror when air-gapped."""
     revisions: dict[str, Revision]
     tags: dict[str, str] = Field(default_factory=dict)

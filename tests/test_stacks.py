@@ -9,7 +9,7 @@ import pytest
 import yaml
 
 from mesh.program import OBJECT_KEYS, STRING_KEYS, spec_from_config
-from mesh.spec import PROJECT, MeshSpec
+from mesh.spec import DEFAULT_HUB, PROJECT, MeshSpec, load_spec
 from tests.simulation import simulate
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -28,6 +28,16 @@ def test_pulumi_yaml_declares_exactly_the_keys_the_program_reads() -> None:
     declared = project["config"]
     assert set(declared) == {*OBJECT_KEYS, *STRING_KEYS}
     assert all(item["type"] in {"object", "string"} and item["description"] for item in declared.values())
+
+
+def test_pulumi_yaml_defaults_agree_with_the_spec() -> None:
+    """Pulumi requires declared keys without a default; only `revisions` must be set by every stack."""
+    declared = yaml.safe_load((ROOT / "Pulumi.yaml").read_text())["config"]
+    assert [key for key, item in declared.items() if "default" not in item] == ["revisions"]
+    defaults = {key: item["default"] for key, item in declared.items() if "default" in item}
+    assert defaults["hub"] == DEFAULT_HUB
+    with_defaults = load_spec({**defaults, "revisions": {"r": {"version": "1.30.0"}}})
+    assert with_defaults == load_spec({"revisions": {"r": {"version": "1.30.0"}}})
 
 
 @pytest.mark.parametrize("stack", ["dev", "prod"])

@@ -24,8 +24,8 @@ class MeshStack:
         self.name = name
         self.project = workdir / "project"
         self.project.mkdir(parents=True)
-        for name in PROJECT_FILES:
-            shutil.copy(REPO_ROOT / name, self.project / name)
+        for file in PROJECT_FILES:
+            shutil.copy(REPO_ROOT / file, self.project / file)
         shutil.copytree(REPO_ROOT / "mesh", self.project / "mesh", ignore=shutil.ignore_patterns("__pycache__"))
         project = yaml.safe_load((self.project / "Pulumi.yaml").read_text())
         project["runtime"]["options"]["virtualenv"] = str(REPO_ROOT / ".venv")
