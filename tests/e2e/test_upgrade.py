@@ -181,8 +181,7 @@ def revision_objects(api: k8s.ApiClient, revision: str) -> dict[str, bool]:
     found = {}
     for name, read in reads.items():
         try:
-            read()
-            found[name] = True
+            found[name] = read().metadata.deletion_timestamp is None  # being deleted counts as gone
         except ApiException as e:
             if e.status != 404:
                 raise
@@ -308,8 +307,14 @@ def test_4_moving_the_stable_and_default_tags_retargets_their_webhooks_in_place(
     walk.check_converged()
 
 
+def old_revision_in_state(stack: MeshStack) -> list[str]:
+    return sorted(r["urn"] for r in stack.resources() if f"istiod-{OLD}" in r["urn"] or f"{OLD}-drain" in r["urn"])
+
+
 def test_5_dropping_the_old_revision_while_pods_run_it_is_refused(walk: Walk) -> None:
     api = walk.api
+    in_state = old_revision_in_state(walk.stack)
+    assert len(in_state) > 10, in_state
     config = walk.stack.config()
     config["revisions"] = {NEW: config["revisions"][NEW]}
     walk.stack.write_config(config)
@@ -318,6 +323,7 @@ def test_5_dropping_the_old_revision_while_pods_run_it_is_refused(walk: Walk) ->
     message = str(refused.value)
     assert OLD in message and "team-c" in message and LEGACY in message, message[-3000:]
     assert all(revision_objects(api, OLD).values()), "a refused removal deletes nothing of the revision"
+    assert old_revision_in_state(walk.stack) == in_state
 
 
 def test_6_once_drained_the_old_revision_goes_and_leaves_no_dangling_webhook(walk: Walk) -> None:
