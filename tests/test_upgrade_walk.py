@@ -156,6 +156,8 @@ def test_install_order_base_then_revisions_then_tags_then_bindings_and_gateways(
 ) -> None:
     mid = recordings[2]
     assert mid[k((REVISION, "1-31-0"), (CHART, "istiod-1-31-0"))].dependencies == {f"{CHART}::istio-base"}
+    guard = mid[k((REVISION, "1-31-0"), (DRAIN_GUARD, "1-31-0-drain-guard"))]
+    assert guard.dependencies == {f"{CHART}::istiod-1-31-0"}, "deleted before the chart's objects"
     canary_hook = mid[k((TAG, "canary"), (MWC, "istio-revision-tag-canary"))]
     assert f"{CHART}::istiod-1-31-0" in canary_hook.dependencies
     # A binding through a tag waits for that tag's webhook, which waited for the revision.

@@ -30,12 +30,12 @@ class IstioRevision(pulumi.ComponentResource):
             ISTIO_NAMESPACE,
             pulumi.ResourceOptions(parent=self, depends_on=depends_on),
         )
-        # The guard depends on every rendered object (not just the chart component), so the engine
-        # deletes it before any of them: deletes run in reverse dependency order.
+        # Deletes run in reverse dependency order, and the engine counts a dependency on a (remote)
+        # component as one on each of its children: the guard is deleted before any rendered object.
         self.guard = DrainGuard(
             f"{name}-drain-guard",
             revision=name,
             drain_timeout_seconds=spec.rollout.drain_timeout_seconds,
-            opts=pulumi.ResourceOptions(parent=self, depends_on=self.chart.resources),
+            opts=pulumi.ResourceOptions(parent=self, depends_on=[self.chart]),
         )
         self.register_outputs({"version": self.version, "service": self.service})
