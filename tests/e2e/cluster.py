@@ -727,6 +727,15 @@ class ControlPlane:
 
 
 @dataclass
+def wait_for(what: str, check: Callable[[], bool], timeout: float = 120.0, interval: float = 0.5) -> None:
+    """Poll `check` until it holds; tests use it to wait for the cluster to converge."""
+    deadline = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
+        time.sleep(interval)
+
+
 class KubeCluster:
     """What e2e tests get: a cluster to talk to and the stand-in injector's call log."""
 

@@ -10,13 +10,12 @@ from __future__ import annotations
 
 import json
 import socket
-import time
 import uuid
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
-from cluster import KubeCluster
+from cluster import KubeCluster, wait_for
 from kubernetes import client as k8s
 from kubernetes.client.rest import ApiException
 
@@ -26,12 +25,6 @@ ISTIO_NS = "istio-system"
 HUB = "docker.io/istio"
 
 
-def _wait(what: str, check: Callable[[], bool], timeout: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.5)
 
 
 def _apply(fn: Callable[..., Any], *args: Any) -> None:
@@ -149,7 +142,7 @@ def new_namespace(api: k8s.ApiClient, labels: dict[str, str] | None = None) -> s
         except ApiException:
             return False
 
-    _wait(f"default ServiceAccount in {name}", has_sa)
+    wait_for(f"default ServiceAccount in {name}", has_sa)
     return name
 
 
@@ -180,7 +173,7 @@ def revisions(kube_cluster: KubeCluster) -> Iterator[dict[str, str]]:
             p = core.create_namespaced_pod(ns, pod("probe"), dry_run="All")
             return (p.metadata.annotations or {}).get("istio.io/rev") == rev
 
-        _wait(f"webhook of revision {rev} active", injected, timeout=30)
+        wait_for(f"webhook of revision {rev} active", injected, timeout=30)
     yield revs
     adm = k8s.AdmissionregistrationV1Api(api)
     for rev in revs:
@@ -235,7 +228,7 @@ def test_tag_webhook_injects_the_revision_it_points_to(kube_cluster: KubeCluster
             p = core.create_namespaced_pod(ns, pod("probe"), dry_run="All")
             return "istio.io/rev" in (p.metadata.annotations or {})
 
-        _wait("tag webhook active", injected, timeout=30)
+        wait_for("tag webhook active", injected, timeout=30)
         created = core.create_namespaced_pod(ns, pod("tagged"))
         assert created.metadata.annotations["istio.io/rev"] == "r-b"
         calls = [c for c in kube_cluster.injector.injections(ns) if c.name == "tagged"]  # type: ignore[union-attr]
@@ -284,7 +277,7 @@ def test_deployment_rolls_out_on_kwok_nodes(kube_cluster: KubeCluster, revisions
         st = apps.read_namespaced_deployment_status("web", ns).status
         return (st.available_replicas or 0) == 2 and (st.updated_replicas or 0) == 2
 
-    _wait("deployment web available", available, timeout=90)
+    wait_for("deployment web available", available, timeout=90)
     pods = k8s.CoreV1Api(api).list_namespaced_pod(ns, label_selector="app=web").items
     assert len(pods) == 2
     for p in pods:
@@ -320,7 +313,7 @@ def test_daemonset_runs_on_every_node(kube_cluster: KubeCluster) -> None:
         st = apps.read_namespaced_daemon_set_status("agent", ns).status
         return st.desired_number_scheduled == nodes and (st.number_ready or 0) == nodes
 
-    _wait("daemonset agent ready on every node", ready, timeout=90)
+    wait_for("daemonset agent ready on every node", ready, timeout=90)
     assert nodes >= 2
 
 
@@ -375,7 +368,7 @@ def test_validating_webhook_reaches_validate(kube_cluster: KubeCluster, revision
             ]
             return bool(seen)
 
-        _wait("a /validate call", validated, timeout=30)
+        wait_for("a /validate call", validated, timeout=30)
         assert seen[0].revision == "r-a" and seen[0].kind == "ConfigMap"
     finally:
         adm.delete_validating_webhook_configuration(name)
@@ -402,7 +395,7 @@ def test_namespace_deletion_completes(kube_cluster: KubeCluster) -> None:
     core = k8s.CoreV1Api(api)
     ns = new_namespace(api)
     core.create_namespaced_pod(ns, pod("doomed"))
-    _wait("pod running", lambda: core.read_namespaced_pod("doomed", ns).status.phase == "Running")
+    wait_for("pod running", lambda: core.read_namespaced_pod("doomed", ns).status.phase == "Running")
     core.delete_namespace(ns)
 
     def gone() -> bool:
@@ -412,4 +405,4 @@ def test_namespace_deletion_completes(kube_cluster: KubeCluster) -> None:
         except ApiException as e:
             return e.status == 404
 
-    _wait(f"namespace {ns} deleted", gone, timeout=90)
+    wait_for(f"namespace {ns} deleted", gone, timeout=90)

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from cluster import KubeCluster
+from cluster import KubeCluster, wait_for
 from kubernetes import client as k8s
 from kubernetes.client.rest import ApiException
 from pulumi.dynamic import Config, ConfigureRequest
@@ -37,12 +37,6 @@ OLD, NEW = "ro-old", "ro-new"
 IMAGE = "example.invalid/app:1"
 
 
-def wait_for(what: str, check: Callable[[], bool], timeout: float = 120.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.5)
 
 
 @pytest.fixture(scope="module")

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import base64
 import copy
-import time
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -18,7 +17,7 @@ from typing import Any
 
 import pytest
 import yaml
-from cluster import KubeCluster
+from cluster import KubeCluster, wait_for
 from kubernetes import client as k8s
 from kubernetes.client.rest import ApiException
 from mesh_stack import MeshStack
@@ -65,12 +64,6 @@ def canary_config(tools: Tools) -> dict[str, Any]:
 # ---- cluster helpers -------------------------------------------------------------------------------
 
 
-def wait_for(what: str, check: Callable[[], bool], timeout: float = 180.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(1)
 
 
 def pod_revisions(api: k8s.ApiClient, namespace: str) -> dict[str, str | None]:
