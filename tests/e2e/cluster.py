@@ -726,7 +726,6 @@ class ControlPlane:
         )
 
 
-@dataclass
 def wait_for(what: str, check: Callable[[], bool], timeout: float = 120.0, interval: float = 0.5) -> None:
     """Poll `check` until it holds; tests use it to wait for the cluster to converge."""
     deadline = time.monotonic() + timeout
@@ -736,6 +735,7 @@ def wait_for(what: str, check: Callable[[], bool], timeout: float = 120.0, inter
         time.sleep(interval)
 
 
+@dataclass
 class KubeCluster:
     """What e2e tests get: a cluster to talk to and the stand-in injector's call log."""
 
