@@ -169,3 +169,16 @@ def test_the_program_turns_problems_into_one_run_error_before_registering_anythi
     with pytest.raises(pulumi.RunError) as info:
         spec_from_config(with_(tags={**GOOD["tags"], "default": "gone"}))
     assert "1 problem(s)" in str(info.value) and "istio-mesh:tags.default" in str(info.value)
+
+
+def test_the_version_gate_checks_in_place_jumps_against_what_was_deployed() -> None:
+    from mesh.providers.version_gate import VersionGateProvider
+
+    gate = VersionGateProvider()
+    assert gate.check({}, {"versions": {"r": "1.30.0"}}).failures == []  # first deployment
+    assert gate.check({"versions": {"r": "1.30.0"}}, {"versions": {"r": "1.31.2"}}).failures == []
+    (failure,) = gate.check({"versions": {"r": "1.30.0"}}, {"versions": {"r": "1.32.0"}}).failures
+    assert failure.property == "versions"
+    assert failure.reason.startswith("istio-mesh:revisions.r.version: changes revision r in place from 1.30.0")
+    assert gate.diff("versions", {"versions": {"r": "1.30.0"}}, {"versions": {"r": "1.30.0"}}).changes is False
+    assert gate.diff("versions", {"versions": {"r": "1.30.0"}}, {"versions": {"r": "1.30.1"}}).changes is True

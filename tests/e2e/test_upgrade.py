@@ -344,3 +344,26 @@ def test_7_rollback_to_the_canary_config_converges(walk: Walk) -> None:
     assert walk.stack.outputs()["namespaces"] == {"team-a": OLD, "team-b": OLD, "team-c": OLD}
     assert dangling_webhooks(api) == []
     walk.check_converged()
+
+
+def managed_resources(stack: MeshStack) -> dict[str, Any]:
+    """Inputs and outputs of every resource in the cluster: components, the stack's outputs and the
+    providers' copy of the stack config are re-recorded by any run that gets that far, failed or not."""
+    return {r["urn"]: (r.get("inputs"), r.get("outputs")) for r in stack.resources()
+            if r["custom"] and not r["type"].startswith("pulumi:providers:")}
+
+
+def test_8_an_in_place_jump_of_two_minors_is_refused_before_anything_changes(walk: Walk) -> None:
+    before = managed_resources(walk.stack)
+    walk.stack.set_path(f"revisions.{OLD}.version", "1.32.0")
+    try:
+        with pytest.raises(auto.CommandError) as refused:
+            walk.stack.preview_changes()
+        assert f"istio-mesh:revisions.{OLD}.version: changes revision {OLD} in place from 1.30.0 to 1.32.0" \
+            in str(refused.value)
+        with pytest.raises(auto.CommandError):
+            walk.stack.up()
+        assert managed_resources(walk.stack) == before
+    finally:
+        walk.stack.set_path(f"revisions.{OLD}.version", "1.30.0")
+    walk.check_converged()
