@@ -66,12 +66,12 @@ class MeshStack:
         raw = yaml.safe_load((self.project / f"Pulumi.{self.name}.yaml").read_text())["config"]
         return {k.removeprefix("istio-mesh:"): v for k, v in raw.items()}
 
-    def up(self) -> auto.UpResult:
-        return self.stack.up(on_output=self.log.append, color="never")
+    def up(self, refresh: bool = False) -> auto.UpResult:
+        return self.stack.up(on_output=self.log.append, color="never", refresh=refresh)
 
-    def preview_changes(self) -> dict[str, int]:
-        """Change counts of a fresh preview, without the unchanged ones."""
-        result = self.stack.preview(on_output=self.log.append, color="never", diff=True)
+    def preview_changes(self, refresh: bool = False) -> dict[str, int]:
+        """Change counts of a fresh preview (after reading the cluster, with refresh), without the unchanged ones."""
+        result = self.stack.preview(on_output=self.log.append, color="never", diff=True, refresh=refresh)
         return {op: n for op, n in result.change_summary.items() if op != "same" and n}
 
     def state_text(self) -> str:

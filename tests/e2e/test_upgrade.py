@@ -253,6 +253,30 @@ def test_1_steady_state_injects_every_pod_with_the_one_revision(walk: Walk) -> N
     walk.check_converged()
 
 
+def test_1b_webhook_fields_istiod_patches_at_run_time_are_not_drift(walk: Walk) -> None:
+    """istiod fills in caBundle and flips failurePolicy to Fail once it serves (istio#52785). Here the CA
+    that signs the stand-in injector's certificates is the cluster's, so it is what istiod would write."""
+    adm = k8s.AdmissionregistrationV1Api(walk.api)
+    ca = yaml.safe_load(walk.cluster.kubeconfig.read_text())["clusters"][0]["cluster"]["certificate-authority-data"]
+    validators = adm.list_validating_webhook_configuration().items
+    assert {v.metadata.name for v in validators} == {"istiod-default-validator", f"istio-validator-{OLD}-istio-system"}
+    for v in validators:
+        adm.patch_validating_webhook_configuration(v.metadata.name, {"webhooks": [
+            {"name": w.name, "failurePolicy": "Fail", "clientConfig": {"caBundle": ca}} for w in v.webhooks]})
+    injectors = adm.list_mutating_webhook_configuration().items
+    for m in injectors:
+        adm.patch_mutating_webhook_configuration(m.metadata.name, {"webhooks": [
+            {"name": w.name, "clientConfig": {"caBundle": ca}} for w in m.webhooks]})
+    assert walk.stack.preview_changes(refresh=True) == {}
+    walk.stack.up(refresh=True)
+    patched = [*adm.list_validating_webhook_configuration().items, *adm.list_mutating_webhook_configuration().items]
+    assert len(patched) == len(validators) + len(injectors)
+    for cfg in patched:
+        assert all(w.client_config.ca_bundle for w in cfg.webhooks), f"{cfg.metadata.name} lost istiod's caBundle"
+    assert {w.failure_policy for v in adm.list_validating_webhook_configuration().items for w in v.webhooks} == {"Fail"}
+    walk.check_converged()
+
+
 def test_2_adding_the_canary_installs_it_and_restarts_nothing(walk: Walk) -> None:
     api = walk.api
     before = all_pods(api)
