@@ -50,7 +50,7 @@ KUBE_VERSION = _pinned("kube", "k8s.io/kubernetes")
 ETCD_VERSION = _pinned("etcd", "go.etcd.io/etcd/server/v3")
 KWOK_VERSION = _pinned("kwok", "sigs.k8s.io/kwok")
 # Istio versions whose charts build-charts.sh extracts (branch snapshots named like releases).
-ISTIO_VERSIONS: tuple[str, ...] = ("1.30.0", "1.31.0")
+ISTIO_VERSIONS: tuple[str, ...] = ("1.30.0", "1.30.1", "1.31.0")
 
 BUILD_ALL = "bash tests/e2e/toolchain/build-all.sh"
 KUBE_BINARIES = ("kube-apiserver", "kube-controller-manager", "kube-scheduler", "kubectl")
@@ -152,6 +152,10 @@ def _pulumi_dir(cache: Path, missing: list[Missing]) -> Path:
     return built
 
 
+def _stamped(chart_yaml: Path, version: str) -> bool:
+    return chart_yaml.is_file() and f"\nversion: {version}\n" in f"\n{chart_yaml.read_text()}"
+
+
 def locate(*, pulumi: bool = True, cluster: bool = True, charts: bool = True) -> Tools | list[Missing]:
     """Every tool's path, or what is missing among the parts asked for.
 
@@ -183,7 +187,8 @@ def locate(*, pulumi: bool = True, cluster: bool = True, charts: bool = True) ->
     for ver in ISTIO_VERSIONS:
         root = cache / f"istio-{ver}" / "charts"
         dirs = {c: root / c for c in CHARTS}
-        absent = [d for d in dirs.values() if not (d / "Chart.yaml").is_file()]
+        # A chart counts only when stamped with its version, as releases are (older mirrors said 1.0.0).
+        absent = [d for d in dirs.values() if not _stamped(d / "Chart.yaml", ver)]
         if absent and charts:
             missing.append(Missing(f"Istio {ver} charts", absent[0], _script("build-charts.sh")))
         chart_dirs[ver] = IstioCharts(ver, dirs["base"], dirs["istiod"], dirs["gateway"])

@@ -7,7 +7,10 @@
 # The Go module proxy only has branch snapshots (pseudo-versions), not release tags:
 #   istio-1.30 -> release-1.30 branch snapshot, called Istio 1.30.0 in the tests
 #   istio-1.31 -> master snapshot (VERSION 1.31), called Istio 1.31.0
-# Their Chart.yaml says version 1.0.0; tests set global.hub/global.tag themselves.
+# Upstream's Chart.yaml says version 1.0.0 (release-builder stamps releases); the mirror stamps each
+# chart's `version` and `appVersion` with the version name, as a real release is, so the labels the
+# charts render (helm.sh/chart, app.kubernetes.io/version) change between versions as they do in the field.
+# One snapshot may serve several version names (1.30.0 and 1.30.1: an in-place patch upgrade).
 # CACHE defaults to ~/.cache/istio-mesh-e2e (override with ISTIO_MESH_E2E_CACHE).
 # Idempotent: a version whose charts are complete is skipped.
 set -euo pipefail
@@ -15,7 +18,8 @@ set -euo pipefail
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 CACHE="${ISTIO_MESH_E2E_CACHE:-$HOME/.cache/istio-mesh-e2e}"
 # minor -> the version name the tests use for it
-VERSIONS=("1.30:1.30.0" "1.31:1.31.0")
+VERSIONS=("1.30:1.30.0" "1.30:1.30.1" "1.31:1.31.0")
+STAMP_FORMAT=2  # bump when what the mirror writes changes: older mirrors are rebuilt
 
 export CGO_ENABLED=0
 export GOTOOLCHAIN=local
@@ -32,7 +36,7 @@ for pair in "${VERSIONS[@]}"; do
   minor="${pair%%:*}"
   ver="${pair#*:}"
   dest="$CACHE/istio-$ver/charts"
-  if [[ -f "$dest/.complete" ]]; then
+  if [[ "$(cat "$dest/.complete" 2>/dev/null)" == "$STAMP_FORMAT" ]]; then
     log "istio $ver: charts already in $dest"
     continue
   fi
@@ -46,9 +50,11 @@ for pair in "${VERSIONS[@]}"; do
   "$tmp/extract" "$tmp/charts"
   for chart in base istiod gateway; do
     [[ -f "$tmp/charts/$chart/Chart.yaml" ]] || { echo "chart $chart missing after extract" >&2; exit 1; }
+    sed -i -E "s/^version: .*/version: $ver/; s/^appVersion: .*/appVersion: $ver/" "$tmp/charts/$chart/Chart.yaml"
+    grep -qx "version: $ver" "$tmp/charts/$chart/Chart.yaml" || { echo "chart $chart: version not stamped" >&2; exit 1; }
   done
   echo "istio.io/istio@$pin" > "$tmp/charts/SOURCE"
-  touch "$tmp/charts/.complete"
+  echo "$STAMP_FORMAT" > "$tmp/charts/.complete"
   rm -rf "$dest"
   mv "$tmp/charts" "$dest"
   rm -rf "$tmp"
