@@ -16,9 +16,13 @@ from mesh.spec import DEFAULT_CHART_REPOSITORY, ISTIO_NAMESPACE, ChartSource, Ga
 
 ChartName = Literal["base", "istiod", "gateway"]
 
-WEBHOOK_FIELDS_PATCHED_BY_ISTIOD = ("webhooks[*].clientConfig.caBundle", "webhooks[*].failurePolicy")
-"""istiod fills in `caBundle` and flips `failurePolicy` on its webhooks at run time; owning them would be
-permanent drift (istio#52785), so the program ignores changes to exactly these fields."""
+FAIL_CLOSED = {"base": {"validationFailurePolicy": "Fail"}}
+"""Validating webhooks rendered with `failurePolicy: Fail` from the start. Rendered as a fresh install (as
+Helm v4 charts are), the charts say `Ignore` and istiod flips it to `Fail` with an Update under its own
+field manager; the next server-side apply of that webhook would send `Ignore` again and fail with a
+conflict with `pilot-discovery` (istio#45204). The charts' values recommend this for server-side-apply
+tools. The other field istiod writes, `caBundle`, is never rendered, so it is never applied: no ignore
+rule is needed for either (and ignore paths into the `webhooks` list would not match anyway)."""
 
 
 @dataclass(frozen=True)
@@ -57,11 +61,12 @@ def base_values(spec: MeshSpec) -> dict[str, Any]:
     return {
         "defaultRevision": spec.default_revision,
         "global": {"istioNamespace": ISTIO_NAMESPACE},
+        **FAIL_CLOSED,
     }
 
 
 PROGRAM_OWNED_VALUES: dict[ChartName, tuple[tuple[str, ...], ...]] = {
-    "istiod": (("revision",), ("global", "tag"), ("revisionTags",)),
+    "istiod": (("revision",), ("global", "tag"), ("revisionTags",), ("base", "validationFailurePolicy")),
     "gateway": (("revision",), ("replicaCount",)),
 }
 """Values the program derives from other config keys; `mesh.validation` refuses them under `values`."""
@@ -75,6 +80,7 @@ def istiod_values(spec: MeshSpec, name: str) -> dict[str, Any]:
         "global": {"hub": spec.hub, "tag": revision.version, "istioNamespace": ISTIO_NAMESPACE},
         # Tags are owned by IstioRevisionTag, never by a revision's chart: a tag must outlive revisions.
         "revisionTags": [],
+        **FAIL_CLOSED,
     }
     return deep_merge(ours, revision.values)
 

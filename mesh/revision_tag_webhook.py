@@ -7,12 +7,40 @@ an in-place update of one webhook's target (`istiod-<revision>`), never a delete
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from mesh.spec import DEFAULT_TAG, ISTIO_NAMESPACE, parse_version
 
-TAG_SERVICE_SINCE = (1, 27)
-"""Istio renders a Service per tag (`istiod-revision-tag-<tag>`) since 1.27."""
+TAG_SERVICE_SINCE = (1, 28)
+"""Istio renders a Service per tag (`istiod-revision-tag-<tag>`) since 1.28; the 1.27 branch has none."""
+
+NEVER_INJECTED_NAMESPACES = ("kube-system", "kube-public", "kube-node-lease", "local-path-storage")
+"""What the chart's `auto.` entry (enableNamespacesByDefault) leaves out."""
+
+
+@dataclass(frozen=True)
+class InjectorSettings:
+    """The revision's chart values a tag webhook takes, as the chart's `revision-tags-mwc.yaml` and
+    `istioctl tag set` do, so a tag injects exactly like the revision's own webhook."""
+
+    reinvocation_policy: str = "Never"
+    injection_path: str = "/inject"
+    injection_url: str = ""
+    enable_namespaces_by_default: bool = False
+
+    @classmethod
+    def from_values(cls, values: Mapping[str, Any]) -> InjectorSettings:
+        """Read from a revision's `values` (absent keys keep the chart's defaults)."""
+        webhook = values.get("sidecarInjectorWebhook") or {}
+        remote = values.get("istiodRemote") or {}
+        return cls(
+            reinvocation_policy=webhook.get("reinvocationPolicy") or cls.reinvocation_policy,
+            injection_path=remote.get("injectionPath") or cls.injection_path,
+            injection_url=remote.get("injectionURL") or cls.injection_url,
+            enable_namespaces_by_default=bool(webhook.get("enableNamespacesByDefault", False)),
+        )
 
 
 def webhook_name(tag: str) -> str:
@@ -37,45 +65,58 @@ def _not_opted_out() -> dict[str, Any]:
     return {"key": "sidecar.istio.io/inject", "operator": "NotIn", "values": ["false"]}
 
 
-def _hook(prefix: str, revision: str, namespace_selector: list[dict[str, Any]],
+def _hook(prefix: str, revision: str, injector: InjectorSettings, namespace_selector: list[dict[str, Any]],
           object_selector: list[dict[str, Any]]) -> dict[str, Any]:
+    client: dict[str, Any] = (
+        {"url": injector.injection_url} if injector.injection_url else
+        {"service": {"name": f"istiod-{revision}", "namespace": ISTIO_NAMESPACE,
+                     "path": injector.injection_path, "port": 443}}
+    )
     return {
         "name": f"{prefix}sidecar-injector.istio.io",
-        "clientConfig": {
-            "service": {"name": f"istiod-{revision}", "namespace": ISTIO_NAMESPACE, "path": "/inject", "port": 443},
-        },
+        "clientConfig": client,
         "sideEffects": "None",
         "rules": [{"operations": ["CREATE"], "apiGroups": [""], "apiVersions": ["v1"], "resources": ["pods"]}],
         "failurePolicy": "Fail",
-        "reinvocationPolicy": "Never",
+        "reinvocationPolicy": injector.reinvocation_policy,
         "admissionReviewVersions": ["v1"],
         "namespaceSelector": {"matchExpressions": namespace_selector},
         "objectSelector": {"matchExpressions": object_selector},
     }
 
 
-def tag_webhook(tag: str, revision: str) -> dict[str, Any]:
-    """The MutatingWebhookConfiguration that injects pods selecting `tag` with `revision`'s istiod."""
+def tag_webhook(tag: str, revision: str, revision_values: Mapping[str, Any]) -> dict[str, Any]:
+    """The MutatingWebhookConfiguration that injects pods selecting `tag` with `revision`'s istiod,
+    configured from that revision's chart values."""
+    injector = InjectorSettings.from_values(revision_values)
     no_legacy = {"key": "istio-injection", "operator": "DoesNotExist"}
+    no_rev = {"key": "istio.io/rev", "operator": "DoesNotExist"}
     webhooks = [
-        _hook("rev.namespace.", revision,
+        _hook("rev.namespace.", revision, injector,
               [{"key": "istio.io/rev", "operator": "In", "values": [tag]}, no_legacy],
               [_not_opted_out()]),
-        _hook("rev.object.", revision,
-              [{"key": "istio.io/rev", "operator": "DoesNotExist"}, no_legacy],
+        _hook("rev.object.", revision, injector,
+              [no_rev, no_legacy],
               [_not_opted_out(), {"key": "istio.io/rev", "operator": "In", "values": [tag]}]),
     ]
     if tag == DEFAULT_TAG:
         # The default tag also serves the legacy label and revisionless `sidecar.istio.io/inject=true` pods.
         webhooks += [
-            _hook("namespace.", revision,
+            _hook("namespace.", revision, injector,
                   [{"key": "istio-injection", "operator": "In", "values": ["enabled"]}],
                   [_not_opted_out()]),
-            _hook("object.", revision,
-                  [no_legacy, {"key": "istio.io/rev", "operator": "DoesNotExist"}],
-                  [{"key": "sidecar.istio.io/inject", "operator": "In", "values": ["true"]},
-                   {"key": "istio.io/rev", "operator": "DoesNotExist"}]),
+            _hook("object.", revision, injector,
+                  [no_legacy, no_rev],
+                  [{"key": "sidecar.istio.io/inject", "operator": "In", "values": ["true"]}, no_rev]),
         ]
+        if injector.enable_namespaces_by_default:
+            # Every namespace without a label, except those Istio never injects.
+            webhooks.append(_hook(
+                "auto.", revision, injector,
+                [no_legacy, no_rev, {"key": "kubernetes.io/metadata.name", "operator": "NotIn",
+                                     "values": list(NEVER_INJECTED_NAMESPACES)}],
+                [{"key": "sidecar.istio.io/inject", "operator": "DoesNotExist"}, no_rev],
+            ))
     return {
         "apiVersion": "admissionregistration.k8s.io/v1",
         "kind": "MutatingWebhookConfiguration",

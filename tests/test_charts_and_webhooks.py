@@ -41,6 +41,11 @@ def test_istiod_values_merge_user_values_over_the_programs() -> None:
         "hub": "mirror.example/istio", "tag": "1.30.2", "istioNamespace": "istio-system", "x": 1}
     assert values["pilot"] == {"replicaCount": 2}
     assert values["revisionTags"] == []
+    assert values["base"] == {"validationFailurePolicy": "Fail"}
+
+
+def test_validators_render_fail_closed_so_istiods_update_never_conflicts() -> None:
+    assert base_values(SPEC)["base"] == {"validationFailurePolicy": "Fail"}
 
 
 def test_gateway_is_pinned_to_its_tag_and_its_chart_follows_the_tags_revision() -> None:
@@ -66,7 +71,7 @@ def selectors(hook: dict) -> dict[str, tuple]:
 
 
 def test_a_tag_webhook_selects_the_tag_and_calls_its_revision() -> None:
-    hook = tag_webhook("stable", "1-30-2")
+    hook = tag_webhook("stable", "1-30-2", {})
     assert hook["metadata"]["name"] == "istio-revision-tag-stable"
     assert hook["metadata"]["labels"]["istio.io/rev"] == "1-30-2"
     assert {w["clientConfig"]["service"]["name"] for w in hook["webhooks"]} == {"istiod-1-30-2"}
@@ -76,18 +81,43 @@ def test_a_tag_webhook_selects_the_tag_and_calls_its_revision() -> None:
     assert {"key": "istio.io/rev", "operator": "In", "values": ["stable"]} in ns_sel
     assert {"key": "istio-injection", "operator": "DoesNotExist"} in ns_sel
     assert obj_sel == [{"key": "sidecar.istio.io/inject", "operator": "NotIn", "values": ["false"]}]
+    # The chart's defaults when the revision sets nothing.
+    assert {(w["reinvocationPolicy"], w["clientConfig"]["service"]["path"], w["failurePolicy"])
+            for w in hook["webhooks"]} == {("Never", "/inject", "Fail")}
+    assert all("caBundle" not in w["clientConfig"] for w in hook["webhooks"]), "istiod's field, never ours"
+
+
+def test_a_tag_webhook_takes_the_injector_settings_of_its_revision() -> None:
+    values = {"sidecarInjectorWebhook": {"reinvocationPolicy": "IfNeeded"}, "istiodRemote": {"injectionPath": "/x"}}
+    hook = tag_webhook("stable", "1-30-2", values)
+    assert {(w["reinvocationPolicy"], w["clientConfig"]["service"]["path"]) for w in hook["webhooks"]} == {
+        ("IfNeeded", "/x")}
+    remote = tag_webhook("stable", "r", {"istiodRemote": {"injectionURL": "https://istiod.example:15017/inject"}})
+    assert [w["clientConfig"] for w in remote["webhooks"]] == [{"url": "https://istiod.example:15017/inject"}] * 2
+
+
+def test_enable_namespaces_by_default_adds_the_auto_entry_to_the_default_tag_only() -> None:
+    values = {"sidecarInjectorWebhook": {"enableNamespacesByDefault": True}}
+    default = selectors(tag_webhook("default", "1-31-0", values))
+    ns_sel, obj_sel = default["auto.sidecar-injector.istio.io"]
+    assert {"key": "kubernetes.io/metadata.name", "operator": "NotIn",
+            "values": ["kube-system", "kube-public", "kube-node-lease", "local-path-storage"]} in ns_sel
+    assert {"key": "sidecar.istio.io/inject", "operator": "DoesNotExist"} in obj_sel
+    assert "auto.sidecar-injector.istio.io" not in selectors(tag_webhook("stable", "1-31-0", values))
+    assert "auto.sidecar-injector.istio.io" not in selectors(tag_webhook("default", "1-31-0", {}))
 
 
 def test_only_the_default_tag_serves_the_legacy_label() -> None:
     legacy = {"key": "istio-injection", "operator": "In", "values": ["enabled"]}
-    default = selectors(tag_webhook("default", "1-31-0"))
+    default = selectors(tag_webhook("default", "1-31-0", {}))
     assert default["namespace.sidecar-injector.istio.io"][0] == [legacy]
     assert "object.sidecar-injector.istio.io" in default
-    assert all(legacy not in ns for ns, _ in selectors(tag_webhook("stable", "1-31-0")).values())
+    assert all(legacy not in ns for ns, _ in selectors(tag_webhook("stable", "1-31-0", {})).values())
 
 
-def test_tag_service_exists_from_istio_1_27() -> None:
-    assert tag_service("stable", "1-26-0", "1.26.4") is None
+def test_tag_service_exists_from_istio_1_28() -> None:
+    assert tag_service("stable", "1-27-3", "1.27.3") is None
+    assert tag_service("stable", "1-28-0", "1.28.0") is not None
     svc = tag_service("stable", "1-30-2", "1.30.2")
     assert svc is not None
     assert svc["metadata"]["name"] == "istiod-revision-tag-stable"

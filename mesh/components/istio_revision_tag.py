@@ -6,7 +6,6 @@ import pulumi
 from pulumi_kubernetes.admissionregistration.v1 import MutatingWebhookConfiguration
 from pulumi_kubernetes.core.v1 import Service
 
-from mesh.charts import WEBHOOK_FIELDS_PATCHED_BY_ISTIOD
 from mesh.components.istio_revision import IstioRevision
 from mesh.revision_tag_webhook import service_name, tag_service, tag_webhook, webhook_name
 from mesh.spec import MeshSpec
@@ -23,14 +22,10 @@ class IstioRevisionTag(pulumi.ComponentResource):
         self.revision = spec.tags[tag]
         # Only once the target istiod is installed may pods be sent to it.
         child = pulumi.ResourceOptions(parent=self, depends_on=[revision])
-        hook = tag_webhook(tag, self.revision)
+        # istiod fills in `caBundle` at run time; it is never rendered here, so never applied over istiod's.
+        hook = tag_webhook(tag, self.revision, spec.revisions[self.revision].values)
         self.webhook = MutatingWebhookConfiguration(
-            webhook_name(tag),
-            metadata=hook["metadata"],
-            webhooks=hook["webhooks"],
-            opts=pulumi.ResourceOptions.merge(
-                child, pulumi.ResourceOptions(ignore_changes=list(WEBHOOK_FIELDS_PATCHED_BY_ISTIOD))
-            ),
+            webhook_name(tag), metadata=hook["metadata"], webhooks=hook["webhooks"], opts=child
         )
         svc = tag_service(tag, self.revision, spec.revisions[self.revision].version)
         self.service = (
