@@ -22,6 +22,7 @@ MWC = "kubernetes:admissionregistration.k8s.io/v1:MutatingWebhookConfiguration"
 SERVICE = "kubernetes:core/v1:Service"
 NS_PATCH = "kubernetes:core/v1:NamespacePatch"
 ROLLOUT = "pulumi-python:dynamic/mesh:Rollout"
+LEGACY_LABEL = "pulumi-python:dynamic/mesh:LegacyInjectionLabel"
 DRAIN_GUARD = "pulumi-python:dynamic/mesh:DrainGuard"
 VERSION_GATE = "pulumi-python:dynamic/mesh:VersionGate"
 
@@ -107,7 +108,7 @@ def test_moving_one_namespace_updates_only_its_label_patch_and_rollout(
     d = diff(recordings[1], recordings[2])
     assert d == Diff(added=set(), updated=binding_objects("payments"), deleted=set())
     patch = recordings[2][k((BINDING, "payments"), (NS_PATCH, "payments"))]
-    assert patch.inputs["metadata"]["labels"] == {"istio.io/rev": "canary", "istio-injection": None}
+    assert patch.inputs["metadata"]["labels"] == {"istio.io/rev": "canary"}
     rollout = recordings[2][k((BINDING, "payments"), (ROLLOUT, "payments-rollout"))]
     assert rollout.inputs["revision"] == "1-31-0"
 
@@ -163,7 +164,11 @@ def test_install_order_base_then_revisions_then_tags_then_bindings_and_gateways(
     # A binding through a tag waits for that tag's webhook, which waited for the revision.
     payments = mid[k((BINDING, "payments"), (NS_PATCH, "payments"))]
     assert f"{MWC}::istio-revision-tag-canary" in payments.dependencies
-    assert mid[k((BINDING, "payments"), (ROLLOUT, "payments-rollout"))].dependencies == {f"{NS_PATCH}::payments"}
+    # Label set, then the legacy label removed, then pods restarted: pods stay injected throughout.
+    legacy = mid[k((BINDING, "payments"), (LEGACY_LABEL, "payments-legacy-label"))]
+    assert legacy.dependencies == {f"{NS_PATCH}::payments"} and legacy.inputs["namespace"] == "payments"
+    assert mid[k((BINDING, "payments"), (ROLLOUT, "payments-rollout"))].dependencies == {
+        f"{LEGACY_LABEL}::payments-legacy-label"}
     gateway_chart = mid[k((GATEWAY, "ingress"), (CHART, "ingress"))]
     expected = {f"{MWC}::istio-revision-tag-stable", "kubernetes:core/v1:Namespace::istio-ingress"}
     assert expected <= gateway_chart.dependencies

@@ -6,6 +6,7 @@ import pulumi
 from pulumi_kubernetes.core.v1 import NamespacePatch
 from pulumi_kubernetes.meta.v1 import ObjectMetaPatchArgs
 
+from mesh.providers.legacy_label import LegacyInjectionLabel
 from mesh.providers.rollout import Rollout
 from mesh.spec import MeshSpec
 
@@ -28,11 +29,7 @@ class NamespaceBinding(pulumi.ComponentResource):
             namespace,
             metadata=ObjectMetaPatchArgs(
                 name=namespace,
-                labels={
-                    "istio.io/rev": binding.revision,
-                    # The legacy label would win over istio.io/rev (it selects the default tag): remove it.
-                    "istio-injection": None,
-                },
+                labels={"istio.io/rev": binding.revision},
                 annotations={
                     "pulumi.com/patchFieldManager": FIELD_MANAGER,
                     # Take the labels over from whoever set them before (`kubectl label`, istioctl).
@@ -41,6 +38,11 @@ class NamespaceBinding(pulumi.ComponentResource):
             ),
             opts=pulumi.ResourceOptions(parent=self, depends_on=depends_on),
         )
+        # After istio.io/rev is set (pods stay injected throughout) and before any pod is restarted.
+        self.legacy_label = LegacyInjectionLabel(
+            f"{namespace}-legacy-label", namespace=namespace,
+            opts=pulumi.ResourceOptions(parent=self, depends_on=[self.patch]),
+        )
         self.rollout = Rollout(
             f"{namespace}-rollout",
             namespace=namespace,
@@ -48,6 +50,6 @@ class NamespaceBinding(pulumi.ComponentResource):
             strategy=spec.strategy_of(binding),
             concurrency=spec.rollout.concurrency,
             timeout_seconds=spec.rollout.timeout_seconds,
-            opts=pulumi.ResourceOptions(parent=self, depends_on=[self.patch]),
+            opts=pulumi.ResourceOptions(parent=self, depends_on=[self.legacy_label]),
         )
         self.register_outputs({"revision": self.revision})

@@ -27,8 +27,11 @@ from tools import Tools
 OLD, NEW = "1-30-0", "1-31-0"
 TEAMS = ("team-a", "team-b", "team-c")
 LEGACY = "legacy"
+"""Labelled istio-injection=enabled and never bound: unmanaged pods that follow the default tag."""
+LEGACY_BOUND = "team-d"
+"""Labelled istio-injection=enabled by hand (`kubectl label`), then bound, moved and unbound."""
 GATEWAY_NS = "istio-ingress"
-WATCHED = (*TEAMS, LEGACY, GATEWAY_NS)
+WATCHED = (*TEAMS, LEGACY_BOUND, LEGACY, GATEWAY_NS)
 
 
 def steady_config(tools: Tools) -> dict[str, Any]:
@@ -41,6 +44,7 @@ def steady_config(tools: Tools) -> dict[str, Any]:
             "team-a": "stable",
             "team-b": "stable",
             "team-c": {"revision": "stable", "strategy": "natural"},
+            LEGACY_BOUND: "stable",
         },
         "gateways": {
             GATEWAY_NS.removeprefix("istio-"): {
@@ -82,6 +86,22 @@ def all_pods(api: k8s.ApiClient) -> dict[str, dict[str, str | None]]:
 
 def create_namespace(api: k8s.ApiClient, name: str, labels: dict[str, str] | None = None) -> None:
     k8s.CoreV1Api(api).create_namespace({"metadata": {"name": name, "labels": labels or {}}})
+
+
+def label_by_hand(api: k8s.ApiClient, namespace: str, labels: dict[str, str | None]) -> None:
+    """What `kubectl label ns <namespace> k=v` does: an Update under kubectl's own field manager."""
+    k8s.CoreV1Api(api).patch_namespace(namespace, {"metadata": {"labels": labels}}, field_manager="kubectl-label")
+
+
+def namespace_labels(api: k8s.ApiClient, namespace: str) -> dict[str, str]:
+    return k8s.CoreV1Api(api).read_namespace(namespace).metadata.labels or {}
+
+
+def scale_up_and_get_new_pods(api: k8s.ApiClient, namespace: str, deployment: str, replicas: int,
+                              before: dict[str, str | None]) -> dict[str, str | None]:
+    k8s.AppsV1Api(api).patch_namespaced_deployment_scale(deployment, namespace, {"spec": {"replicas": replicas}})
+    wait_for(f"{namespace} scale-up", lambda: deployments_settled(api, namespace))
+    return {u: r for u, r in pod_revisions(api, namespace).items() if u not in before}
 
 
 def create_deployment(api: k8s.ApiClient, namespace: str, name: str, replicas: int = 2) -> None:
@@ -229,11 +249,14 @@ def test_1_steady_state_injects_every_pod_with_the_one_revision(walk: Walk) -> N
     for ns in ("team-a", "team-b", "team-c"):
         create_namespace(api, ns)
     create_namespace(api, LEGACY, {"istio-injection": "enabled"})
-    # team-a and team-b run before the mesh exists: adopting them restarts them into the mesh.
+    create_namespace(api, LEGACY_BOUND)
+    label_by_hand(api, LEGACY_BOUND, {"istio-injection": "enabled"})
+    # team-a, team-b and team-d run before the mesh exists: adopting them restarts them into the mesh.
     create_deployment(api, "team-a", "web")
     create_deployment(api, "team-a", "api")
     create_deployment(api, "team-b", "billing")
-    wait_for("team workloads", lambda: deployments_settled(api, "team-a") and deployments_settled(api, "team-b"))
+    create_deployment(api, LEGACY_BOUND, "shop", replicas=1)
+    wait_for("team workloads", lambda: all(deployments_settled(api, ns) for ns in ("team-a", "team-b", LEGACY_BOUND)))
     assert set(pod_revisions(api, "team-a").values()) == {None}
 
     walk.stack.write_config(steady_config(walk.tools))
@@ -246,8 +269,11 @@ def test_1_steady_state_injects_every_pod_with_the_one_revision(walk: Walk) -> N
     pods = all_pods(api)
     assert all(pods[ns] for ns in WATCHED), pods
     assert {rev for ns in WATCHED for rev in pods[ns].values()} == {OLD}, pods
-    labels = k8s.CoreV1Api(api).read_namespace("team-a").metadata.labels
+    labels = namespace_labels(api, "team-a")
     assert labels["istio.io/rev"] == "stable" and "istio-injection" not in labels
+    # The hand-set legacy label (owned by kubectl, which server-side apply never removes) is gone.
+    labels = namespace_labels(api, LEGACY_BOUND)
+    assert labels["istio.io/rev"] == "stable" and "istio-injection" not in labels, labels
     assert walk.stack.outputs()["tags"] == {"default": OLD, "stable": OLD}
     walk.tag_uids = {t: webhook(api, f"istio-revision-tag-{t}").metadata.uid for t in ("default", "stable")}
     walk.check_converged()
@@ -331,6 +357,30 @@ def test_3_moving_one_namespace_restarts_only_its_workloads(walk: Walk) -> None:
     walk.check_converged()
 
 
+def test_3b_a_namespace_once_labelled_istio_injection_moves_to_the_canary(walk: Walk) -> None:
+    """Were the legacy label still there, it would beat istio.io/rev and send the pods to the default
+    tag's revision (the old one): the rollout would time out waiting for them to reach the canary."""
+    api = walk.api
+    before = all_pods(api)
+    walk.stack.set_path(f"namespaces.{LEGACY_BOUND}", "canary")
+    walk.stack.up()
+    after = all_pods(api)
+    assert set(after[LEGACY_BOUND].values()) == {NEW}
+    assert {ns: after[ns] for ns in WATCHED if ns != LEGACY_BOUND} == {
+        ns: before[ns] for ns in WATCHED if ns != LEGACY_BOUND}
+    assert "istio-injection" not in namespace_labels(api, LEGACY_BOUND)
+    walk.check_converged()
+
+
+def test_3c_a_legacy_label_set_again_by_hand_is_drift_the_next_up_removes(walk: Walk) -> None:
+    api = walk.api
+    label_by_hand(api, LEGACY_BOUND, {"istio-injection": "enabled"})
+    assert walk.stack.preview_changes() == {"update": 1}
+    walk.stack.up()
+    assert "istio-injection" not in namespace_labels(api, LEGACY_BOUND)
+    walk.check_converged()
+
+
 def test_4_moving_the_stable_and_default_tags_retargets_their_webhooks_in_place(walk: Walk) -> None:
     api = walk.api
     before = all_pods(api)
@@ -348,10 +398,23 @@ def test_4_moving_the_stable_and_default_tags_retargets_their_webhooks_in_place(
     assert set(after["team-b"].values()) == {NEW} and set(after[GATEWAY_NS].values()) == {NEW}
     # natural strategy and unmanaged legacy pods keep running the old proxy until their next deploy
     assert after["team-c"] == before["team-c"] and after[LEGACY] == before[LEGACY]
-    k8s.AppsV1Api(api).patch_namespaced_deployment_scale("old-app", LEGACY, {"spec": {"replicas": 3}})
-    wait_for("legacy scale-up", lambda: deployments_settled(api, LEGACY))
-    new_pods = {u: r for u, r in pod_revisions(api, LEGACY).items() if u not in before[LEGACY]}
+    new_pods = scale_up_and_get_new_pods(api, LEGACY, "old-app", 3, before[LEGACY])
     assert list(new_pods.values()) == [NEW], "a new pod in a legacy-labelled namespace gets the default tag's revision"
+    walk.check_converged()
+
+
+def test_4b_unbinding_gives_the_legacy_label_back_and_restarts_nothing(walk: Walk) -> None:
+    api = walk.api
+    before = all_pods(api)
+    config = walk.stack.config()
+    del config["namespaces"][LEGACY_BOUND]
+    walk.stack.write_config(config)
+    walk.stack.up()
+    labels = namespace_labels(api, LEGACY_BOUND)
+    assert labels.get("istio-injection") == "enabled" and "istio.io/rev" not in labels, labels
+    assert all_pods(api) == before
+    new_pods = scale_up_and_get_new_pods(api, LEGACY_BOUND, "shop", 2, before[LEGACY_BOUND])
+    assert list(new_pods.values()) == [NEW], "unbound, its new pods follow the default tag again"
     walk.check_converged()
 
 
@@ -396,7 +459,10 @@ def test_7_rollback_to_the_canary_config_converges(walk: Walk) -> None:
         assert called_services(webhook(api, f"istio-revision-tag-{tag}")) == {f"istiod-{OLD}"}
     pods = all_pods(api)
     assert set(pods["team-a"].values()) == {OLD} and set(pods["team-b"].values()) == {OLD}
-    assert walk.stack.outputs()["namespaces"] == {"team-a": OLD, "team-b": OLD, "team-c": OLD}
+    assert walk.stack.outputs()["namespaces"] == {"team-a": OLD, "team-b": OLD, "team-c": OLD, LEGACY_BOUND: OLD}
+    assert set(pods[LEGACY_BOUND].values()) == {OLD}
+    labels = namespace_labels(api, LEGACY_BOUND)
+    assert labels["istio.io/rev"] == "stable" and "istio-injection" not in labels, "bound again: removed again"
     assert dangling_webhooks(api) == []
     walk.check_converged()
 
