@@ -7,10 +7,12 @@ version skew) live in `mesh.validation`. Both report `ConfigError`s that name th
 
 from __future__ import annotations
 
+import difflib
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any, Literal
+from datetime import date
+from typing import Any, ClassVar, Literal
 
 import semver
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -29,6 +31,8 @@ DEFAULT_CHART_REPOSITORY = "https://istio-release.storage.googleapis.com/charts"
 Strategy = Literal["rolling", "natural", "none"]
 
 _DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+_URL_SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
+_MAPPING = 'a mapping (indented "key: value" lines)'
 
 
 @dataclass(frozen=True)
@@ -63,6 +67,13 @@ def dns_label_problem(name: str, max_len: int) -> str | None:
     return None
 
 
+def closest(name: str, choices: Iterable[str]) -> str | None:
+    """The choice `name` most likely misspells (case aside), for a "did you mean" hint; None when none is close."""
+    by_folded = {choice.casefold(): choice for choice in choices}
+    match = difflib.get_close_matches(name.casefold(), list(by_folded), n=1)
+    return by_folded[match[0]] if match else None
+
+
 def parse_version(version: str) -> semver.Version:
     """Istio versions are plain semver (`1.30.2`, `1.31.0-beta.1`)."""
     return semver.Version.parse(version)
@@ -72,11 +83,14 @@ class _Model(BaseModel):
     """Config models accept camelCase keys (as written in stack YAML) and reject unknown keys."""
 
     model_config = ConfigDict(extra="forbid", alias_generator=to_camel, populate_by_name=True, frozen=True)
+    shape: ClassVar[str] = _MAPPING
+    """How to write the object in stack YAML, for the message when YAML read something else there."""
 
 
 class ChartSource(_Model):
     """Where the `base`, `istiod` and `gateway` charts come from: exactly one of the three."""
 
+    shape = "a mapping with one of repository, path or oci, e.g. {path: /srv/istio-{version}/charts}"
     repository: str | None = None
     """A Helm repository URL (the official one by default)."""
     path: str | None = None
@@ -97,6 +111,7 @@ class ChartSource(_Model):
 class Revision(_Model):
     """One istiod control plane (Sail's IstioRevision)."""
 
+    shape = 'a mapping such as {version: "1.30.2"}'
     version: str
     values: dict[str, Any] = Field(default_factory=dict)
     """Passed through to the istiod chart, merged over what the program sets."""
@@ -114,6 +129,7 @@ class Revision(_Model):
 class NamespaceBinding(_Model):
     """Which tag or revision a namespace's new pods get, and how its running pods move."""
 
+    shape = "a tag or revision name, or a mapping such as {revision: stable, strategy: natural}"
     revision: str
     """A tag or a revision name."""
     strategy: Strategy | None = None
@@ -121,6 +137,7 @@ class NamespaceBinding(_Model):
 
 
 class ServicePort(_Model):
+    shape = "a mapping such as {name: http2, port: 80, targetPort: 8080}"
     name: str
     port: int = Field(ge=1, le=65535)
     target_port: int | None = Field(default=None, ge=1, le=65535)
@@ -128,6 +145,7 @@ class ServicePort(_Model):
 
 
 class GatewayService(_Model):
+    shape = "a mapping such as {type: LoadBalancer, ports: [{name: http2, port: 80}]}"
     type: Literal["ClusterIP", "NodePort", "LoadBalancer"] = "LoadBalancer"
     ports: list[ServicePort] | None = None
     """None keeps the chart's default ports (15021, 80, 443)."""
@@ -136,6 +154,7 @@ class GatewayService(_Model):
 class Gateway(_Model):
     """A gateway Deployment+Service from the `gateway` chart, pinned to a tag or revision."""
 
+    shape = "a mapping such as {namespace: istio-ingress, revision: stable}"
     namespace: str
     revision: str
     """A tag or a revision name; pinning keeps a new revision from taking over the gateway by surprise."""
@@ -148,6 +167,7 @@ class Gateway(_Model):
 class Rollout(_Model):
     """Defaults for moving running pods after a binding changes."""
 
+    shape = "a mapping such as {strategy: rolling, concurrency: 4}"
     strategy: Strategy = "rolling"
     concurrency: int = Field(default=4, ge=1)
     timeout_seconds: int = Field(default=600, ge=1)
@@ -167,6 +187,21 @@ class MeshSpec(_Model):
     namespaces: dict[str, NamespaceBinding] = Field(default_factory=dict)
     gateways: dict[str, Gateway] = Field(default_factory=dict)
     rollout: Rollout = Field(default_factory=Rollout)
+
+    @field_validator("hub")
+    @classmethod
+    def _image_prefix(cls, v: str) -> str:
+        """Charts write images as `<hub>/<image>:<tag>`, so hub is a bare registry path, never a URL."""
+        examples = f'"{DEFAULT_HUB}" or "registry.example.com/istio"'
+        if not v.strip():
+            raise ValueError(f"is empty: set it to an image registry prefix such as {examples}, or remove the key "
+                             f'for the default ("{DEFAULT_HUB}")')
+        if scheme := _URL_SCHEME.match(v):
+            bare = v[scheme.end():].strip("/")
+            fix = f'write "{bare}"' if bare else f"write a registry prefix such as {examples}"
+            raise ValueError(f'"{v}" is a URL, but hub is an image name prefix (images are <hub>/pilot:<version>, '
+                             f"with no scheme): {fix}")
+        return v
 
     @field_validator("namespaces", mode="before")
     @classmethod
@@ -194,10 +229,22 @@ class MeshSpec(_Model):
         return binding.strategy or self.rollout.strategy
 
 
-def _key(loc: tuple[int | str, ...]) -> str:
-    """pydantic's error location as a `--path` style config key (`revisions.canary.version`)."""
-    parts = [str(p) for p in loc if p not in ("function-after[_one_source()]",)]
-    return ".".join(parts)
+def _key(loc: tuple[int | str, ...], data: Any) -> str:
+    """pydantic's error location as a `--path` style config key (`gateways.ingress.service.ports[1].name`).
+
+    The input decides between a list position (`[1]`) and a mapping key that YAML read as a number (`.130`).
+    """
+    key, node = "", data
+    for part in loc:
+        if part == "[key]":  # the mapping key itself is bad: the key names itself
+            continue
+        if isinstance(node, list):
+            key += f"[{part}]"
+            node = node[int(part)]
+        else:
+            key += f".{part}" if key else str(part)
+            node = node.get(part) if isinstance(node, Mapping) else None
+    return key
 
 
 def load_spec(config: Mapping[str, Any]) -> MeshSpec:
@@ -209,16 +256,66 @@ def load_spec(config: Mapping[str, Any]) -> MeshSpec:
     try:
         return MeshSpec.model_validate(data)
     except ValidationError as exc:
-        raise SpecError([ConfigError(_key(e["loc"]), _message(e)) for e in exc.errors()]) from None
+        raise SpecError([ConfigError(_key(e["loc"], data), _message(e)) for e in exc.errors()]) from None
+
+
+_SHAPES = {model.__name__: model.shape for model in _Model.__subclasses__()}
+"""Keyed by the class name pydantic reports for `model_type` errors, so no class name reaches the user."""
+
+_EXPECTED = {
+    "string_type": "text",
+    "int_type": "a whole number",
+    "int_parsing": "a whole number",
+    "int_from_float": "a whole number",
+    "finite_number": "a whole number",
+    "dict_type": _MAPPING,
+    "list_type": 'a list (one "- " line per item)',
+}
+"""What each pydantic type error expected, in the words of a stack file's author."""
+
+
+def _yaml_read(value: Any) -> str:
+    """What YAML made of the value the user wrote (unquoted `1.30` is the number 1.3, `2026-01-01` a date)."""
+    if value is None:
+        return "nothing (an empty value)"
+    if isinstance(value, bool):
+        return f"the boolean {str(value).lower()}"
+    if isinstance(value, int | float):
+        return f"the number {value}"
+    if isinstance(value, date):
+        return f"the date {value.isoformat()}"
+    if isinstance(value, str):
+        return f'the text "{value}"'
+    if isinstance(value, Mapping):
+        return "a mapping"
+    if isinstance(value, list):
+        return "a list"
+    return repr(value)
 
 
 def _message(error: Mapping[str, Any]) -> str:
-    kind = error["type"]
+    """One pydantic error as what was found, what is expected, and the fix; allowed values exactly as written."""
+    kind, value, ctx = error["type"], error.get("input"), error.get("ctx") or {}
     if kind == "extra_forbidden":
         return "is not a known setting: check the spelling against Pulumi.yaml's config block"
     if kind == "missing":
-        return "is required"
+        return "is required but not set"
     if kind == "literal_error":
-        return f"{error['msg'].lower()} (got {error['input']!r})"
+        allowed = re.findall(r"'([^']*)'", ctx["expected"])
+        message = f"must be exactly one of {', '.join(allowed)}, but YAML read {_yaml_read(value)}"
+        guess = closest(value, allowed) if isinstance(value, str) else None
+        return f"{message}: did you mean {guess}?" if guess else message
+    if kind == "greater_than_equal":
+        return f"must be at least {ctx['ge']}, but is {value}"
+    if kind == "less_than_equal":
+        return f"must be at most {ctx['le']}, but is {value}"
+    if kind == "model_type":
+        return f"must be {_SHAPES[ctx['class_name']]}, but YAML read {_yaml_read(value)}"
+    if kind in _EXPECTED:
+        message = f"must be {_EXPECTED[kind]}, but YAML read {_yaml_read(value)}"
+        if kind == "string_type" and isinstance(value, int | float | date):
+            example = ' ("1.30.0")' if error["loc"][-1] == "version" else ""
+            message += f": quote it{example}"
+        return message
     msg = str(error["msg"]).removeprefix("Value error, ")
     return msg[:1].lower() + msg[1:]

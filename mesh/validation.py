@@ -6,13 +6,15 @@ Pure functions over a `MeshSpec`. Each returns every problem it finds (not just 
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import re
+from collections.abc import Collection, Mapping
 
 from mesh.charts import PROGRAM_OWNED_VALUES
-from mesh.spec import DEFAULT_TAG, ConfigError, MeshSpec, SpecError, dns_label_problem, parse_version
+from mesh.spec import DEFAULT_TAG, ConfigError, MeshSpec, SpecError, closest, dns_label_problem, parse_version
 
-UNBINDABLE_NAMESPACES = frozenset({"kube-system", "kube-public"})
-"""Istio never injects these; binding them would only suggest otherwise."""
+UNBINDABLE_NAMESPACES = frozenset({"kube-system", "kube-public", "kube-node-lease", "local-path-storage"})
+"""Istio's injection webhooks skip these (their namespaceSelector in the istiod chart): binding one, or putting
+a gateway there, would only suggest otherwise."""
 
 MAX_CANARY_MINORS = 2
 """A canary revision may skip one minor: at most n+2 over the oldest revision."""
@@ -24,13 +26,23 @@ MAX_IN_PLACE_MINORS = 1
 _MAX_REVISION_NAME = 63 - len("istiod-")
 _MAX_TAG_NAME = 63 - len("istiod-revision-tag-")
 
+_VERSION_NAME = re.compile(r"^\d+-\d+")
+"""Revision names made from a version (`1-30-2`): two of them differ by design, never by a typo."""
 
-def validate(spec: MeshSpec) -> list[ConfigError]:
-    """Every rule that needs only the config itself."""
+_REMOVING = "first move everything that refers to it to another revision (and let its pods move), then drop it"
+
+
+def validate(spec: MeshSpec, deployed_revisions: Collection[str] | None = None) -> list[ConfigError]:
+    """Every rule that needs only the config itself.
+
+    `deployed_revisions` (the revision names last deployed, when the caller knows them) only sharpens the
+    hint for a reference to an unknown revision: "you are dropping it" versus "did you mean ...".
+    """
     return [
         *_names(spec),
-        *_references(spec),
+        *_references(spec, deployed_revisions),
         *_gateway_namespaces(spec),
+        *_gateway_ports(spec),
         *_canary_skew(spec),
         *_owned_values(spec),
     ]
@@ -64,50 +76,73 @@ def _names(spec: MeshSpec) -> list[ConfigError]:
                 f'"{tag}" is also a revision name; a tag must differ from every revision so labels '
                 "stay unambiguous: rename the tag",
             ))
-    for ns in [*spec.namespaces, *(g.namespace for g in spec.gateways.values())]:
+    for ns in spec.namespaces:
         if problem := dns_label_problem(ns, 63):
             errors.append(ConfigError(f"namespaces.{ns}", f"namespace name {problem}"))
-    for name in spec.gateways:
-        if problem := dns_label_problem(name, 63):
-            errors.append(ConfigError(f"gateways.{name}", f"gateway name {problem}"))
-    for ns in spec.namespaces:
-        if ns in UNBINDABLE_NAMESPACES:
+        elif ns in UNBINDABLE_NAMESPACES:
             errors.append(ConfigError(
                 f"namespaces.{ns}",
                 f"{ns} is never injected by Istio and cannot be bound: remove it from namespaces",
             ))
+    for name, gw in spec.gateways.items():
+        if problem := dns_label_problem(name, 63):
+            errors.append(ConfigError(f"gateways.{name}", f"gateway name {problem}"))
+        if problem := dns_label_problem(gw.namespace, 63):
+            errors.append(ConfigError(f"gateways.{name}.namespace", f"namespace name {problem}"))
     return errors
 
 
-def _references(spec: MeshSpec) -> list[ConfigError]:
+def _references(spec: MeshSpec, deployed: Collection[str] | None) -> list[ConfigError]:
     """Tags point at revisions; bindings and gateways point at tags or revisions."""
-    revisions = ", ".join(sorted(spec.revisions)) or "(none)"
-    targets = ", ".join(sorted({*spec.revisions, *spec.tags}))
-    removing = (
-        "; if you are removing that revision, first move everything that refers to it to another "
-        "revision (and let its pods move), then drop it"
-    )
     errors = []
     for tag, revision in spec.tags.items():
         if revision not in spec.revisions:
             errors.append(ConfigError(
                 f"tags.{tag}",
-                f'points at revision "{revision}", which is not in revisions (known: {revisions}){removing}',
+                f'points at revision "{revision}", which is not in revisions'
+                f"{_unknown_hint(revision, spec.revisions, deployed)}",
             ))
     refs = [(f"namespaces.{ns}", b.revision) for ns, b in spec.namespaces.items()]
     refs += [(f"gateways.{name}.revision", g.revision) for name, g in spec.gateways.items()]
     for key, target in refs:
         if target not in spec.revisions and target not in spec.tags:
             errors.append(ConfigError(
-                key, f'points at "{target}", which is neither a tag nor a revision (known: {targets}){removing}'
+                key, f'points at "{target}", which is neither a tag nor a revision'
+                     f"{_unknown_hint(target, [*spec.revisions, *spec.tags], deployed)}",
             ))
     return errors
 
 
+def _unknown_hint(target: str, known: Collection[str], deployed: Collection[str] | None) -> str:
+    """The likeliest fix for a reference to an unknown name: a dropped revision's order of work, or a typo's match.
+
+    A name that was deployed and is gone from revisions was dropped. Without that history, a name close to a
+    known one is taken for a typo (version-made names excepted: `1-30-2` and `1-31-0` are two revisions), and
+    any other may be a dropped revision, so the order of work is offered conditionally. The program validates
+    before registering anything, when the last deployment is not yet known, so it relies on that guess.
+    """
+    listed = f" (known: {', '.join(sorted(known)) or 'none'})"
+    if deployed is not None and target in deployed:
+        return f'{listed}; this change removes revision "{target}": {_REMOVING}'
+    guess = closest(target, [k for k in known if not (_VERSION_NAME.match(k) and _VERSION_NAME.match(target))])
+    if guess:
+        return f'{listed}: did you mean "{guess}"?'
+    if deployed is None:
+        return f"{listed}; if you are removing that revision, {_REMOVING}"
+    return f"{listed}: declare it first, or use one of those"
+
+
 def _gateway_namespaces(spec: MeshSpec) -> list[ConfigError]:
-    """A namespace's `istio.io/rev` label beats a pod's, so a gateway in a bound namespace follows the namespace."""
+    """Gateway pods get their proxy only by injection, and follow a bound namespace's label over their own."""
     errors = []
     for name, gw in spec.gateways.items():
+        if gw.namespace in UNBINDABLE_NAMESPACES:
+            errors.append(ConfigError(
+                f"gateways.{name}.namespace",
+                f"is {gw.namespace}, where Istio never injects (its injection webhooks skip "
+                f"{', '.join(sorted(UNBINDABLE_NAMESPACES))}), so the gateway's pods would never get their proxy: "
+                "put the gateway in a namespace of its own, e.g. istio-ingress",
+            ))
         binding = spec.namespaces.get(gw.namespace)
         if binding is not None and binding.revision != gw.revision:
             errors.append(ConfigError(
@@ -116,6 +151,28 @@ def _gateway_namespaces(spec: MeshSpec) -> list[ConfigError]:
                 "namespace binding overrides a pod's revision label: pin the gateway to the same tag or revision "
                 "as its namespace, or move the gateway to a namespace that is not in namespaces",
             ))
+    return errors
+
+
+def _gateway_ports(spec: MeshSpec) -> list[ConfigError]:
+    """Kubernetes refuses a Service that repeats a port name or a port+protocol pair, which `up` would meet halfway."""
+    errors = []
+    for name, gw in spec.gateways.items():
+        names: dict[str, int] = {}
+        numbers: dict[tuple[int, str], int] = {}
+        for i, port in enumerate(gw.service.ports or []):
+            key = f"gateways.{name}.service.ports[{i}]"
+            if (first := names.setdefault(port.name, i)) != i:
+                errors.append(ConfigError(
+                    f"{key}.name",
+                    f'"{port.name}" is also the name of ports[{first}]: give each port of the Service its own name',
+                ))
+            if (first := numbers.setdefault((port.port, port.protocol), i)) != i:
+                errors.append(ConfigError(
+                    f"{key}.port",
+                    f"{port.port}/{port.protocol} is also the port of ports[{first}], and a Service serves a port "
+                    "number once per protocol: change the port or remove one of the two entries",
+                ))
     return errors
 
 

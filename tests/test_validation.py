@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import copy
+import textwrap
 from typing import Any
 
 import pulumi
 import pytest
+import yaml
 
 from mesh.program import spec_from_config
 from mesh.spec import SpecError, load_spec
@@ -41,6 +43,11 @@ def only_error(config: dict[str, Any]) -> str:
     return errors[0]
 
 
+def errors_of_yaml(text: str) -> list[str]:
+    """The messages for stack config written as YAML, so YAML's own reading (numbers, dates) is what is tested."""
+    return errors_of(yaml.safe_load(textwrap.dedent(text)))
+
+
 def test_the_good_config_has_no_errors() -> None:
     assert errors_of(GOOD) == []
 
@@ -69,30 +76,138 @@ def test_a_tag_may_not_share_a_revision_name() -> None:
 
 def test_a_tag_must_point_at_a_revision() -> None:
     error = only_error(with_(tags={**GOOD["tags"], "canary": "1-32-0"}))
-    assert error.startswith('istio-mesh:tags.canary: points at revision "1-32-0", which is not in revisions')
-    assert "known: 1-30-2, 1-31-0" in error
+    assert error == ('istio-mesh:tags.canary: points at revision "1-32-0", which is not in revisions '
+                     "(known: 1-30-2, 1-31-0); if you are removing that revision, first move everything that refers "
+                     "to it to another revision (and let its pods move), then drop it")
 
 
-def test_bindings_and_gateways_must_point_at_a_tag_or_revision() -> None:
-    config = with_(namespaces={"payments": "canery"},
+def test_a_misspelt_reference_suggests_the_closest_name_and_no_removal() -> None:
+    config = with_(namespaces={"payments": "canery", "checkout": "Stable"},
                    gateways={"ingress": {"namespace": "istio-ingress", "revision": "stabel"}})
-    errors = errors_of(config)
-    assert [e.split(":", 2)[1] for e in errors] == ["namespaces.payments", "gateways.ingress.revision"]
-    assert all("neither a tag nor a revision" in e for e in errors)
+    known = "(known: 1-30-2, 1-31-0, canary, default, stable)"
+    assert errors_of(config) == [
+        f'istio-mesh:namespaces.payments: points at "canery", which is neither a tag nor a revision {known}: '
+        'did you mean "canary"?',
+        f'istio-mesh:namespaces.checkout: points at "Stable", which is neither a tag nor a revision {known}: '
+        'did you mean "stable"?',
+        f'istio-mesh:gateways.ingress.revision: points at "stabel", which is neither a tag nor a revision {known}: '
+        'did you mean "stable"?',
+    ]
+
+
+def test_a_misspelt_revision_name_is_suggested_too() -> None:
+    config = with_(revisions={**GOOD["revisions"], "canary-b": {"version": "1.31.0"}},
+                   namespaces={"payments": "canary-c"})
+    error = only_error(config)
+    assert error.startswith('istio-mesh:namespaces.payments: points at "canary-c", which is neither')
+    assert error.endswith(': did you mean "canary-b"?')
+
+
+def test_versions_in_revision_names_are_not_taken_for_typos() -> None:
+    """1-30-2 and 1-31-0 look alike but are two revisions: never "did you mean 1-31-0"."""
+    config = with_(revisions={"1-31-0": {"version": "1.31.0"}},
+                   tags={"default": "1-31-0", "stable": "1-31-0", "canary": "1-31-0"},
+                   namespaces={"payments": "1-30-2"})
+    error = only_error(config)
+    assert "did you mean" not in error
+    assert error.endswith("if you are removing that revision, first move everything that refers to it to another "
+                          "revision (and let its pods move), then drop it")
 
 
 def test_removing_a_revision_still_in_use_names_every_reference_and_the_order_of_work() -> None:
     config = with_(revisions={"1-31-0": {"version": "1.31.0"}})  # 1-30-2 dropped, tags still point at it
     errors = errors_of(config)
     assert sorted(e.split(":", 2)[1] for e in errors) == ["tags.default", "tags.stable"]
-    assert all("first move everything that refers to it" in e for e in errors)
+    assert all("if you are removing that revision, first move everything that refers to it" in e for e in errors)
 
 
-@pytest.mark.parametrize("ns", ["kube-system", "kube-public"])
+def test_with_the_deployed_revisions_known_the_removal_hint_is_given_only_for_a_dropped_one() -> None:
+    spec = load_spec(with_(revisions={"1-31-0": {"version": "1.31.0"}},
+                           tags={"default": "1-30-2", "stable": "1-31-0", "canary": "1-32-0"}))
+    errors = [str(e) for e in validate(spec, deployed_revisions={"1-30-2", "1-31-0"})]
+    assert errors == [
+        'istio-mesh:tags.default: points at revision "1-30-2", which is not in revisions (known: 1-31-0); this '
+        'change removes revision "1-30-2": first move everything that refers to it to another revision (and let '
+        "its pods move), then drop it",
+        'istio-mesh:tags.canary: points at revision "1-32-0", which is not in revisions (known: 1-31-0): declare '
+        "it first, or use one of those",
+    ]
+
+
+def test_with_the_deployed_revisions_known_a_typo_still_gets_its_suggestion() -> None:
+    spec = load_spec(with_(namespaces={"payments": "stabel"}))
+    (error,) = validate(spec, deployed_revisions={"1-30-2", "1-31-0"})
+    assert str(error).endswith('which is neither a tag nor a revision (known: 1-30-2, 1-31-0, canary, default, '
+                               'stable): did you mean "stable"?')
+
+
+@pytest.mark.parametrize("ns", ["kube-system", "kube-public", "kube-node-lease", "local-path-storage"])
 def test_system_namespaces_cannot_be_bound(ns: str) -> None:
     error = only_error(with_(namespaces={ns: "stable"}))
     assert error == f"istio-mesh:namespaces.{ns}: {ns} is never injected by Istio and cannot be bound: remove it " \
                     "from namespaces"
+
+
+@pytest.mark.parametrize("ns", ["kube-system", "kube-public", "kube-node-lease", "local-path-storage"])
+def test_gateways_cannot_live_where_istio_never_injects(ns: str) -> None:
+    error = only_error(with_(gateways={"ingress": {"namespace": ns, "revision": "stable"}}))
+    assert error == (
+        f"istio-mesh:gateways.ingress.namespace: is {ns}, where Istio never injects (its injection webhooks skip "
+        "kube-node-lease, kube-public, kube-system, local-path-storage), so the gateway's pods would never get "
+        "their proxy: put the gateway in a namespace of its own, e.g. istio-ingress"
+    )
+
+
+def test_a_gateway_namespace_that_is_no_dns_label_is_reported_under_the_gateway() -> None:
+    error = only_error(with_(gateways={"ingress": {"namespace": "Istio_Ingress", "revision": "stable"}}))
+    assert error.startswith('istio-mesh:gateways.ingress.namespace: namespace name "Istio_Ingress" is not a DNS-1123')
+
+
+def test_gateway_ports_may_not_repeat_a_name_or_a_port_per_protocol() -> None:
+    errors = errors_of_yaml("""
+        revisions: {1-30-2: {version: 1.30.2}}
+        gateways:
+          ingress:
+            namespace: istio-ingress
+            revision: 1-30-2
+            service:
+              ports:
+                - {name: http2, port: 80}
+                - {name: http2, port: 8080}
+                - {name: dns, port: 53}
+                - {name: dns-udp, port: 53, protocol: UDP}
+                - {name: https, port: 80, targetPort: 8443}
+    """)
+    assert errors == [
+        'istio-mesh:gateways.ingress.service.ports[1].name: "http2" is also the name of ports[0]: give each port of '
+        "the Service its own name",
+        "istio-mesh:gateways.ingress.service.ports[4].port: 80/TCP is also the port of ports[0], and a Service "
+        "serves a port number once per protocol: change the port or remove one of the two entries",
+    ]
+
+
+@pytest.mark.parametrize("hub", ["docker.io/istio", "registry.example.com:5000/mirror/istio", "localhost/istio"])
+def test_a_registry_prefix_is_a_good_hub(hub: str) -> None:
+    assert errors_of(with_(hub=hub)) == []
+
+
+def test_an_empty_hub_is_refused() -> None:
+    assert only_error(with_(hub=" ")) == (
+        'istio-mesh:hub: is empty: set it to an image registry prefix such as "docker.io/istio" or '
+        '"registry.example.com/istio", or remove the key for the default ("docker.io/istio")'
+    )
+
+
+@pytest.mark.parametrize(("hub", "fix"), [
+    ("https://registry.example.com/istio/", 'write "registry.example.com/istio"'),
+    ("oci://docker.io/istio", 'write "docker.io/istio"'),
+    ("https://", 'write a registry prefix such as "docker.io/istio" or "registry.example.com/istio"'),
+])
+def test_a_hub_with_a_url_scheme_is_refused_with_the_prefix_to_write(hub: str, fix: str) -> None:
+    assert only_error(with_(hub=hub)) == (
+        f'istio-mesh:hub: "{hub}" is a URL, but hub is an image name prefix (images are <hub>/pilot:<version>, '
+        f"with no scheme): {fix}"
+    )
 
 
 @pytest.mark.parametrize("version", ["1.30", "latest", "v1.30.2"])
@@ -144,12 +259,125 @@ def test_shape_errors_name_the_key() -> None:
         charts={"path": "/mirror", "oci": "oci://r/istio"},
     )
     errors = errors_of(config)
-    assert "istio-mesh:namespaces.payments.strategy: input should be 'rolling', 'natural' or 'none' (got 'fast')" \
-        in errors
-    assert "istio-mesh:rollout.concurrency: input should be greater than or equal to 1" in errors
+    assert 'istio-mesh:namespaces.payments.strategy: must be exactly one of rolling, natural, none, but YAML read ' \
+           'the text "fast"' in errors
+    assert "istio-mesh:rollout.concurrency: must be at least 1, but is 0" in errors
     assert "istio-mesh:rollout.timeoutSecs: is not a known setting: check the spelling against Pulumi.yaml's " \
            "config block" in errors
     assert "istio-mesh:charts: set only one of repository, path, oci (got path, oci)" in errors
+
+
+def test_allowed_values_are_listed_as_they_must_be_written_with_the_closest_one() -> None:
+    errors = errors_of_yaml("""
+        revisions: {1-30-2: {version: 1.30.2}}
+        rollout: {strategy: Rolling}
+        gateways:
+          ingress:
+            namespace: istio-ingress
+            revision: 1-30-2
+            strategy: nautral
+            service:
+              type: Loadbalancer
+              ports: [{name: dns, port: 53, protocol: udp}]
+    """)
+    assert errors == [
+        "istio-mesh:gateways.ingress.service.type: must be exactly one of ClusterIP, NodePort, LoadBalancer, but "
+        'YAML read the text "Loadbalancer": did you mean LoadBalancer?',
+        "istio-mesh:gateways.ingress.service.ports[0].protocol: must be exactly one of TCP, UDP, SCTP, but YAML "
+        'read the text "udp": did you mean UDP?',
+        "istio-mesh:gateways.ingress.strategy: must be exactly one of rolling, natural, none, but YAML read the text "
+        '"nautral": did you mean natural?',
+        "istio-mesh:rollout.strategy: must be exactly one of rolling, natural, none, but YAML read the text "
+        '"Rolling": did you mean rolling?',
+    ]
+
+
+def test_an_unquoted_version_is_read_by_yaml_as_a_number_and_the_message_says_so() -> None:
+    errors = errors_of_yaml("""
+        revisions:
+          1-30-0: {version: 1.30}
+          1-31-0: {version: 1.31.0}
+    """)
+    assert errors == ['istio-mesh:revisions.1-30-0.version: must be text, but YAML read the number 1.3: '
+                      'quote it ("1.30.0")']
+
+
+def test_type_errors_say_what_yaml_read_and_name_no_internal_class() -> None:
+    errors = errors_of_yaml("""
+        charts: ./charts
+        hub: 5
+        revisions:
+          a: 1.30.0
+          b:
+          c: {version: 1.30.0, values: [x]}
+        tags: {stable: true, canary: 2026-01-01}
+        namespaces: {payments: 7, checkout: {strategy: none}}
+        gateways:
+          ingress:
+            namespace: istio-ingress
+            revision: stable
+            replicas: two
+            service: LoadBalancer
+          egress:
+            namespace: istio-egress
+            revision: stable
+            replicas: 1.5
+            service: {ports: {name: http, port: 80}}
+          east: [istio-east]
+          west:
+            namespace: istio-west
+            revision: stable
+            service: {ports: [http, {name: 80, port: "80x", targetPort: 70000}]}
+        rollout: enabled
+    """)
+    assert errors == [
+        "istio-mesh:charts: must be a mapping with one of repository, path or oci, e.g. "
+        '{path: /srv/istio-{version}/charts}, but YAML read the text "./charts"',
+        "istio-mesh:hub: must be text, but YAML read the number 5: quote it",
+        'istio-mesh:revisions.a: must be a mapping such as {version: "1.30.2"}, but YAML read the text "1.30.0"',
+        'istio-mesh:revisions.b: must be a mapping such as {version: "1.30.2"}, but YAML read nothing (an empty '
+        "value)",
+        'istio-mesh:revisions.c.values: must be a mapping (indented "key: value" lines), but YAML read a list',
+        "istio-mesh:tags.stable: must be text, but YAML read the boolean true: quote it",
+        "istio-mesh:tags.canary: must be text, but YAML read the date 2026-01-01: quote it",
+        "istio-mesh:namespaces.payments: must be a tag or revision name, or a mapping such as "
+        "{revision: stable, strategy: natural}, but YAML read the number 7",
+        "istio-mesh:namespaces.checkout.revision: is required but not set",
+        'istio-mesh:gateways.ingress.replicas: must be a whole number, but YAML read the text "two"',
+        "istio-mesh:gateways.ingress.service: must be a mapping such as {type: LoadBalancer, ports: "
+        '[{name: http2, port: 80}]}, but YAML read the text "LoadBalancer"',
+        "istio-mesh:gateways.egress.replicas: must be a whole number, but YAML read the number 1.5",
+        'istio-mesh:gateways.egress.service.ports: must be a list (one "- " line per item), but YAML read a mapping',
+        "istio-mesh:gateways.east: must be a mapping such as {namespace: istio-ingress, revision: stable}, but YAML "
+        "read a list",
+        "istio-mesh:gateways.west.service.ports[0]: must be a mapping such as {name: http2, port: 80, targetPort: "
+        '8080}, but YAML read the text "http"',
+        "istio-mesh:gateways.west.service.ports[1].name: must be text, but YAML read the number 80: quote it",
+        'istio-mesh:gateways.west.service.ports[1].port: must be a whole number, but YAML read the text "80x"',
+        "istio-mesh:gateways.west.service.ports[1].targetPort: must be at most 65535, but is 70000",
+        "istio-mesh:rollout: must be a mapping such as {strategy: rolling, concurrency: 4}, but YAML read the text "
+        '"enabled"',
+    ]
+    internal = ("ChartSource", "Revision", "NamespaceBinding", "Gateway", "ServicePort", "Rollout", "instance of")
+    assert not [e for e in errors if any(word in e for word in internal)]
+
+
+def test_whole_numbers_say_what_yaml_read_instead() -> None:
+    errors = errors_of_yaml("""
+        revisions: {1-30-2: {version: 1.30.2}}
+        rollout: {concurrency: .inf, timeoutSeconds: 2026-01-01, drainTimeoutSeconds: [60]}
+    """)
+    assert errors == [
+        "istio-mesh:rollout.concurrency: must be a whole number, but YAML read the number inf",
+        "istio-mesh:rollout.timeoutSeconds: must be a whole number, but YAML read the date 2026-01-01",
+        "istio-mesh:rollout.drainTimeoutSeconds: must be a whole number, but YAML read a list",
+    ]
+
+
+def test_a_mapping_key_yaml_read_as_a_number_is_named_as_a_key_not_a_list_position() -> None:
+    assert errors_of_yaml("revisions: {130: {version: 1.30.0}}") == [
+        "istio-mesh:revisions.130: must be text, but YAML read the number 130: quote it",
+    ]
 
 
 def test_missing_revisions_says_how_to_add_one() -> None:
