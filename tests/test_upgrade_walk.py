@@ -186,3 +186,10 @@ def test_no_ignore_rules_on_webhooks(recordings: list[dict[str, Registration]]) 
     """Ignore paths into the `webhooks` list cannot be relied on: nothing istiod writes is applied instead."""
     hook = recordings[0][k((TAG, "stable"), (MWC, "istio-revision-tag-stable"))]
     assert not hook.ignore_changes
+
+
+def test_only_the_default_tag_takes_over_from_a_revisionless_install(recordings: list[dict[str, Registration]]) -> None:
+    steady = recordings[0]
+    takeovers = [r for r in steady.values() if r.type == "pulumi-python:dynamic/mesh:RevisionlessInjectorTakeover"]
+    assert [r.key for r in takeovers] == [k((TAG, "default"), (takeovers[0].type, "revisionless-injector-takeover"))]
+    assert takeovers[0].dependencies == {f"{MWC}::istio-revision-tag-default"}, "the tag injects before the old stops"

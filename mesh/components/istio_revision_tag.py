@@ -7,8 +7,9 @@ from pulumi_kubernetes.admissionregistration.v1 import MutatingWebhookConfigurat
 from pulumi_kubernetes.core.v1 import Service
 
 from mesh.components.istio_revision import IstioRevision
+from mesh.providers.revisionless_injector import RevisionlessInjectorTakeover
 from mesh.revision_tag_webhook import service_name, tag_service, tag_webhook, webhook_name
-from mesh.spec import MeshSpec
+from mesh.spec import DEFAULT_TAG, MeshSpec
 
 
 class IstioRevisionTag(pulumi.ComponentResource):
@@ -31,4 +32,10 @@ class IstioRevisionTag(pulumi.ComponentResource):
         self.service = (
             Service(service_name(tag), metadata=svc["metadata"], spec=svc["spec"], opts=child) if svc else None
         )
+        if tag == DEFAULT_TAG:
+            # Once the default tag injects, an earlier revisionless install's injector must stop (IST0139).
+            self.takeover = RevisionlessInjectorTakeover(
+                "revisionless-injector-takeover",
+                opts=pulumi.ResourceOptions(parent=self, depends_on=[self.webhook]),
+            )
         self.register_outputs({"revision": self.revision})
