@@ -11,6 +11,7 @@ modules by the scripts in ``tests/e2e/toolchain/`` into one versioned cache dire
         etcd-3.5.21/bin/etcd                 (build-kube.sh)
         kwok-0.7.0/bin/kwok, kwok-0.7.0/stages/*.yaml   (build-kube.sh)
         istio-<ver>/charts/{base,istiod,gateway}         (build-charts.sh)
+        helm-v<ver>/bin/helm                 (build-helm.sh)
 
 A developer machine that already has tools may use them instead:
   * a ``pulumi`` on PATH is used when the cache has none;
@@ -49,6 +50,7 @@ PULUMI_KUBERNETES_VERSION = _pinned("pulumi/kubernetes", "github.com/pulumi/pulu
 KUBE_VERSION = _pinned("kube", "k8s.io/kubernetes")
 ETCD_VERSION = _pinned("etcd", "go.etcd.io/etcd/server/v3")
 KWOK_VERSION = _pinned("kwok", "sigs.k8s.io/kwok")
+HELM_VERSION = _pinned("helm", "helm.sh/helm/v3")
 # Istio versions whose charts build-charts.sh extracts (branch snapshots named like releases).
 ISTIO_VERSIONS: tuple[str, ...] = ("1.30.0", "1.30.1", "1.31.0")
 
@@ -109,6 +111,8 @@ class Tools:
     kwok: Path | None = None
     kwok_stages: tuple[Path, ...] = field(default_factory=tuple)
     existing_kubeconfig: Path | None = None
+    helm: Path | None = None
+    """The Helm CLI, to install Istio the way the clusters this project takes over were."""
 
     def kube(self, name: str) -> Path:
         """Path of one Kubernetes binary (kube-apiserver, kubectl, ...)."""
@@ -180,6 +184,9 @@ def locate(*, pulumi: bool = True, cluster: bool = True, charts: bool = True) ->
                     _script("build-pulumi.sh"),
                 )
             )
+    helm = cache / f"helm-v{HELM_VERSION}" / "bin" / "helm"
+    if not _is_exe(helm):
+        pulumi_missing.append(Missing("helm CLI", helm, _script("build-helm.sh")))
     if pulumi:
         missing += pulumi_missing
 
@@ -200,7 +207,7 @@ def locate(*, pulumi: bool = True, cluster: bool = True, charts: bool = True) ->
             missing.append(Missing("existing cluster kubeconfig", kubeconfig, f"unset {ENV_KUBECONFIG}"))
         if missing:
             return missing
-        return Tools(cache, pulumi_dir, plugin_dir, chart_dirs, existing_kubeconfig=kubeconfig)
+        return Tools(cache, pulumi_dir, plugin_dir, chart_dirs, existing_kubeconfig=kubeconfig, helm=helm)
 
     cluster_missing: list[Missing] = []
     kube_dir = cache / f"kubernetes-{KUBE_VERSION}" / "bin"
@@ -232,6 +239,7 @@ def locate(*, pulumi: bool = True, cluster: bool = True, charts: bool = True) ->
         etcd=etcd,
         kwok=kwok,
         kwok_stages=stages,
+        helm=helm,
     )
 
 

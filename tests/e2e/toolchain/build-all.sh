@@ -5,7 +5,7 @@
 # so only the first run on a machine pays (roughly 30-45 minutes on 2 cores).
 set -euo pipefail
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
-for part in build-charts.sh build-pulumi.sh build-kube.sh; do
+for part in build-charts.sh build-helm.sh build-pulumi.sh build-kube.sh; do
   printf '[build-all] %s\n' "$part" >&2
   bash "$HERE/$part"
 done
