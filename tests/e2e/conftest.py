@@ -70,13 +70,7 @@ def e2e_tools() -> Tools:
     return _tools_or_skip(pulumi=True)
 
 
-@pytest.fixture(scope="session")
-def kube_cluster() -> Iterator[KubeCluster]:
-    """A running cluster for the whole session (started once, torn down at the end)."""
-    tools = _tools_or_skip(pulumi=False)
-    if tools.existing_kubeconfig is not None:
-        yield KubeCluster(tools.existing_kubeconfig, tools, None, None)
-        return
+def _own_cluster(tools: Tools) -> Iterator[KubeCluster]:
     cp = ControlPlane(tools)
     cp.start()
     cluster = KubeCluster(cp.kubeconfig, tools, cp.injector, cp)
@@ -86,3 +80,22 @@ def kube_cluster() -> Iterator[KubeCluster]:
         if cluster._api is not None:
             cluster._api.close()
         cp.stop()
+
+
+@pytest.fixture(scope="module")
+def pristine_cluster() -> Iterator[KubeCluster]:
+    """A cluster of the module's own, for tests that need one no other test has installed Istio into."""
+    tools = _tools_or_skip(pulumi=False)
+    if tools.existing_kubeconfig is not None:
+        pytest.skip(f"needs a cluster of its own; {tools.existing_kubeconfig} is shared")
+    yield from _own_cluster(tools)
+
+
+@pytest.fixture(scope="session")
+def kube_cluster() -> Iterator[KubeCluster]:
+    """A running cluster for the whole session (started once, torn down at the end)."""
+    tools = _tools_or_skip(pulumi=False)
+    if tools.existing_kubeconfig is not None:
+        yield KubeCluster(tools.existing_kubeconfig, tools, None, None)
+        return
+    yield from _own_cluster(tools)
