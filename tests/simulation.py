@@ -81,7 +81,8 @@ class _MeshMocks(Mocks):
 
 
 @contextmanager
-def _mocked(config: Mapping[str, Any], preview: bool) -> Iterator[_RecordingMonitor]:
+def mocked(config: Mapping[str, Any], preview: bool) -> Iterator[_RecordingMonitor]:
+    """Pulumi mocks with `config` set, recording every RegisterResource; nothing left behind on exit."""
     # The SDK runs on the thread's current loop; another test's asyncio.run() may have cleared it.
     asyncio.set_event_loop(asyncio.new_event_loop())
     pulumi.runtime.settings.ROOT.set(None)
@@ -106,7 +107,7 @@ def _decode(value: Any) -> Any:
 
 def simulate(config: Mapping[str, Any], preview: bool = True) -> dict[str, Registration]:
     """Run the program once with `config` (key -> value, without the project prefix)."""
-    with _mocked(config, preview) as monitor:
+    with mocked(config, preview) as monitor:
 
         @pulumi.runtime.test
         def run() -> None:

@@ -5,6 +5,9 @@ which imports this package by module path (`mesh.providers.<module>`): the progr
 be that process's working directory, as it is when the Pulumi CLI runs the program. The classes
 here hold no state when pickled; cluster settings arrive through `configure`, in the provider
 process only, and `__getstate__` keeps them out of any pickle taken later.
+
+Importing this package works around an SDK bug that every dynamic resource would otherwise hit (one
+more nested pickle patch per resource, RecursionError near 950): see `sdk_workaround`.
 """
 
 from __future__ import annotations
@@ -16,6 +19,9 @@ from pulumi.dynamic import ConfigureRequest, ResourceProvider
 from pulumi.runtime.rpc import UNKNOWN
 
 from mesh.kube import KubeSettings, settings_from
+from mesh.providers import sdk_workaround
+
+sdk_workaround.install()
 
 
 def is_unknown(value: Any) -> bool:

@@ -1,0 +1,112 @@
+"""The Pulumi SDK's leaked pickle patch (mesh/providers/sdk_workaround.py): still there upstream, undone here."""
+
+from __future__ import annotations
+
+import json
+import pickle
+import subprocess
+import sys
+from collections.abc import Callable
+from importlib.metadata import version
+from pathlib import Path
+from typing import Any
+
+import pulumi
+import pulumi.dynamic
+import pulumi.dynamic.dynamic
+from google.protobuf.json_format import MessageToDict
+from pulumi.dynamic import CreateResult, ResourceProvider
+
+from mesh.providers.drain_guard import DrainGuard
+from mesh.providers.rollout import Rollout
+from mesh.providers.sdk_workaround import PATCHED_METHODS
+from mesh.providers.version_gate import VersionGate
+from tests.simulation import mocked
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+class NoopProvider(ResourceProvider):
+    def create(self, props: dict[str, Any]) -> CreateResult:
+        return CreateResult(id_="noop", outs=props)
+
+
+class Noop(pulumi.dynamic.Resource, module="test", name="Noop"):
+    """A plain SDK dynamic resource: the workaround must not depend on a base class of ours."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__(NoopProvider(), name, {})
+
+
+def _is_stdlib(method: Callable[..., Any]) -> bool:
+    return method.__module__ == "pickle" and method.__qualname__ == f"_Pickler.{method.__name__}"
+
+
+def _captured(function: Callable[..., Any]) -> list[Any]:
+    return [cell.cell_contents for cell in function.__closure__ or ()]
+
+
+def test_upstream_sdk_still_nests_its_pickle_patch() -> None:
+    """Fails once the SDK is fixed: then delete mesh/providers/sdk_workaround.py and its install call."""
+    unwrapped = pulumi.dynamic.dynamic.serialize_provider.__wrapped__
+    found = {name: vars(pickle._Pickler)[name] for name in PATCHED_METHODS}
+    try:
+        unwrapped(NoopProvider())
+        first = pickle._Pickler._batch_setitems
+        unwrapped(NoopProvider())
+        second = pickle._Pickler._batch_setitems
+    finally:
+        for name, method in found.items():
+            setattr(pickle._Pickler, name, method)
+    assert not _is_stdlib(first) and first in _captured(second), (
+        f"pulumi {version('pulumi')} no longer leaves a sorting wrapper on pickle._Pickler._batch_setitems "
+        "per dynamic resource: the workaround in mesh/providers/sdk_workaround.py can go"
+    )
+
+
+def test_many_dynamic_resources_register_and_leave_the_pickler_as_the_stdlib_has_it() -> None:
+    """Unpatched, the SDK hits RecursionError near 950 dynamic resources (the nesting depth)."""
+    with mocked({}, preview=True):
+
+        @pulumi.runtime.test
+        def register() -> None:
+            for i in range(1200):
+                Noop(f"noop-{i}")
+
+        register()
+    assert all(_is_stdlib(getattr(pickle._Pickler, name)) for name in PATCHED_METHODS)
+
+
+def test_serialized_providers_are_identical_across_registrations_and_to_a_fresh_process() -> None:
+    """The state stores the pickled provider: any byte of difference would show every resource as changed."""
+    with mocked({}, preview=True) as monitor:
+
+        @pulumi.runtime.test
+        def register() -> None:
+            for i in range(20):
+                VersionGate(f"gate-{i}", versions={"r": "1.30.0"})
+                DrainGuard(f"guard-{i}", revision="r", drain_timeout_seconds=0)
+                Rollout(f"ns-{i}-rollout", namespace=f"ns-{i}", revision="r", strategy="rolling",
+                        concurrency=4, timeout_seconds=600)
+
+        register()
+    serialized: dict[str, set[str]] = {}
+    for request in monitor.requests:
+        if "__provider" in request.object.fields:
+            provider = MessageToDict(request.object)["__provider"]["value"]
+            serialized.setdefault(request.type.rsplit(":", 1)[-1], set()).add(provider)
+    # What the SDK alone stores: its first serialization in a fresh interpreter, before any nesting.
+    fresh = subprocess.run(
+        [sys.executable, "-c", (
+            "import json\n"
+            "from pulumi.dynamic.dynamic import serialize_provider\n"
+            "from mesh.providers.drain_guard import DrainGuardProvider\n"
+            "from mesh.providers.rollout import RolloutProvider\n"
+            "from mesh.providers.version_gate import VersionGateProvider\n"
+            "providers = {'VersionGate': VersionGateProvider, 'DrainGuard': DrainGuardProvider,"
+            " 'Rollout': RolloutProvider}\n"
+            "print(json.dumps({name: serialize_provider(cls()) for name, cls in providers.items()}))"
+        )],
+        cwd=ROOT, capture_output=True, text=True, check=True,
+    )
+    assert serialized == {name: {value} for name, value in json.loads(fresh.stdout).items()}
