@@ -122,3 +122,18 @@ def test_tag_service_exists_from_istio_1_28() -> None:
     assert svc is not None
     assert svc["metadata"]["name"] == "istiod-revision-tag-stable"
     assert svc["spec"]["selector"] == {"app": "istiod", "istio.io/rev": "1-30-2"}
+
+
+def test_base_chart_children_take_over_fields_another_installer_set() -> None:
+    import pulumi
+
+    from mesh.components.helm import take_over_fields
+
+    props = {"metadata": {"name": "istiod-default-validator", "annotations": {"a": "b"}}, "webhooks": []}
+    vwc = "kubernetes:admissionregistration.k8s.io/v1:ValidatingWebhookConfiguration"
+    args = pulumi.ResourceTransformArgs(True, vwc, "v", props, pulumi.ResourceOptions())
+    result = take_over_fields(args)
+    assert result.props["metadata"]["annotations"] == {"a": "b", "pulumi.com/patchForce": "true"}
+    assert props["metadata"]["annotations"] == {"a": "b"}, "the rendered object itself is not modified"
+    bare = take_over_fields(pulumi.ResourceTransformArgs(True, "t", "n", {"kind": "x"}, pulumi.ResourceOptions()))
+    assert bare.props["metadata"] == {"annotations": {"pulumi.com/patchForce": "true"}}

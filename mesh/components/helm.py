@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from typing import Any
 
 import pulumi
@@ -9,12 +10,26 @@ from pulumi_kubernetes.helm.v4 import Chart, RepositoryOptsArgs
 
 from mesh.charts import ChartRef
 
+PATCH_FORCE = "pulumi.com/patchForce"
+"""The Kubernetes provider's annotation: its server-side apply takes fields over from other managers."""
+
+
+def take_over_fields(args: pulumi.ResourceTransformArgs) -> pulumi.ResourceTransformResult:
+    """Transform for the children of a chart the program owns outright (base): fields another installer
+    set before (Helm's or istioctl's manager, on a cluster taken over) are taken over, not a conflict."""
+    props = copy.deepcopy(dict(args.props))
+    metadata = dict(props.get("metadata") or {})
+    metadata["annotations"] = {**(metadata.get("annotations") or {}), PATCH_FORCE: "true"}
+    props["metadata"] = metadata
+    return pulumi.ResourceTransformResult(props=props, opts=args.opts)
+
 
 def install_chart(name: str, ref: ChartRef, values: dict[str, Any], namespace: str,
-                  opts: pulumi.ResourceOptions) -> Chart:
+                  opts: pulumi.ResourceOptions, *, owned_outright: bool = False) -> Chart:
     """An object-level chart: each rendered object is its own resource with its own diff in preview.
     No ignore rules on its children: what istiod writes at run time is either rendered with istiod's
     own value (`failurePolicy`) or never rendered (`caBundle`), see `mesh.charts.FAIL_CLOSED`."""
+    transforms = [take_over_fields] if owned_outright else []
     return Chart(
         name,
         chart=ref.chart,
@@ -22,5 +37,5 @@ def install_chart(name: str, ref: ChartRef, values: dict[str, Any], namespace: s
         repository_opts=RepositoryOptsArgs(repo=ref.repository) if ref.repository else None,
         namespace=namespace,
         values=values,
-        opts=opts,
+        opts=pulumi.ResourceOptions.merge(opts, pulumi.ResourceOptions(transforms=transforms)),
     )

@@ -46,6 +46,8 @@ class Istio(pulumi.ComponentResource):
             base_values(spec),
             ISTIO_NAMESPACE,
             pulumi.ResourceOptions(parent=self, depends_on=[gate, owned_namespaces[ISTIO_NAMESPACE]]),
+            # Shared by every revision and present on clusters taken over from istioctl or Helm.
+            owned_outright=True,
         )
         self.revisions = {
             name: IstioRevision(name, spec, depends_on=[base], opts=child)
