@@ -189,6 +189,7 @@ class Bench:
         props = {
             "namespace": ns,
             "revision": NEW,
+            "proxy_image": "docker.io/istio/proxyv2:1.31.0",  # what the stand-in injects for NEW (its hub and tag)
             "strategy": "rolling",
             "concurrency": concurrency,
             "timeout_seconds": 10 * self.ready_seconds + 120,

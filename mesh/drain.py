@@ -4,8 +4,10 @@ A pod uses the revision that injected it: the `istio.io/rev` annotation the inje
 (istio-revisions.md, "Which revision a running pod uses"). A pod that carries no such annotation
 but the label `istio.io/rev=<rev>` asks for that revision by label (gateways, object-selector
 injection): it was created while no webhook matched, and its next recreation needs the revision's
-webhook, so it pins the revision as well. No I/O here: mesh/providers/drain_guard.py lists the
-pods and raises the message built here.
+webhook, so it pins the revision as well, unless istiod would never inject it (opted out, or
+hostNetwork). Pods are read by mesh.workloads, so the guard and the rollout planner apply the same
+injection rules. No I/O here: mesh/providers/drain_guard.py lists the pods and raises the message
+built here.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from mesh.workloads import INJECT_KEY, REV_ANNOTATION
+from mesh.workloads import REV_ANNOTATION, pod_from_object
 
 EXAMPLES_PER_NAMESPACE = 3
 
@@ -27,27 +29,26 @@ class PodRevision:
     name: str
     annotation: str | None
     label: str | None
-    opted_out: bool = False
+    injectable: bool = True
 
     def uses(self, revision: str) -> bool:
         if self.annotation is not None:
             return self.annotation == revision
-        return self.label == revision and not self.opted_out
+        return self.label == revision and self.injectable
 
 
 def pod_revision_from_object(obj: Mapping[str, Any]) -> PodRevision | None:
     """Read a pod dict; None for pods that count for nothing: finished ones run no proxy, and
     terminating ones are on their way out (their proxies drain on the certificates they hold)."""
-    meta = obj.get("metadata") or {}
-    if meta.get("deletionTimestamp") or (obj.get("status") or {}).get("phase") in ("Succeeded", "Failed"):
+    pod = pod_from_object(obj)
+    if not pod.live:
         return None
-    labels, annotations = meta.get("labels") or {}, meta.get("annotations") or {}
     return PodRevision(
-        namespace=meta.get("namespace", ""),
-        name=meta.get("name", ""),
-        annotation=annotations.get(REV_ANNOTATION),
-        label=labels.get(REV_ANNOTATION),
-        opted_out="false" in (labels.get(INJECT_KEY), annotations.get(INJECT_KEY)),
+        namespace=pod.namespace,
+        name=pod.name,
+        annotation=pod.revision,
+        label=((obj.get("metadata") or {}).get("labels") or {}).get(REV_ANNOTATION),
+        injectable=pod.injectable,
     )
 
 

@@ -14,6 +14,8 @@ from dataclasses import dataclass, field, replace
 from enum import Enum
 from typing import Any, Literal
 
+from mesh.proxy_image import PodProxy, ProxyState, pod_proxy, proxy_state
+
 REV_ANNOTATION = "istio.io/rev"
 """Annotation the injector puts on every pod it injects: the revision whose proxy the pod runs."""
 INJECT_KEY = "sidecar.istio.io/inject"
@@ -23,11 +25,26 @@ RESTARTED_AT = "kubectl.kubernetes.io/restartedAt"
 RESTARTED_FOR = "mesh.istio-mesh.dev/restarted-for-revision"
 """Template annotation naming the revision a restart was made for, so a resumed run waits on an
 in-flight rollout instead of restarting it a second time."""
+RESTARTED_FOR_PROXY = "mesh.istio-mesh.dev/restarted-for-proxy"
+"""Its companion naming the proxy image the restart was made for: a restart for the same revision but
+another image (an in-place upgrade since) is not ours to wait on."""
 UNINJECTED = "(not injected)"
 """Report key for pods that carry no revision annotation."""
 
 Kind = Literal["Deployment", "StatefulSet", "DaemonSet"]
 KINDS: tuple[Kind, ...] = ("Deployment", "StatefulSet", "DaemonSet")
+
+
+@dataclass(frozen=True)
+class Target:
+    """What a pod must run to be done: the bound revision, and the proxy image that revision injects now
+    (a version or hub change keeps the revision and changes the image: an in-place upgrade)."""
+
+    revision: str
+    proxy_image: str
+
+    def __str__(self) -> str:
+        return f"{self.revision} ({self.proxy_image})"
 
 
 def _meta(obj: Mapping[str, Any]) -> Mapping[str, Any]:
@@ -41,9 +58,15 @@ def _controller_uid(obj: Mapping[str, Any]) -> str | None:
     return None
 
 
-def _opted_out(labels: Mapping[str, str], annotations: Mapping[str, str]) -> bool:
-    """Precedence rule 1: `sidecar.istio.io/inject=false` always wins, as label or annotation."""
-    return labels.get(INJECT_KEY) == "false" or annotations.get(INJECT_KEY) == "false"
+def opted_out(labels: Mapping[str, str], annotations: Mapping[str, str]) -> bool:
+    """Whether istiod refuses to inject a pod with these labels and annotations (pod or template).
+
+    As istio/istio `pkg/kube/inject/inject.go` `injectRequired` decides: the `sidecar.istio.io/inject`
+    label, when present (whatever its value), replaces the annotation; only the exact value "false"
+    opts out ("true" opts in, anything else falls back to the namespace's policy). The webhooks'
+    objectSelector (`NotIn [false]`) keeps a label "false" from even reaching istiod.
+    """
+    return labels.get(INJECT_KEY, annotations.get(INJECT_KEY)) == "false"
 
 
 @dataclass(frozen=True)
@@ -57,6 +80,7 @@ class Pod:
     injectable: bool
     live: bool
     problem: str | None = None
+    proxy: PodProxy = field(default_factory=PodProxy)
 
 
 def pod_from_object(obj: Mapping[str, Any]) -> Pod:
@@ -72,9 +96,10 @@ def pod_from_object(obj: Mapping[str, Any]) -> Pod:
         name=meta.get("name", ""),
         revision=annotations.get(REV_ANNOTATION),
         owner_uid=_controller_uid(obj),
-        injectable=not _opted_out(labels, annotations) and not spec.get("hostNetwork", False),
+        injectable=not opted_out(labels, annotations) and not spec.get("hostNetwork", False),
         live=not meta.get("deletionTimestamp") and phase not in ("Succeeded", "Failed"),
         problem=_pod_problem(status),
+        proxy=pod_proxy(spec, annotations),
     )
 
 
@@ -133,11 +158,15 @@ class Workload:
 
     @property
     def opted_out(self) -> bool:
-        return _opted_out(self.template_labels, self.template_annotations)
+        return opted_out(self.template_labels, self.template_annotations)
 
     @property
-    def restarted_for(self) -> str | None:
-        return self.template_annotations.get(RESTARTED_FOR)
+    def restarted_for(self) -> Target | None:
+        """What our last restart of it was for; restarts stamped before the proxy was recorded have no image."""
+        revision = self.template_annotations.get(RESTARTED_FOR)
+        if revision is None:
+            return None
+        return Target(revision, self.template_annotations.get(RESTARTED_FOR_PROXY, ""))
 
     @property
     def live_pods(self) -> tuple[Pod, ...]:
@@ -270,9 +299,24 @@ def describe_wait(w: Workload) -> str:
     return f"{reason}; {problems[0]}" if problems else reason
 
 
-def off_target(w: Workload, revision: str) -> list[Pod]:
-    """The workload's live pods that do not run `revision` (uninjected pods included)."""
-    return [p for p in w.live_pods if p.injectable and p.revision != revision]
+def is_stale(pod: Pod, target: Target) -> bool:
+    """An injectable pod not on the target revision (uninjected included), or on it with another proxy image.
+    Pods whose proxy image was chosen by hand, or cannot be compared, count as on target (see proxy_state)."""
+    if not pod.injectable:
+        return False
+    return pod.revision != target.revision or proxy_state(pod.proxy, target.proxy_image) is ProxyState.STALE
+
+
+def off_target(w: Workload, target: Target) -> list[Pod]:
+    """The workload's live pods that must be recreated to reach `target`."""
+    return [p for p in w.live_pods if is_stale(p, target)]
+
+
+def _runs(pod: Pod, target: Target) -> str:
+    """What a stale pod runs instead of the target, in a word."""
+    if pod.revision == target.revision:
+        return f"{pod.revision} ({pod.proxy.image})"
+    return pod.revision or UNINJECTED
 
 
 class Action(Enum):
@@ -288,67 +332,89 @@ class Decision:
     reason: str
 
 
-def decide(w: Workload, revision: str) -> Decision:
-    """Whether a workload needs a restart to run `revision`.
+def decide(w: Workload, target: Target) -> Decision:
+    """Whether a workload needs a restart to run `target`.
 
-    An in-flight restart for the same revision (our template annotation, rollout not complete) is
+    An in-flight restart for the same target (our template annotations, rollout not complete) is
     waited on, never restarted again: that is what makes an interrupted run resumable.
     """
     if w.opted_out:
         return Decision(Action.SKIP, f"opted out of injection ({INJECT_KEY}=false)")
     if w.host_network:
         return Decision(Action.SKIP, "hostNetwork pods are never injected")
-    in_flight = w.restarted_for == revision and waiting_for(w) is not None
+    in_flight = w.restarted_for == target and waiting_for(w) is not None
     if in_flight:
-        return Decision(Action.WAIT, f"restart for {revision} already in progress")
-    stale = off_target(w, revision)
+        return Decision(Action.WAIT, f"restart for {target} already in progress")
+    stale = off_target(w, target)
     if not stale:
         if not w.live_pods:
             return Decision(Action.SKIP, "no running pods")
-        return Decision(Action.SKIP, f"all pods already run {revision}")
+        return Decision(Action.SKIP, f"all pods already run {target}")
     if w.manual_update:
         return Decision(
-            Action.MANUAL, f"{len(stale)} pods not on {revision}; {w.manual_update}: delete them to move them"
+            Action.MANUAL, f"{len(stale)} pods not on {target}; {w.manual_update}: delete them to move them"
         )
-    return Decision(Action.RESTART, f"{len(stale)} of {len(w.live_pods)} pods not on {revision}")
+    return Decision(Action.RESTART, f"{len(stale)} of {len(w.live_pods)} pods not on {target}")
 
 
-def restart_patch(revision: str, now_rfc3339: str) -> dict[str, Any]:
-    """The merge patch `kubectl rollout restart` sends, plus the revision the restart is for."""
-    return {"spec": {"template": {"metadata": {"annotations": {RESTARTED_AT: now_rfc3339, RESTARTED_FOR: revision}}}}}
+def restart_patch(target: Target, now_rfc3339: str) -> dict[str, Any]:
+    """The merge patch `kubectl rollout restart` sends, plus the target the restart is for."""
+    annotations = {RESTARTED_AT: now_rfc3339, RESTARTED_FOR: target.revision, RESTARTED_FOR_PROXY: target.proxy_image}
+    return {"spec": {"template": {"metadata": {"annotations": annotations}}}}
 
 
 @dataclass(frozen=True)
 class RevisionReport:
-    """Live injectable pods by the revision they run (the `natural` strategy's report)."""
+    """Live injectable pods by the revision they run, those of the target revision with another proxy
+    image, and those whose proxy is left alone, by name (the `natural` strategy's report)."""
 
-    revision: str
+    target: Target
     by_revision: Mapping[str, int]
+    stale_proxies: int
+    left_alone: Mapping[str, str]
 
     @property
     def on_target(self) -> int:
-        return self.by_revision.get(self.revision, 0)
+        return self.by_revision.get(self.target.revision, 0) - self.stale_proxies
 
     @property
     def on_other(self) -> int:
-        return sum(n for rev, n in self.by_revision.items() if rev != self.revision)
+        return sum(n for rev, n in self.by_revision.items() if rev != self.target.revision)
 
     def others(self) -> dict[str, int]:
-        return {rev: n for rev, n in sorted(self.by_revision.items()) if rev != self.revision}
+        return {rev: n for rev, n in sorted(self.by_revision.items()) if rev != self.target.revision}
 
     def summary(self, where: str) -> str:
-        if not self.on_other:
-            return f"{where}: all {self.on_target} pods run {self.revision}"
-        parts = ", ".join(f"{rev}: {n}" for rev, n in self.others().items())
-        return (
-            f"{where}: {self.on_other} pods still run other revisions ({parts}), "
-            f"{self.on_target} run {self.revision}; they move when next recreated"
-        )
+        if not self.on_other and not self.stale_proxies:
+            return f"{where}: all {self.on_target} pods run {self.target}"
+        behind = []
+        if self.on_other:
+            parts = ", ".join(f"{rev}: {n}" for rev, n in self.others().items())
+            behind.append(f"{self.on_other} pods still run other revisions ({parts})")
+        if self.stale_proxies:
+            behind.append(f"{self.stale_proxies} run {self.target.revision} with another proxy image")
+        return f"{where}: {', '.join(behind)}, {self.on_target} run {self.target}; they move when next recreated"
+
+    def left_alone_summary(self, where: str) -> str | None:
+        """The pods whose proxy the rollout does not check, and why."""
+        if not self.left_alone:
+            return None
+        return f"{where}: proxies left alone: " + "; ".join(f"{pod}: {why}" for pod, why in self.left_alone.items())
 
 
-def revision_report(pods: Iterable[Pod], revision: str) -> RevisionReport:
-    counts = Counter(p.revision or UNINJECTED for p in pods if p.live and p.injectable)
-    return RevisionReport(revision=revision, by_revision=dict(counts))
+def revision_report(pods: Iterable[Pod], target: Target) -> RevisionReport:
+    counted = [p for p in pods if p.live and p.injectable]
+    on_revision = [(p, proxy_state(p.proxy, target.proxy_image)) for p in counted if p.revision == target.revision]
+    return RevisionReport(
+        target=target,
+        by_revision=dict(Counter(p.revision or UNINJECTED for p in counted)),
+        stale_proxies=sum(state is ProxyState.STALE for _, state in on_revision),
+        left_alone={
+            p.name: state.value
+            for p, state in sorted(on_revision, key=lambda ps: ps[0].name)
+            if state in (ProxyState.PINNED, ProxyState.DIGEST_ONLY)
+        },
+    )
 
 
 @dataclass
@@ -361,7 +427,7 @@ class RolloutRun:
     should not be rolled onto more of them); those in flight are still waited for.
     """
 
-    revision: str
+    target: Target
     concurrency: int
     timeout_seconds: float
     queue: list[str] = field(default_factory=list)
@@ -376,7 +442,7 @@ class RolloutRun:
     def plan(self, workloads: Iterable[Workload], now: float) -> None:
         """Sort the namespace's workloads into to-restart, to-wait-on and left-alone."""
         for w in sorted(workloads, key=lambda w: (KINDS.index(w.kind), w.name)):
-            d = decide(w, self.revision)
+            d = decide(w, self.target)
             if d.action is Action.RESTART:
                 self.queue.append(w.key)
             elif d.action is Action.WAIT:
@@ -401,14 +467,9 @@ class RolloutRun:
             wait = waiting_for(w)
             if wait is None:
                 del self.in_flight[key]
-                stale = off_target(w, self.revision)
+                stale = off_target(w, self.target)
                 if stale:
-                    revs = sorted({p.revision or UNINJECTED for p in stale})
-                    self.failed[key] = (
-                        f"rolled out, but {len(stale)} pods run {', '.join(revs)} instead of "
-                        f"{self.revision}: is the namespace bound to {self.revision} "
-                        f"and its injection webhook installed?"
-                    )
+                    self.failed[key] = self._wrong_target(stale)
                 else:
                     self.done.append(key)
             elif now >= deadline:
@@ -418,7 +479,7 @@ class RolloutRun:
         while self.queue and not self.failed and len(self.in_flight) < self.concurrency:
             key = self.queue.pop(0)
             w = snapshot.get(key)
-            d = decide(w, self.revision) if w is not None else Decision(Action.SKIP, "deleted")
+            d = decide(w, self.target) if w is not None else Decision(Action.SKIP, "deleted")
             if d.action is Action.RESTART:
                 self.in_flight[key] = now + self.timeout_seconds
                 self.restarted.append(key)
@@ -429,6 +490,19 @@ class RolloutRun:
                 self.skipped[key] = d.reason
                 self.total -= 1
         return starts
+
+    def _wrong_target(self, stale: list[Pod]) -> str:
+        """Why restarted pods can still be off target, and where to look."""
+        runs = sorted({_runs(p, self.target) for p in stale})
+        revision = self.target.revision
+        if any(p.revision != revision for p in stale):
+            hint = f"is the namespace bound to {revision} and its injection webhook installed?"
+        else:
+            hint = (
+                f"does istiod of {revision} inject from its current config (configmap "
+                f"istio-sidecar-injector-{revision}: global.hub, global.proxy.image, global.variant)?"
+            )
+        return f"rolled out, but {len(stale)} pods run {', '.join(runs)} instead of {self.target}: {hint}"
 
     @property
     def finished(self) -> bool:
@@ -442,7 +516,7 @@ class RolloutRun:
         """The error a failed run raises: every stuck workload and what it waits for."""
         if not self.failed and not self.manual:
             return None
-        lines = [f"rollout of namespace {namespace} to revision {self.revision} did not complete:"]
+        lines = [f"rollout of namespace {namespace} to revision {self.target.revision} did not complete:"]
         lines += [f"  {key}: {why}" for key, why in sorted(self.failed.items())]
         lines += [f"  {key}: {why}" for key, why in sorted(self.manual.items())]
         if self.queue:

@@ -10,6 +10,7 @@ import pytest
 from mesh.drain import PodRevision, pod_revision_from_object, pods_using, refusal_message
 from mesh.providers import drain_guard
 from mesh.providers.drain_guard import DrainGuardProvider
+from mesh.workloads import INJECT_KEY, pod_from_object
 
 
 def pod(ns: str, name: str, annotation: str | None = None, label: str | None = None) -> PodRevision:
@@ -17,18 +18,18 @@ def pod(ns: str, name: str, annotation: str | None = None, label: str | None = N
 
 
 @pytest.mark.parametrize(
-    ("annotation", "label", "opted_out", "uses_a"),
+    ("annotation", "label", "injectable", "uses_a"),
     [
-        ("a", None, False, True),  # injected by a
-        ("b", None, False, False),
-        ("b", "a", False, False),  # labelled a, but its namespace label won: runs b's proxy
-        (None, "a", False, True),  # asks for a by label, not injected: its next recreation needs a
-        (None, "a", True, False),  # labelled a but opted out: never needs a
-        (None, None, False, False),
+        ("a", None, True, True),  # injected by a
+        ("b", None, True, False),
+        ("b", "a", True, False),  # labelled a, but its namespace label won: runs b's proxy
+        (None, "a", True, True),  # asks for a by label, not injected: its next recreation needs a
+        (None, "a", False, False),  # labelled a but never injected (opted out, hostNetwork): never needs a
+        (None, None, True, False),
     ],
 )
-def test_which_pod_uses_a_revision(annotation: str | None, label: str | None, opted_out: bool, uses_a: bool) -> None:
-    assert PodRevision("ns", "p", annotation, label, opted_out).uses("a") is uses_a
+def test_which_pod_uses_a_revision(annotation: str | None, label: str | None, injectable: bool, uses_a: bool) -> None:
+    assert PodRevision("ns", "p", annotation, label, injectable).uses("a") is uses_a
 
 
 def test_reading_pods_ignores_finished_and_terminating_ones() -> None:
@@ -43,15 +44,42 @@ def test_reading_pods_ignores_finished_and_terminating_ones() -> None:
             "status": {"phase": phase},
         }
 
-    assert pod_revision_from_object(obj("Running")) == PodRevision("ns", "p", "a", "gw", False)
+    assert pod_revision_from_object(obj("Running")) == PodRevision("ns", "p", "a", "gw", True)
     opted_out = obj("Running")
     opted_out["metadata"]["labels"]["sidecar.istio.io/inject"] = "false"
-    assert pod_revision_from_object(opted_out) == PodRevision("ns", "p", "a", "gw", True)
+    assert pod_revision_from_object(opted_out) == PodRevision("ns", "p", "a", "gw", False)
     assert pod_revision_from_object(obj("Succeeded")) is None
     assert pod_revision_from_object(obj("Failed")) is None
     terminating = obj("Running")
     terminating["metadata"]["deletionTimestamp"] = "2026-01-01T00:00:00Z"
     assert pod_revision_from_object(terminating) is None
+
+
+@pytest.mark.parametrize(
+    ("labels", "annotations", "spec", "pinned"),
+    [
+        ({}, {}, {}, True),
+        ({}, {INJECT_KEY: "false"}, {}, False),
+        ({INJECT_KEY: "false"}, {}, {}, False),
+        ({INJECT_KEY: "true"}, {INJECT_KEY: "false"}, {}, True),  # the label beats the annotation
+        ({INJECT_KEY: ""}, {INJECT_KEY: "false"}, {}, True),  # present, even empty, it still replaces it
+        ({}, {INJECT_KEY: "False"}, {}, True),  # only the exact "false" opts out
+        ({}, {}, {"hostNetwork": True}, False),  # never injected
+    ],
+)
+def test_a_label_only_pod_pins_the_revision_unless_istiod_would_never_inject_it(
+    labels: dict, annotations: dict, spec: dict, pinned: bool
+) -> None:
+    """The guard reads pods through mesh.workloads: the same injection rules as the rollout planner."""
+    obj = {
+        "metadata": {"namespace": "ns", "name": "gw-1", "labels": {"istio.io/rev": "a", **labels},
+                     "annotations": annotations},
+        "spec": spec,
+        "status": {"phase": "Running"},
+    }
+    guard = pod_revision_from_object(obj)
+    assert guard is not None and guard.uses("a") is pinned
+    assert guard.injectable is pod_from_object(obj).injectable
 
 
 def test_pods_using_groups_by_namespace_sorted() -> None:

@@ -177,7 +177,8 @@ def test_resources_register_a_provider_without_credentials(monkeypatch: pytest.M
 
     @pulumi.runtime.test
     def program() -> Any:
-        rollout = Rollout("shop", namespace="shop", revision="b", strategy="rolling", concurrency=2, timeout_seconds=60)
+        rollout = Rollout("shop", namespace="shop", revision="b", proxy_image="docker.io/istio/proxyv2:1.31.0",
+                          strategy="rolling", concurrency=2, timeout_seconds=60)
         guard = DrainGuard("b-guard", revision="b", drain_timeout_seconds=0)
         return pulumi.Output.all(rollout.urn, guard.urn)
 

@@ -87,7 +87,7 @@ def test_serialized_providers_are_identical_across_registrations_and_to_a_fresh_
                 VersionGate(f"gate-{i}", versions={"r": "1.30.0"})
                 DrainGuard(f"guard-{i}", revision="r", drain_timeout_seconds=0)
                 Rollout(f"ns-{i}-rollout", namespace=f"ns-{i}", revision="r", strategy="rolling",
-                        concurrency=4, timeout_seconds=600)
+                        proxy_image="docker.io/istio/proxyv2:1.30.0", concurrency=4, timeout_seconds=600)
 
         register()
     serialized: dict[str, set[str]] = {}

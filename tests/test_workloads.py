@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import replace
 from typing import Any
 
@@ -9,18 +10,22 @@ import pytest
 from pulumi.runtime.rpc import UNKNOWN
 
 from mesh.providers.rollout import POLL_SECONDS, RolloutProvider, roll
+from mesh.proxy_image import PodProxy
 from mesh.workloads import (
     INJECT_KEY,
     RESTARTED_AT,
     RESTARTED_FOR,
+    RESTARTED_FOR_PROXY,
     UNINJECTED,
     Action,
     Pod,
     RolloutRun,
+    Target,
     Workload,
     attach_pods,
     decide,
     describe_wait,
+    opted_out,
     pod_from_object,
     restart_patch,
     revision_report,
@@ -29,13 +34,26 @@ from mesh.workloads import (
 )
 
 NS = "shop"
+TARGETS = {rev: Target(rev, f"docker.io/istio/proxyv2:{version}")
+           for rev, version in (("a", "1.30.0"), ("b", "1.31.0"), ("c", "1.31.0"))}
+"""Revisions the tests move between, each with the proxy image it injects now."""
+B = TARGETS["b"]
+OLD_B = "docker.io/istio/proxyv2:1.30.9"
+"""What b injected before an in-place upgrade."""
 
 
 def pods(*revisions: str | None, owner: str = "uid", **kw: Any) -> tuple[Pod, ...]:
+    """Pods injected by `revisions` (None: not injected), each with the proxy image that revision injects now."""
     return tuple(
-        Pod(NS, f"p{i}", rev, owner, kw.get("injectable", True), kw.get("live", True), kw.get("problem"))
+        Pod(NS, f"p{i}", rev, owner, kw.get("injectable", True), kw.get("live", True), kw.get("problem"),
+            PodProxy(image=TARGETS[rev].proxy_image) if rev else PodProxy())
         for i, rev in enumerate(revisions)
     )
+
+
+def stale_pods(revision: str, n: int, owner: str = "uid", injectable: bool = True) -> tuple[Pod, ...]:
+    """Pods injected by `revision` before its in-place upgrade: the old proxy image."""
+    return tuple(Pod(NS, f"old{i}", revision, owner, injectable, True, proxy=PodProxy(OLD_B)) for i in range(n))
 
 
 def deployment(name: str = "web", *revisions: str | None, **kw: Any) -> Workload:
@@ -58,9 +76,14 @@ def deployment(name: str = "web", *revisions: str | None, **kw: Any) -> Workload
     return replace(base, **kw)
 
 
-def restarting(w: Workload, revision: str) -> Workload:
-    """The same workload just after our restart patch, not yet observed by its controller."""
-    annotations = {**w.template_annotations, RESTARTED_FOR: revision, RESTARTED_AT: "now"}
+def restarting(w: Workload, revision: str, proxy_image: str | None = None) -> Workload:
+    """The same workload just after our restart patch for `revision`, not yet observed by its controller."""
+    annotations = {
+        **w.template_annotations,
+        RESTARTED_FOR: revision,
+        RESTARTED_FOR_PROXY: proxy_image or TARGETS[revision].proxy_image,
+        RESTARTED_AT: "now",
+    }
     return replace(w, generation=w.generation + 1, template_annotations=annotations)
 
 
@@ -77,7 +100,7 @@ def api_deployment(**status: Any) -> dict[str, Any]:
         "metadata": {"name": "web", "namespace": NS, "uid": "d1", "generation": 3},
         "spec": {
             "template": {
-                "metadata": {"labels": {"app": "web"}, "annotations": {RESTARTED_FOR: "b"}},
+                "metadata": {"labels": {"app": "web"}, "annotations": {RESTARTED_FOR: "b", RESTARTED_FOR_PROXY: "i"}},
                 "spec": {},
             }
         },
@@ -92,7 +115,7 @@ def test_deployment_numbers_and_default_replicas() -> None:
     )
     assert (w.desired, w.current, w.updated, w.available) == (1, 2, 1, 1)
     assert (w.generation, w.observed_generation) == (3, 2)
-    assert w.restarted_for == "b"
+    assert w.restarted_for == Target("b", "i")
     assert w.key == "Deployment/web"
 
 
@@ -172,6 +195,9 @@ def test_pod_reading() -> None:
     [
         ({"labels": {INJECT_KEY: "false"}}, {}, {}, False, True),
         ({"annotations": {INJECT_KEY: "false"}}, {}, {}, False, True),
+        ({"labels": {INJECT_KEY: "true"}, "annotations": {INJECT_KEY: "false"}}, {}, {}, True, True),
+        ({"labels": {INJECT_KEY: "maybe"}, "annotations": {INJECT_KEY: "false"}}, {}, {}, True, True),
+        ({"annotations": {INJECT_KEY: "FALSE"}}, {}, {}, True, True),
         ({}, {"hostNetwork": True}, {}, False, True),
         ({"deletionTimestamp": "2026-01-01T00:00:00Z"}, {}, {}, True, False),
         ({}, {}, {"phase": "Succeeded"}, True, False),
@@ -181,6 +207,40 @@ def test_pod_reading() -> None:
 def test_pod_injectable_and_live(meta: dict, spec: dict, status: dict, injectable: bool, live: bool) -> None:
     pod = pod_from_object({"metadata": {"name": "p", **meta}, "spec": spec, "status": status})
     assert (pod.injectable, pod.live) == (injectable, live)
+
+
+@pytest.mark.parametrize(
+    ("labels", "annotations", "opted"),
+    [
+        ({}, {}, False),
+        ({INJECT_KEY: "false"}, {}, True),
+        ({}, {INJECT_KEY: "false"}, True),
+        ({INJECT_KEY: "true"}, {INJECT_KEY: "false"}, False),  # the label beats the annotation
+        ({INJECT_KEY: "false"}, {INJECT_KEY: "true"}, True),
+        ({INJECT_KEY: ""}, {INJECT_KEY: "false"}, False),  # a label present, even empty, replaces the annotation
+        ({}, {INJECT_KEY: "False"}, False),  # only the exact "false" counts
+        ({}, {INJECT_KEY: "no"}, False),
+    ],
+)
+def test_opt_out_precedence_as_istiod_decides_it(labels: dict, annotations: dict, opted: bool) -> None:
+    """istio/istio pkg/kube/inject/inject.go injectRequired; templates and pods follow the same rule."""
+    assert opted_out(labels, annotations) is opted
+    assert deployment("web", "a", template_labels=labels, template_annotations=annotations).opted_out is opted
+
+
+def test_pod_reading_finds_the_proxy_in_containers_or_as_a_native_sidecar() -> None:
+    proxy = {"name": "istio-proxy", "image": "docker.io/istio/proxyv2:1.30.1"}
+    app = {"name": "app", "image": "registry.example/app:1"}
+    sidecar = pod_from_object({"metadata": {}, "spec": {"containers": [app, proxy]}})
+    native = pod_from_object({"metadata": {}, "spec": {"initContainers": [proxy], "containers": [app]}})
+    assert sidecar.proxy == native.proxy == PodProxy("docker.io/istio/proxyv2:1.30.1")
+    assert pod_from_object({"metadata": {}, "spec": {"containers": [app]}}).proxy == PodProxy()
+    annotated = pod_from_object({
+        "metadata": {"annotations": {"sidecar.istio.io/proxyImage": "registry.example/own/proxyv2:x",
+                                     "sidecar.istio.io/proxyImageType": "debug"}},
+        "spec": {"containers": [app, proxy]},
+    })
+    assert annotated.proxy == PodProxy("docker.io/istio/proxyv2:1.30.1", "registry.example/own/proxyv2:x", "debug")
 
 
 def test_ready_pod_has_no_problem_and_unready_one_says_why() -> None:
@@ -273,10 +333,32 @@ def test_describe_wait_names_the_pod_problem() -> None:
         (replace(deployment("web", "a"), template_annotations={RESTARTED_FOR: "b"}), Action.RESTART, "not on b"),
         # an in-flight restart for another revision does not count as ours
         (restarting(deployment("web", "a"), "c"), Action.RESTART, "not on b"),
+        # in place: the revision stayed, the image it injects changed
+        (replace(deployment("web", "b", "b"), pods=stale_pods("b", 2, owner="uid-web")), Action.RESTART,
+         "2 of 2 pods not on b"),
+        (replace(deployment("web", "b"), pods=(*pods("b", owner="uid-web"), *stale_pods("b", 1, owner="uid-web"))),
+         Action.RESTART, "1 of 2 pods not on b"),
+        # a restart for b's previous image, still rolling when the image changed again: restart for the new one
+        (restarting(replace(deployment("web", "b"), pods=stale_pods("b", 1, owner="uid-web")), "b", OLD_B),
+         Action.RESTART, "1 of 1 pods not on b"),
+        (restarting(replace(deployment("web", "b"), pods=stale_pods("b", 1, owner="uid-web")), "b"),
+         Action.WAIT, "already in progress"),
+        # a restart stamped by a version of the program that did not record the image is not ours
+        (replace(restarting(deployment("web", "a"), "b"),
+                 template_annotations={RESTARTED_FOR: "b", RESTARTED_AT: "then"}), Action.RESTART, "not on b"),
+        # proxies chosen by hand, or given by digest alone, are left as they are
+        (replace(deployment("web", "b"), pods=(
+            Pod(NS, "p0", "b", "uid-web", True, True, proxy=PodProxy(OLD_B, pinned="registry.example/own/p:1")),
+            Pod(NS, "p1", "b", "uid-web", True, True, proxy=PodProxy("docker.io/istio/proxyv2@sha256:0f")),
+        )), Action.SKIP, "all pods already run b"),
+        # an opted-out pod of the old proxy in a workload that is not opted out: nothing to do for it
+        (replace(deployment("web", "b"), pods=(*pods("b", owner="uid-web"),
+                                             *stale_pods("b", 1, owner="uid-web", injectable=False))),
+         Action.SKIP, "all pods already run b"),
     ],
 )
 def test_decide(workload: Workload, action: Action, reason_part: str) -> None:
-    decision = decide(workload, "b")
+    decision = decide(workload, B)
     assert decision.action is action
     assert reason_part in decision.reason
 
@@ -286,26 +368,26 @@ def test_terminating_and_uninjectable_pods_do_not_need_a_restart() -> None:
         deployment("web", "b"),
         pods=(*pods("b", owner="x"), Pod(NS, "old", "a", "x", True, False), Pod(NS, "job", None, "x", False, True)),
     )
-    assert decide(w, "b").action is Action.SKIP
+    assert decide(w, B).action is Action.SKIP
 
 
 def test_restart_patch_is_kubectls_plus_our_revision_stamp() -> None:
-    assert restart_patch("b", "2026-01-01T00:00:00Z") == {
-        "spec": {"template": {"metadata": {"annotations": {RESTARTED_AT: "2026-01-01T00:00:00Z", RESTARTED_FOR: "b"}}}}
-    }
+    annotations = {RESTARTED_AT: "2026-01-01T00:00:00Z", RESTARTED_FOR: "b", RESTARTED_FOR_PROXY: B.proxy_image}
+    patch = restart_patch(B, "2026-01-01T00:00:00Z")
+    assert patch == {"spec": {"template": {"metadata": {"annotations": annotations}}}}
 
 
 # --- the run ---------------------------------------------------------------------------------
 
 
-def namespace(n: int, revision: str = "a") -> dict[str, Workload]:
-    ws = [deployment(f"w{i}", revision) for i in range(n)]
+def namespace(n: int, revision: str = "a", prefix: str = "w") -> dict[str, Workload]:
+    ws = [deployment(f"{prefix}{i}", revision) for i in range(n)]
     return {w.key: w for w in ws}
 
 
 def test_run_keeps_at_most_concurrency_in_flight_and_refills_as_they_finish() -> None:
     snap = namespace(5)
-    run = RolloutRun("b", concurrency=2, timeout_seconds=60)
+    run = RolloutRun(B, concurrency=2, timeout_seconds=60)
     run.plan(snap.values(), now=0)
     first = run.tick(snap, now=0)
     assert [w.name for w in first] == ["w0", "w1"]
@@ -321,7 +403,7 @@ def test_run_keeps_at_most_concurrency_in_flight_and_refills_as_they_finish() ->
 
 def test_run_restarts_each_workload_once_and_finishes() -> None:
     snap = namespace(3)
-    run = RolloutRun("b", concurrency=10, timeout_seconds=60)
+    run = RolloutRun(B, concurrency=10, timeout_seconds=60)
     run.plan(snap.values(), now=0)
     started = run.tick(snap, now=0)
     snap.update({w.key: rolled(restarting(w, "b"), "b") for w in started})
@@ -336,9 +418,9 @@ def test_resumed_run_waits_on_in_flight_restarts_and_skips_finished_ones() -> No
     snap = namespace(3)
     snap["Deployment/w0"] = rolled(restarting(snap["Deployment/w0"], "b"), "b")
     snap["Deployment/w1"] = restarting(snap["Deployment/w1"], "b")
-    run = RolloutRun("b", concurrency=1, timeout_seconds=60)
+    run = RolloutRun(B, concurrency=1, timeout_seconds=60)
     run.plan(snap.values(), now=0)
-    assert run.skipped == {"Deployment/w0": "all pods already run b"}
+    assert run.skipped == {"Deployment/w0": f"all pods already run {B}"}
     assert list(run.in_flight) == ["Deployment/w1"]
     assert run.tick(snap, now=0) == []  # the one slot is taken by w1's rollout
     snap["Deployment/w1"] = rolled(snap["Deployment/w1"], "b")
@@ -348,20 +430,20 @@ def test_resumed_run_waits_on_in_flight_restarts_and_skips_finished_ones() -> No
 
 def test_queued_workload_that_moved_meanwhile_is_not_restarted() -> None:
     snap = namespace(2)
-    run = RolloutRun("b", concurrency=1, timeout_seconds=60)
+    run = RolloutRun(B, concurrency=1, timeout_seconds=60)
     run.plan(snap.values(), now=0)
     run.tick(snap, now=0)
     snap["Deployment/w0"] = rolled(restarting(snap["Deployment/w0"], "b"), "b")
     snap["Deployment/w1"] = rolled(snap["Deployment/w1"], "b")  # someone else restarted it
     assert run.tick(snap, now=1) == []
     assert run.finished
-    assert run.skipped == {"Deployment/w1": "all pods already run b"}
+    assert run.skipped == {"Deployment/w1": f"all pods already run {B}"}
     assert run.total == 1
 
 
 def test_stuck_workload_times_out_stops_new_restarts_and_is_reported() -> None:
     snap = namespace(4)
-    run = RolloutRun("b", concurrency=2, timeout_seconds=30)
+    run = RolloutRun(B, concurrency=2, timeout_seconds=30)
     run.plan(snap.values(), now=0)
     started = run.tick(snap, now=0)
     snap.update({w.key: restarting(w, "b") for w in started})
@@ -391,9 +473,22 @@ def test_stuck_workload_times_out_stops_new_restarts_and_is_reported() -> None:
     assert "done: 2 of 4" in message
 
 
+def test_rollout_that_ends_on_the_old_proxy_image_fails_and_points_at_the_injector() -> None:
+    snap = {w.key: replace(w, pods=stale_pods("b", 1, owner=w.uid)) for w in namespace(1, "b").values()}
+    run = RolloutRun(B, concurrency=1, timeout_seconds=30)
+    run.plan(snap.values(), now=0)
+    w = run.tick(snap, now=0)[0]
+    snap[w.key] = replace(restarting(w, "b"), observed_generation=w.generation + 1)  # re-injected from old values
+    run.tick(snap, now=1)
+    assert run.failed["Deployment/w0"] == (
+        f"rolled out, but 1 pods run b ({OLD_B}) instead of {B}: does istiod of b inject from its current "
+        "config (configmap istio-sidecar-injector-b: global.hub, global.proxy.image, global.variant)?"
+    )
+
+
 def test_rollout_that_ends_on_the_wrong_revision_fails() -> None:
     snap = namespace(1)
-    run = RolloutRun("b", concurrency=1, timeout_seconds=30)
+    run = RolloutRun(B, concurrency=1, timeout_seconds=30)
     run.plan(snap.values(), now=0)
     w = run.tick(snap, now=0)[0]
     snap[w.key] = rolled(restarting(w, "b"), "a")  # the namespace label still points at a
@@ -404,16 +499,16 @@ def test_rollout_that_ends_on_the_wrong_revision_fails() -> None:
 
 def test_manual_workloads_make_the_run_fail_with_a_hint() -> None:
     sts = replace(deployment("db", "a"), kind="StatefulSet", manual_update="updateStrategy OnDelete")
-    run = RolloutRun("b", concurrency=1, timeout_seconds=30)
+    run = RolloutRun(B, concurrency=1, timeout_seconds=30)
     run.plan([sts], now=0)
     assert run.tick({sts.key: sts}, now=0) == []
     assert run.finished
-    assert "StatefulSet/db: 1 pods not on b; updateStrategy OnDelete: delete them" in (run.failure_message(NS) or "")
+    assert f"StatefulSet/db: 1 pods not on {B}; updateStrategy OnDelete: delete them" in (run.failure_message(NS) or "")
 
 
 def test_deleted_workload_counts_as_done() -> None:
     snap = namespace(1)
-    run = RolloutRun("b", concurrency=1, timeout_seconds=30)
+    run = RolloutRun(B, concurrency=1, timeout_seconds=30)
     run.plan(snap.values(), now=0)
     run.tick(snap, now=0)
     run.tick({}, now=1)
@@ -426,18 +521,46 @@ def test_revision_report_counts_live_injectable_pods_by_revision() -> None:
         Pod(NS, "gone", "a", None, True, False),
         Pod(NS, "opted-out", None, None, False, True),
     )
-    report = revision_report(found, "b")
+    report = revision_report(found, B)
     assert (report.on_target, report.on_other) == (1, 3)
     assert report.others() == {"a": 2, UNINJECTED: 1}
     assert report.summary("shop") == (
-        "shop: 3 pods still run other revisions ((not injected): 1, a: 2), 1 run b; they move when next recreated"
+        f"shop: 3 pods still run other revisions ((not injected): 1, a: 2), 1 run {B}; they move when next recreated"
     )
-    assert revision_report(pods("b"), "b").summary("shop") == "shop: all 1 pods run b"
+    assert revision_report(pods("b"), B).summary("shop") == f"shop: all 1 pods run {B}"
+
+
+def test_revision_report_counts_stale_proxies_and_names_the_ones_left_alone() -> None:
+    """What a `natural` namespace reports after an in-place upgrade of its revision."""
+    found = (
+        *pods("b", "b", "a"),
+        *stale_pods("b", 3, owner="x"),
+        Pod(NS, "pinned", "b", "x", True, True, proxy=PodProxy(OLD_B, pinned="registry.example/own/proxyv2:1")),
+        Pod(NS, "by-digest", "b", "x", True, True, proxy=PodProxy("docker.io/istio/proxyv2@sha256:ab")),
+    )
+    report = revision_report(found, B)
+    assert (report.on_target, report.stale_proxies, report.on_other) == (4, 3, 1)
+    assert report.summary("shop") == (
+        f"shop: 1 pods still run other revisions (a: 1), 3 run b with another proxy image, 4 run {B}; "
+        "they move when next recreated"
+    )
+    assert report.left_alone == {
+        "by-digest": "proxy image given by digest alone (no tag to compare)",
+        "pinned": "proxy image set by hand (sidecar.istio.io/proxyImage)",
+    }
+    assert report.left_alone_summary("shop") == (
+        "shop: proxies left alone: by-digest: proxy image given by digest alone (no tag to compare); "
+        "pinned: proxy image set by hand (sidecar.istio.io/proxyImage)"
+    )
+    assert revision_report(pods("b"), B).left_alone_summary("shop") is None
 
 
 # --- the provider around the plan --------------------------------------------------------------
 
-OLDS = {"namespace": NS, "workload": None, "revision": "a", "strategy": "rolling", "concurrency": 2.0}
+OLDS = {
+    "namespace": NS, "workload": None, "revision": "a", "proxy_image": TARGETS["a"].proxy_image,
+    "strategy": "rolling", "concurrency": 2.0,
+}
 
 
 @pytest.mark.parametrize(
@@ -450,6 +573,7 @@ OLDS = {"namespace": NS, "workload": None, "revision": "a", "strategy": "rolling
         ({"namespace": "other"}, True, ["namespace"]),
         ({"workload": "gw"}, True, ["workload"]),
         ({"revision": UNKNOWN}, True, []),  # preview of a tag moving to a computed revision
+        ({"proxy_image": "docker.io/istio/proxyv2:1.30.1"}, True, []),  # in place: new version, hub or variant
     ],
 )
 def test_rollout_diff(change: dict, changes: bool, replaces: list[str]) -> None:
@@ -467,6 +591,7 @@ def test_rollout_diff(change: dict, changes: bool, replaces: list[str]) -> None:
         ({"concurrency": 0.0}, ["concurrency"]),
         ({"timeout_seconds": "soon"}, ["timeout_seconds"]),
         ({"namespace": ""}, ["namespace"]),
+        ({"proxy_image": ""}, ["proxy_image"]),
         ({"strategy": UNKNOWN, "concurrency": UNKNOWN}, []),
     ],
 )
@@ -489,8 +614,8 @@ class FakeNamespace:
 
     namespace, workload = NS, None
 
-    def __init__(self, count: int, ticks: int) -> None:
-        self.workloads = namespace(count)
+    def __init__(self, count: int, ticks: int, workloads: dict[str, Workload] | None = None) -> None:
+        self.workloads = namespace(count) if workloads is None else workloads
         self.ticks = ticks
         self.pending: dict[str, int] = {}
         self.restarts: list[str] = []
@@ -504,9 +629,9 @@ class FakeNamespace:
                 self.workloads[key] = rolled(self.workloads[key], "b")
         return dict(self.workloads), [p for w in self.workloads.values() for p in w.pods]
 
-    def restart(self, w: Workload, revision: str) -> None:
+    def restart(self, w: Workload, target: Target) -> None:
         self.restarts.append(w.key)
-        self.workloads[w.key] = restarting(w, revision)
+        self.workloads[w.key] = restarting(w, target.revision, target.proxy_image)
         self.pending[w.key] = self.ticks
         self.max_in_flight = max(self.max_in_flight, len(self.pending))
 
@@ -514,17 +639,85 @@ class FakeNamespace:
 def test_roll_keeps_n_in_flight_and_logs_progress(capsys: pytest.CaptureFixture[str]) -> None:
     fake = FakeNamespace(count=5, ticks=3)
     clock = [0.0]
-    roll(fake, RolloutRun("b", 2, 60), clock=lambda: clock[0], sleep=lambda s: clock.__setitem__(0, clock[0] + s))  # type: ignore[arg-type]
+    roll(fake, RolloutRun(B, 2, 60), clock=lambda: clock[0], sleep=lambda s: clock.__setitem__(0, clock[0] + s))  # type: ignore[arg-type]
     assert sorted(fake.restarts) == sorted(namespace(5))
     assert fake.max_in_flight == 2
     # ceil(5/2) = 3 waves of 3 polls each: no idle poll between a completion and the next start
     assert clock[0] == pytest.approx(3 * 3 * POLL_SECONDS)
     err = capsys.readouterr().err
-    assert f"info: {NS} -> b: 5 to restart, 0 already restarting, 0 left alone, concurrency 2" in err
+    assert f"info: {NS} -> {B}: 5 to restart, 0 already restarting, 0 left alone, concurrency 2" in err
     lines = [line for line in err.splitlines() if line.startswith(f"info: {NS}: ")]
     assert lines[:3] == [
         f"info: {NS}: restarted Deployment/w0 (1 restarted, 2 rolling, 3 not started yet)",
         f"info: {NS}: restarted Deployment/w1 (2 restarted, 2 rolling, 3 not started yet)",
-        f"info: {NS}: Deployment/w0 runs b (1 of 5 done)",
+        f"info: {NS}: Deployment/w0 runs {B} (1 of 5 done)",
     ]
-    assert lines[-1] == f"info: {NS}: Deployment/w4 runs b (5 of 5 done)"
+    assert lines[-1] == f"info: {NS}: Deployment/w4 runs {B} (5 of 5 done)"
+
+
+def in_place(workloads: dict[str, Workload]) -> dict[str, Workload]:
+    """The same workloads after an in-place upgrade of b: every pod still runs b's previous image."""
+    return {k: replace(w, pods=stale_pods("b", len(w.pods), owner=w.uid)) for k, w in workloads.items()}
+
+
+@pytest.fixture
+def fake_cluster(monkeypatch: pytest.MonkeyPatch) -> list[FakeNamespace]:
+    """The provider's cluster I/O replaced by FakeNamespaces, one per NamespaceReader it opens."""
+    readers: list[FakeNamespace] = []
+    monkeypatch.setattr("mesh.kube.api_client", lambda _settings: contextlib.nullcontext())
+    monkeypatch.setattr("mesh.providers.rollout.POLL_SECONDS", 0)
+    monkeypatch.setattr("mesh.providers.rollout.NamespaceReader", lambda _api, _ns, _workload: readers[0])
+    return readers
+
+
+BOUND_TO_B = {**OLDS, "revision": "b", "proxy_image": B.proxy_image, "timeout_seconds": 300.0}
+
+
+def test_an_in_place_upgrade_restarts_every_workload_on_the_old_proxy_once(fake_cluster: list[FakeNamespace]) -> None:
+    fake_cluster.append(FakeNamespace(3, ticks=1, workloads=in_place(namespace(3, "b"))))
+    olds = {**BOUND_TO_B, "proxy_image": OLD_B}
+    assert RolloutProvider().diff(NS, olds, BOUND_TO_B).changes
+    outs = RolloutProvider().update(NS, olds, BOUND_TO_B).outs
+    assert fake_cluster[0].restarts == ["Deployment/w0", "Deployment/w1", "Deployment/w2"]
+    assert outs["restarted"] == fake_cluster[0].restarts
+    assert (outs["proxy_image"], outs["pods_with_stale_proxy"], outs["pods_on_other_revisions"]) == (
+        B.proxy_image, 0, 0)
+
+
+def test_a_state_from_before_proxy_images_shows_an_update_that_restarts_only_stale_pods(
+    fake_cluster: list[FakeNamespace],
+) -> None:
+    """Upgrading the program: the old state has no proxy_image. The preview shows the key added; the
+    update restarts the pods an earlier in-place upgrade left on the old proxy, and nothing else."""
+    current = namespace(2, "b", prefix="current")
+    fake_cluster.append(FakeNamespace(3, ticks=1, workloads={**current, **in_place(namespace(1, "b"))}))
+    olds = {k: v for k, v in BOUND_TO_B.items() if k != "proxy_image"}
+    assert RolloutProvider().diff(NS, olds, BOUND_TO_B).changes
+    outs = RolloutProvider().update(NS, olds, BOUND_TO_B).outs
+    assert fake_cluster[0].restarts == ["Deployment/w0"]
+    assert outs["skipped"] == {key: f"all pods already run {B}" for key in current}
+
+
+def test_natural_reports_the_pods_on_the_old_proxy_and_restarts_nothing(
+    fake_cluster: list[FakeNamespace], capsys: pytest.CaptureFixture[str]
+) -> None:
+    workloads = {**in_place(namespace(2, "b")), **namespace(1, "b", prefix="current")}
+    fake_cluster.append(FakeNamespace(0, ticks=1, workloads=workloads))
+    outs = RolloutProvider().update(NS, BOUND_TO_B, {**BOUND_TO_B, "strategy": "natural"}).outs
+    assert fake_cluster[0].restarts == []
+    assert (outs["pods_with_stale_proxy"], outs["pods_on_other_revisions"], outs["restarted"]) == (2, 0, [])
+    assert (
+        f"info: {NS}: 2 run b with another proxy image, 1 run {B}; they move when next recreated"
+    ) in capsys.readouterr().err
+
+
+def test_pods_with_a_proxy_set_by_hand_are_left_alone_and_reported(
+    fake_cluster: list[FakeNamespace], capsys: pytest.CaptureFixture[str]
+) -> None:
+    [w] = namespace(1, "b").values()
+    pinned = Pod(NS, "own-proxy", "b", w.uid, True, True, proxy=PodProxy(OLD_B, pinned="registry.example/own/p:1"))
+    fake_cluster.append(FakeNamespace(0, ticks=1, workloads={w.key: replace(w, pods=(pinned,))}))
+    outs = RolloutProvider().update(NS, BOUND_TO_B, BOUND_TO_B).outs
+    assert fake_cluster[0].restarts == []
+    assert outs["proxies_left_alone"] == {"own-proxy": "proxy image set by hand (sidecar.istio.io/proxyImage)"}
+    assert f"warning: {NS}: proxies left alone: own-proxy: proxy image set by hand" in capsys.readouterr().err

@@ -7,6 +7,7 @@ import pulumi
 from mesh.charts import chart_ref, gateway_values, gateway_version
 from mesh.components.helm import install_chart
 from mesh.providers.rollout import Rollout
+from mesh.proxy_image import proxy_image
 from mesh.spec import MeshSpec
 
 
@@ -33,6 +34,7 @@ class Gateway(pulumi.ComponentResource):
             f"{name}-rollout",
             namespace=gateway.namespace,
             revision=self.revision,
+            proxy_image=proxy_image(spec, self.revision),
             strategy=spec.strategy_of(gateway),
             concurrency=spec.rollout.concurrency,
             timeout_seconds=spec.rollout.timeout_seconds,

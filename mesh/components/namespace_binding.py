@@ -8,6 +8,7 @@ from pulumi_kubernetes.meta.v1 import ObjectMetaPatchArgs
 
 from mesh.providers.legacy_label import LegacyInjectionLabel
 from mesh.providers.rollout import Rollout
+from mesh.proxy_image import proxy_image
 from mesh.spec import MeshSpec
 
 FIELD_MANAGER = "istio-mesh"
@@ -47,6 +48,7 @@ class NamespaceBinding(pulumi.ComponentResource):
             f"{namespace}-rollout",
             namespace=namespace,
             revision=self.revision,
+            proxy_image=proxy_image(spec, self.revision),
             strategy=spec.strategy_of(binding),
             concurrency=spec.rollout.concurrency,
             timeout_seconds=spec.rollout.timeout_seconds,

@@ -1,10 +1,13 @@
 """Rollout: moves the running pods of a namespace (or of one gateway) onto the revision it is bound to.
 
-Binding a namespace changes nothing for running pods; each keeps its proxy until recreated. With
-strategy `rolling` this resource's create/update restarts the workloads still on other revisions
-the way `kubectl rollout restart` does, at most `concurrency` at a time, each given
-`timeout_seconds` to complete; `natural` only reports what still runs elsewhere; `none` does
-nothing. Decisions come from mesh.workloads; this module only reads and patches the cluster.
+Binding a namespace changes nothing for running pods, and neither does an in-place upgrade of the
+revision (a new version or hub): each pod keeps its proxy until recreated. With strategy `rolling`
+this resource's create/update restarts the workloads whose pods run another revision, or another
+proxy image than `proxy_image` (what the revision injects now, computed from the config by
+mesh.proxy_image), the way `kubectl rollout restart` does, at most `concurrency` at a time, each
+given `timeout_seconds` to complete; `natural` only reports what still runs elsewhere or an older
+proxy; `none` does nothing. Decisions come from mesh.workloads; this module only reads and patches
+the cluster.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ from mesh.workloads import (
     Pod,
     RevisionReport,
     RolloutRun,
+    Target,
     Workload,
     attach_pods,
     describe_wait,
@@ -40,12 +44,17 @@ ROLLING, NATURAL, NONE = "rolling", "natural", "none"
 STRATEGIES = (ROLLING, NATURAL, NONE)
 POLL_SECONDS = 0.5
 HEARTBEAT_SECONDS = 30.0
-INPUTS = ("namespace", "workload", "revision", "strategy", "concurrency", "timeout_seconds")
+INPUTS = ("namespace", "workload", "revision", "proxy_image", "strategy", "concurrency", "timeout_seconds")
 REPLACE_ON = ("namespace", "workload")
 """Which pods the resource is about: another namespace or gateway is another rollout."""
-UPDATE_ON = ("revision", "strategy")
+UPDATE_ON = ("revision", "proxy_image", "strategy")
 """What is worth restarting pods for. Concurrency and timeouts only shape the next rollout, so a
-change of them alone is no change: nothing is restarted, nothing shows in the preview."""
+change of them alone is no change: nothing is restarted, nothing shows in the preview.
+
+A state written before `proxy_image` existed has no such key: that counts as a change, once. The
+update then restarts only the pods whose proxy differs from what their revision injects now (those
+an earlier in-place upgrade left behind), none when every pod is current; the preview shows it as
+`proxy_image` added."""
 
 
 class RolloutError(Exception):
@@ -90,7 +99,7 @@ class NamespaceReader:
             pods = [p for w in attached for p in w.pods]
         return {w.key: w for w in attached}, pods
 
-    def restart(self, w: Workload, revision: str) -> None:
+    def restart(self, w: Workload, target: Target) -> None:
         """Patch the pod template like `kubectl rollout restart`; a deleted workload is no error."""
         patch = {
             "Deployment": self.apps.patch_namespaced_deployment,
@@ -102,7 +111,7 @@ class NamespaceReader:
             patch(
                 w.name,
                 w.namespace,
-                restart_patch(revision, now),
+                restart_patch(target, now),
                 _content_type="application/strategic-merge-patch+json",
             )
         except ApiException as e:
@@ -122,7 +131,7 @@ def roll(
     snapshot, pods = reader.snapshot()
     run.plan(snapshot.values(), clock())
     progress(
-        f"{where} -> {run.revision}: {len(run.queue)} to restart, {len(run.in_flight)} already "
+        f"{where} -> {run.target}: {len(run.queue)} to restart, {len(run.in_flight)} already "
         f"restarting, {len(run.skipped)} left alone, concurrency {run.concurrency}"
     )
     last_heartbeat = clock()
@@ -130,11 +139,11 @@ def roll(
         done_before, failed_before = len(run.done), set(run.failed)
         starts = run.tick(snapshot, clock())
         for count, key in enumerate(run.done[done_before:], done_before + 1):
-            progress(f"{where}: {key} runs {run.revision} ({count} of {run.total} done)")
+            progress(f"{where}: {key} runs {run.target} ({count} of {run.total} done)")
         for key in sorted(set(run.failed) - failed_before):
             pulumi.log.warn(f"{where}: {key} {run.failed[key]}")
         for count, w in enumerate(starts, len(run.restarted) - len(starts) + 1):
-            reader.restart(w, run.revision)
+            reader.restart(w, run.target)
             progress(
                 f"{where}: restarted {w.key} ({count} restarted, {len(run.in_flight)} rolling, "
                 f"{len(run.queue)} not started yet)"
@@ -159,7 +168,7 @@ class RolloutProvider(KubeProvider):
             value = news.get(key)
             if not is_unknown(value) and (not isinstance(value, int | float) or value < 1):
                 failures.append(CheckFailure(key, f"must be a number >= 1, not {value!r}"))
-        for key in ("namespace", "revision"):
+        for key in ("namespace", "revision", "proxy_image"):
             if not news.get(key):
                 failures.append(CheckFailure(key, "must not be empty"))
         return CheckResult(news, failures)
@@ -182,34 +191,51 @@ class RolloutProvider(KubeProvider):
     def apply(self, props: dict[str, Any]) -> dict[str, Any]:
         """Restart (rolling) or report (natural); the outputs say what was done and what remains."""
         outs: dict[str, Any] = {k: props.get(k) for k in INPUTS}
-        outs.update(restarted=[], skipped={}, pods_on_other_revisions=0, other_revisions={})
-        ns, revision, strategy = props["namespace"], props["revision"], props["strategy"]
+        outs.update(
+            restarted=[], skipped={}, pods_on_other_revisions=0, other_revisions={},
+            pods_with_stale_proxy=0, proxies_left_alone={},
+        )
+        ns, strategy = props["namespace"], props["strategy"]
+        target = Target(props["revision"], props["proxy_image"])
         where = ns + (f"/{props['workload']}" if props.get("workload") else "")
         if strategy == NONE:
             return outs
         with kube.api_client(self.kube_settings()) as api:
             reader = NamespaceReader(api, ns, props.get("workload"))
             if strategy == NATURAL:
-                report = revision_report(reader.snapshot()[1], revision)
+                report = _reported(revision_report(reader.snapshot()[1], target), where)
                 progress(report.summary(where))
                 return {**outs, **_report_outs(report)}
-            run = RolloutRun(revision, int(props["concurrency"]), float(props["timeout_seconds"]))
+            run = RolloutRun(target, int(props["concurrency"]), float(props["timeout_seconds"]))
             pods = roll(reader, run)
         failure = run.failure_message(where)
         if failure:
             raise RolloutError(failure)
-        report = revision_report(pods, revision)
-        if report.on_other:
+        report = _reported(revision_report(pods, target), where)
+        if report.on_other or report.stale_proxies:
             pulumi.log.warn(report.summary(where) + " (pods no Deployment/StatefulSet/DaemonSet owns)")
         progress(
-            f"{where}: every workload runs {revision}: {len(run.restarted)} restarted, "
+            f"{where}: every workload runs {target}: {len(run.restarted)} restarted, "
             f"{len(run.done) - len(run.restarted)} finished rollouts already under way, {len(run.skipped)} left alone"
         )
         return {**outs, "restarted": run.restarted, "skipped": run.skipped, **_report_outs(report)}
 
 
+def _reported(report: RevisionReport, where: str) -> RevisionReport:
+    """Warn about the pods whose proxy is left alone (set by hand, or not comparable): nobody else will."""
+    left_alone = report.left_alone_summary(where)
+    if left_alone:
+        pulumi.log.warn(left_alone)
+    return report
+
+
 def _report_outs(report: RevisionReport) -> dict[str, Any]:
-    return {"pods_on_other_revisions": report.on_other, "other_revisions": report.others()}
+    return {
+        "pods_on_other_revisions": report.on_other,
+        "other_revisions": report.others(),
+        "pods_with_stale_proxy": report.stale_proxies,
+        "proxies_left_alone": dict(report.left_alone),
+    }
 
 
 class Rollout(pulumi.dynamic.Resource, module="mesh", name="Rollout"):
@@ -218,6 +244,8 @@ class Rollout(pulumi.dynamic.Resource, module="mesh", name="Rollout"):
     namespace: pulumi.Output[str]
     workload: pulumi.Output[str | None]
     revision: pulumi.Output[str]
+    proxy_image: pulumi.Output[str]
+    """The image `revision` injects now: an in-place upgrade changes it, and restarts the pods that lack it."""
     strategy: pulumi.Output[str]
     concurrency: pulumi.Output[int]
     timeout_seconds: pulumi.Output[int]
@@ -229,6 +257,10 @@ class Rollout(pulumi.dynamic.Resource, module="mesh", name="Rollout"):
     """Injectable pods still on another revision (or not injected) after the run."""
     other_revisions: pulumi.Output[dict[str, int]]
     """Those pods by revision."""
+    pods_with_stale_proxy: pulumi.Output[int]
+    """Injectable pods on `revision` that still run another proxy image than `proxy_image` after the run."""
+    proxies_left_alone: pulumi.Output[dict[str, str]]
+    """Pods on `revision` whose proxy image is not compared, by name, with the reason (set by hand, digest only)."""
 
     def __init__(
         self,
@@ -236,6 +268,7 @@ class Rollout(pulumi.dynamic.Resource, module="mesh", name="Rollout"):
         *,
         namespace: pulumi.Input[str],
         revision: pulumi.Input[str],
+        proxy_image: pulumi.Input[str],
         strategy: pulumi.Input[str],
         concurrency: pulumi.Input[int],
         timeout_seconds: pulumi.Input[int],
@@ -246,6 +279,7 @@ class Rollout(pulumi.dynamic.Resource, module="mesh", name="Rollout"):
             "namespace": namespace,
             "workload": workload,
             "revision": revision,
+            "proxy_image": proxy_image,
             "strategy": strategy,
             "concurrency": concurrency,
             "timeout_seconds": timeout_seconds,
@@ -253,5 +287,7 @@ class Rollout(pulumi.dynamic.Resource, module="mesh", name="Rollout"):
             "skipped": None,
             "pods_on_other_revisions": None,
             "other_revisions": None,
+            "pods_with_stale_proxy": None,
+            "proxies_left_alone": None,
         }
         super().__init__(RolloutProvider(), name, props, opts)

@@ -181,6 +181,8 @@ def props(ns: str, rev: str, strategy: str = "rolling", **kw: Any) -> dict[str, 
     return {
         "namespace": ns,
         "revision": rev,
+        # What the stand-in injects for the fake revisions (install_fake_revision's hub, their tags).
+        "proxy_image": f"docker.io/istio/proxyv2:{'1.31.0' if rev == NEW else '1.30.0'}",
         "strategy": strategy,
         "concurrency": kw.get("concurrency", 2),
         "timeout_seconds": kw.get("timeout_seconds", 120),

@@ -1,0 +1,176 @@
+"""The proxy image a revision's injector gives pods now, and whether a running pod has it. Pure.
+
+Istio's rule, from istio/istio: the `istio-proxy` container's `image` in the istiod chart's
+`files/injection-template.yaml` and `files/gateway-injection-template.yaml`, and `ProxyImage`,
+`imageURL` and `updateImageTypeIfPresent` in `pkg/kube/inject/inject.go`:
+
+- the pod annotation `sidecar.istio.io/proxyImage`, else `global.proxy.image`, is used as is when it
+  contains "/" (a full image reference; an annotation without "/" is ignored);
+- otherwise the image is `<global.hub>/<global.proxy.image or proxyv2>:<global.tag>`, with the image
+  type appended as `-<type>`: the mesh config's `defaultConfig.image.imageType` (the chart's
+  `configmap.yaml` fills it from `global.proxy.variant`, else `global.variant`, and a non-empty
+  `meshConfig.defaultConfig.image.imageType` value overrides that), else `global.variant`; the pod
+  annotation `sidecar.istio.io/proxyImageType` overrides it per pod. A known type already ending the
+  tag is replaced, and the type `default` means none.
+
+Only the values the istiod chart is rendered with count here; ProxyConfig resources and the
+`proxy.istio.io/config` annotation, which can also set an image type, are not read.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from enum import Enum
+from typing import Any
+
+from mesh.charts import istiod_values
+from mesh.spec import MeshSpec
+
+PROXY_CONTAINER = "istio-proxy"
+PROXY_IMAGE_ANNOTATION = "sidecar.istio.io/proxyImage"
+"""Set on a pod (template) by hand to choose its proxy image: the rollout leaves such pods alone."""
+PROXY_IMAGE_TYPE_ANNOTATION = "sidecar.istio.io/proxyImageType"
+"""Chooses a pod's image type (`debug`, `distroless`, `default`): the version still follows the revision."""
+KNOWN_IMAGE_TYPES = ("distroless", "debug")
+"""The image types Istio publishes (`KnownImageTypes`): the ones replaced when already ending a tag."""
+DEFAULT_IMAGE_TYPE = "default"
+
+
+def _mapping(values: Mapping[str, Any], key: str) -> Mapping[str, Any]:
+    value = values.get(key)
+    return value if isinstance(value, Mapping) else {}
+
+
+def _text(value: Any) -> str:
+    """A value as Go's `fmt.Sprint` writes it into the template; unset is empty."""
+    return "" if value is None else str(value)
+
+
+def with_image_type(tag: str, image_type: str) -> str:
+    """Istio's `updateImageTypeIfPresent`: `1.30.1` + `distroless` -> `1.30.1-distroless`."""
+    if not image_type:
+        return tag
+    for known in KNOWN_IMAGE_TYPES:
+        if tag.endswith(f"-{known}"):
+            tag = tag.removesuffix(f"-{known}")
+            break
+    return tag if image_type == DEFAULT_IMAGE_TYPE else f"{tag}-{image_type}"
+
+
+def proxy_image_from_values(values: Mapping[str, Any]) -> str:
+    """The image the injector writes into pods without image annotations, from istiod chart values."""
+    glob = _mapping(values, "global")
+    name = _text(_mapping(glob, "proxy").get("image")) or "proxyv2"
+    if "/" in name:
+        return name
+    mesh_default = _mapping(_mapping(_mapping(values, "meshConfig"), "defaultConfig"), "image")
+    image_type = (
+        _text(mesh_default.get("imageType"))
+        or _text(_mapping(glob, "proxy").get("variant"))
+        or _text(glob.get("variant"))
+    )
+    return f"{_text(glob.get('hub'))}/{name}:{with_image_type(_text(glob.get('tag')), image_type)}"
+
+
+def proxy_image(spec: MeshSpec, revision: str) -> str:
+    """The image revision `revision` injects now: computed from the values its istiod chart is rendered
+    with (hub from `hub` or the revision's `values.global.hub`, tag = its version), never read from the cluster."""
+    return proxy_image_from_values(istiod_values(spec, revision))
+
+
+@dataclass(frozen=True)
+class ImageRef:
+    """An image reference split as the container runtime reads it, with Docker Hub's short names expanded."""
+
+    repository: str
+    tag: str | None
+    digest: str | None
+
+
+def parse_image(ref: str) -> ImageRef:
+    """`[registry/]path[:tag][@digest]`; `istio/proxyv2` and `docker.io/istio/proxyv2` are the same repository."""
+    name, _, digest = ref.partition("@")
+    slash, colon = name.rfind("/"), name.rfind(":")
+    repository, tag = (name[:colon], name[colon + 1 :]) if colon > slash else (name, None)
+    first, _, rest = repository.partition("/")
+    if not rest or ("." not in first and ":" not in first and first != "localhost"):
+        first, rest = "docker.io", repository
+    if first == "index.docker.io":
+        first = "docker.io"
+    if first == "docker.io" and "/" not in rest:
+        rest = f"library/{rest}"
+    return ImageRef(f"{first}/{rest}", tag, digest or None)
+
+
+@dataclass(frozen=True)
+class PodProxy:
+    """What a pod's spec says about its proxy."""
+
+    image: str | None = None
+    """The `istio-proxy` container's image (in containers, or in initContainers as a native sidecar)."""
+    pinned: str | None = None
+    """A `sidecar.istio.io/proxyImage` the injection template uses as is (it contains "/")."""
+    image_type: str | None = None
+    """The pod's `sidecar.istio.io/proxyImageType`, if any."""
+
+
+def pod_proxy(spec: Mapping[str, Any], annotations: Mapping[str, str]) -> PodProxy:
+    """Read the proxy facts of a pod from its spec and annotations (API dicts)."""
+    image = None
+    for key in ("containers", "initContainers"):
+        found = [c.get("image") for c in spec.get(key) or [] if c.get("name") == PROXY_CONTAINER]
+        if found:
+            image = found[0]
+            break
+    pinned = annotations.get(PROXY_IMAGE_ANNOTATION)
+    return PodProxy(
+        image=image,
+        pinned=pinned if pinned and "/" in pinned else None,
+        image_type=annotations.get(PROXY_IMAGE_TYPE_ANNOTATION),
+    )
+
+
+class ProxyState(Enum):
+    CURRENT = "runs the expected proxy image"
+    STALE = "runs another proxy image"
+    NO_PROXY = "has no istio-proxy container to compare"
+    PINNED = f"proxy image set by hand ({PROXY_IMAGE_ANNOTATION})"
+    DIGEST_ONLY = "proxy image given by digest alone (no tag to compare)"
+
+
+def _base_tag(tag: str | None, image_type: str) -> str:
+    """The tag without an image type suffix, for pods that choose their own type (any known type, or theirs)."""
+    tag = tag or "latest"
+    for suffix in (image_type, *KNOWN_IMAGE_TYPES):
+        if suffix not in ("", DEFAULT_IMAGE_TYPE) and tag.endswith(f"-{suffix}"):
+            return tag.removesuffix(f"-{suffix}")
+    return tag
+
+
+def proxy_state(proxy: PodProxy, expected: str) -> ProxyState:
+    """Whether a pod runs `expected`, the image its revision injects now.
+
+    Digests: an expected image with a digest needs that digest (the injector writes it, so a pod
+    without it was injected from other values); a pod image `name:tag@digest` (a tag pinned to a
+    digest by an admission policy) is compared by name and tag; a pod image with a digest and no tag
+    cannot be compared and is left alone, like a hand-set proxy: restarting it would not change it.
+    A pod with its own image type is compared without type suffixes (exact for the types Istio
+    publishes; a custom `global.variant` then counts as part of the tag).
+    """
+    if proxy.image is None:
+        return ProxyState.NO_PROXY
+    if proxy.pinned is not None:
+        return ProxyState.PINNED
+    want, have = parse_image(expected), parse_image(proxy.image)
+    if want.repository != have.repository:
+        return ProxyState.STALE
+    if want.digest:
+        return ProxyState.CURRENT if have.digest == want.digest else ProxyState.STALE
+    if have.tag is None and have.digest:
+        return ProxyState.DIGEST_ONLY
+    if proxy.image_type is not None:
+        same = _base_tag(want.tag, proxy.image_type) == _base_tag(have.tag, proxy.image_type)
+    else:
+        same = (want.tag or "latest") == (have.tag or "latest")
+    return ProxyState.CURRENT if same else ProxyState.STALE
