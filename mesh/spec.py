@@ -201,6 +201,9 @@ class MeshSpec(_Model):
             fix = f'write "{bare}"' if bare else f"write a registry prefix such as {examples}"
             raise ValueError(f'"{v}" is a URL, but hub is an image name prefix (images are <hub>/pilot:<version>, '
                              f"with no scheme): {fix}")
+        if v.endswith("/") or "//" in v or any(c.isspace() for c in v):
+            bare = "/".join(part for part in v.strip().split("/") if part)
+            raise ValueError(f'"{v}" would make image names like "{v}/pilot:<version>": write "{bare}"')
         return v
 
     @field_validator("namespaces", mode="before")

@@ -160,6 +160,12 @@ def _gateway_ports(spec: MeshSpec) -> list[ConfigError]:
     for name, gw in spec.gateways.items():
         names: dict[str, int] = {}
         numbers: dict[tuple[int, str], int] = {}
+        if gw.service.ports == []:
+            errors.append(ConfigError(
+                f"gateways.{name}.service.ports",
+                "is an empty list, and a Service needs at least one port: list the ports, or remove the key for "
+                "the chart's defaults (15021, 80, 443)",
+            ))
         for i, port in enumerate(gw.service.ports or []):
             key = f"gateways.{name}.service.ports[{i}]"
             if (first := names.setdefault(port.name, i)) != i:

@@ -410,3 +410,20 @@ def test_the_version_gate_checks_in_place_jumps_against_what_was_deployed() -> N
     assert failure.reason.startswith("istio-mesh:revisions.r.version: changes revision r in place from 1.30.0")
     assert gate.diff("versions", {"versions": {"r": "1.30.0"}}, {"versions": {"r": "1.30.0"}}).changes is False
     assert gate.diff("versions", {"versions": {"r": "1.30.0"}}, {"versions": {"r": "1.30.1"}}).changes is True
+
+
+def test_a_hub_with_a_trailing_or_doubled_slash_is_refused_with_the_fixed_prefix() -> None:
+    for hub in ("registry.example.com/istio/", "registry.example.com//istio"):
+        with pytest.raises(SpecError) as err:
+            load_spec({"hub": hub, "revisions": {"r1": {"version": "1.30.0"}}})
+        assert str(err.value.errors[0]) == (
+            f'istio-mesh:hub: "{hub}" would make image names like "{hub}/pilot:<version>": '
+            'write "registry.example.com/istio"')
+
+
+def test_an_empty_list_of_gateway_ports_is_refused_with_its_key() -> None:
+    spec = load_spec({"revisions": {"r1": {"version": "1.30.0"}},
+                      "gateways": {"in": {"namespace": "istio-ingress", "revision": "r1", "service": {"ports": []}}}})
+    errors = validate(spec)
+    assert [e.key for e in errors] == ["gateways.in.service.ports"]
+    assert "at least one port" in errors[0].message
