@@ -58,6 +58,13 @@ def test_actionlint_finds_nothing() -> None:
     assert result.returncode == 0 and not result.stdout.strip(), result.stdout + result.stderr
 
 
+def test_shell_scripts_pass_shellcheck() -> None:
+    scripts = [p for p in sorted(CI.iterdir()) if p.read_text().startswith("#!/usr/bin/env bash")]
+    assert {p.name for p in scripts} >= {"apply", "setup", "actionlint"}
+    result = run_script(ROOT / ".venv" / "bin" / "shellcheck", *scripts)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
 # ---- the matrix ---------------------------------------------------------------------------------------
 
 
