@@ -1,0 +1,307 @@
+"""In-place upgrades, end to end: a revision's version (1.30.0 -> 1.30.1) and then the hub change under it,
+and every pod injected by it is restarted onto the new proxy image, once; a `natural` namespace is only
+reported; a pod whose proxy was set by hand is left alone and reported. Real engine, real Kubernetes
+provider rendering the real charts (the 1.30.1 mirror entry is the 1.30 snapshot stamped 1.30.1), real
+API server calling the revision's webhooks; the stand-in injector injects the image the rendered injector
+config names (global.hub, global.tag, global.proxy.image, global.variant).
+
+This module runs on a control plane of its own. Its stack owns `istio-base` (CRDs, cluster roles,
+validators) and `istio-system`, as test_upgrade.py's stack does: one stack per cluster, as the README
+says. In a shared cluster the two stacks would take those objects from each other (base objects are
+applied with patchForce), and this stack's revision validator would show up in test_upgrade.py's own
+assertions on the cluster's validators.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from cluster import ControlPlane, KubeCluster, wait_for
+from kubernetes import client as k8s
+from mesh_stack import MeshStack
+from pulumi import automation as auto
+from tools import Tools
+
+REVISION = "stable-ip"
+TAG = "inplace"
+BY_TAG, BY_NAME, NATURAL = "inplace-a", "inplace-b", "inplace-natural"
+GATEWAY, GATEWAY_NS = "inplace-ingress", "inplace-gw"
+ROLLING = (BY_TAG, BY_NAME, GATEWAY_NS)
+"""Namespaces whose injected pods the program restarts (the gateway's through its own Rollout)."""
+PINNED = "pinned"
+"""A Deployment in BY_NAME whose pods chose their proxy by hand (sidecar.istio.io/proxyImage)."""
+OWN_PROXY = "registry.example/own/proxyv2:1.29.0"
+APP_IMAGE = "registry.example/app:1"
+ROLLOUT = "pulumi-python:dynamic/mesh:Rollout"
+ROLLOUTS = {f"{ns}-rollout" for ns in (BY_TAG, BY_NAME, NATURAL)} | {f"{GATEWAY}-rollout"}
+
+
+def config(tools: Tools, version: str = "1.30.0", hub: str = "docker.io/istio") -> dict[str, Any]:
+    return {
+        "charts": {"path": str(tools.cache / "istio-{version}" / "charts")},
+        "hub": hub,
+        "revisions": {REVISION: {"version": version}},
+        "tags": {TAG: REVISION},
+        "namespaces": {
+            BY_TAG: TAG,
+            BY_NAME: REVISION,
+            NATURAL: {"revision": TAG, "strategy": "natural"},
+        },
+        "gateways": {
+            GATEWAY: {"namespace": GATEWAY_NS, "revision": TAG, "replicas": 2, "service": {"type": "ClusterIP"}},
+        },
+        "rollout": {"concurrency": 4, "timeoutSeconds": 180},
+    }
+
+
+# ---- cluster helpers -------------------------------------------------------------------------------
+
+
+def proxies(api: k8s.ApiClient, namespace: str) -> dict[str, tuple[str, str | None, str | None]]:
+    """Live pods by uid: (name, revision that injected it, its istio-proxy image)."""
+    found = {}
+    for p in k8s.CoreV1Api(api).list_namespaced_pod(namespace).items:
+        if p.metadata.deletion_timestamp is not None or p.status.phase in ("Succeeded", "Failed"):
+            continue
+        images = [c.image for c in [*(p.spec.init_containers or []), *p.spec.containers] if c.name == "istio-proxy"]
+        revision = (p.metadata.annotations or {}).get("istio.io/rev")
+        found[p.metadata.uid] = (p.metadata.name, revision, images[0] if images else None)
+    return found
+
+
+def pod_template(name: str, annotations: dict[str, str] | None = None) -> dict[str, Any]:
+    return {
+        "metadata": {"labels": {"app": name}, "annotations": annotations or {}},
+        "spec": {"containers": [{"name": "app", "image": APP_IMAGE}]},
+    }
+
+
+def create_deployment(api: k8s.ApiClient, namespace: str, name: str, replicas: int,
+                      annotations: dict[str, str] | None = None) -> None:
+    k8s.AppsV1Api(api).create_namespaced_deployment(namespace, {
+        "metadata": {"name": name},
+        "spec": {"replicas": replicas, "selector": {"matchLabels": {"app": name}},
+                 "template": pod_template(name, annotations)},
+    })
+
+
+def create_statefulset(api: k8s.ApiClient, namespace: str, name: str, replicas: int) -> None:
+    k8s.AppsV1Api(api).create_namespaced_stateful_set(namespace, {
+        "metadata": {"name": name},
+        "spec": {"replicas": replicas, "serviceName": name, "selector": {"matchLabels": {"app": name}},
+                 "template": pod_template(name)},
+    })
+
+
+def settled(api: k8s.ApiClient, namespace: str) -> bool:
+    """Every Deployment and StatefulSet rolled out, and only their current pods left."""
+    apps = k8s.AppsV1Api(api)
+    workloads = [*apps.list_namespaced_deployment(namespace).items, *apps.list_namespaced_stateful_set(namespace).items]
+    for w in workloads:
+        s, want = w.status, w.spec.replicas
+        if (s.observed_generation or 0) < w.metadata.generation or (s.updated_replicas or 0) != want:
+            return False
+        if (s.ready_replicas or 0) != want or (s.replicas or 0) != want:
+            return False
+        if getattr(s, "update_revision", None) not in (None, getattr(s, "current_revision", None)):
+            return False
+    return len(proxies(api, namespace)) == sum(w.spec.replicas for w in workloads)
+
+
+def pod_sets(api: k8s.ApiClient, namespace: str) -> dict[str, set[str]]:
+    """Each workload's pod-template generations: a Deployment's ReplicaSets, a StatefulSet's revisions.
+    A restart adds exactly one."""
+    apps = k8s.AppsV1Api(api)
+    found: dict[str, set[str]] = {}
+    for obj in [*apps.list_namespaced_replica_set(namespace).items,
+                *apps.list_namespaced_controller_revision(namespace).items]:
+        owner = next((r for r in obj.metadata.owner_references or [] if r.controller), None)
+        if owner is not None:
+            found.setdefault(f"{owner.kind}/{owner.name}", set()).add(obj.metadata.name)
+    return found
+
+
+# ---- the steps ---------------------------------------------------------------------------------------
+
+
+class InPlace:
+    """State shared by the steps."""
+
+    def __init__(self, cluster: KubeCluster, stack: MeshStack, tools: Tools) -> None:
+        self.cluster, self.stack, self.tools = cluster, stack, tools
+        self.api = cluster.api()
+
+    def snapshot(self) -> dict[str, dict[str, tuple[str, str | None, str | None]]]:
+        return {ns: proxies(self.api, ns) for ns in (*ROLLING, NATURAL)}
+
+    def preview_updates(self) -> dict[str, list[str]]:
+        """A preview's steps other than `same`, as `op type::name` -> the inputs that change (dynamic
+        providers report no keys of their own, so they are compared here as the CLI's diff does)."""
+        steps: dict[str, list[str]] = {}
+
+        def record(event: auto.EngineEvent) -> None:
+            pre = event.resource_pre_event
+            if pre is None or pre.metadata.op == auto.OpType.SAME:
+                return
+            meta = pre.metadata
+            old = meta.old.inputs if meta.old else {}
+            new = meta.new.inputs if meta.new else {}
+            changed = sorted(k for k in {*old, *new} if old.get(k) != new.get(k))
+            steps[f"{meta.op.value} {meta.type}::{meta.urn.split('::')[-1]}"] = changed
+
+        self.stack.stack.preview(on_event=record, on_output=self.stack.log.append, color="never", diff=True)
+        return steps
+
+    def rollout_outputs(self) -> dict[str, dict[str, Any]]:
+        return {r["urn"].split("::")[-1]: r["outputs"] for r in self.stack.resources() if r["type"] == ROLLOUT}
+
+    def injections_since(self, since: float) -> dict[str, int]:
+        """Pods the stand-in injected since `since`, by namespace (reinvocations, which patch nothing, aside)."""
+        assert self.cluster.injector is not None
+        counts: dict[str, int] = {}
+        for call in self.cluster.injector.injections():
+            if call.time >= since and call.patched:
+                counts[call.namespace] = counts.get(call.namespace, 0) + 1
+        return counts
+
+    def check_converged(self) -> None:
+        assert self.stack.preview_changes() == {}, "\n".join(self.stack.log[-80:])
+
+    def assert_restarted_once_onto(self, image: str, before: dict[str, Any], sets: dict[str, Any],
+                                   since: float) -> None:
+        """Every injected pod of the rolling namespaces (but the pinned one) recreated exactly once onto
+        `image`; the natural namespace and the pinned pod untouched."""
+        after = self.snapshot()
+        for ns in ROLLING:
+            pinned = {uid: pod for uid, pod in before[ns].items() if pod[0].startswith(f"{PINNED}-")}
+            moved = {uid: pod for uid, pod in after[ns].items() if uid not in pinned}
+            assert {(rev, img) for _, rev, img in moved.values()} == {(REVISION, image)}, after[ns]
+            assert not set(moved) & set(before[ns]), f"{ns}: every pod recreated"
+            assert {uid: after[ns][uid] for uid in pinned} == pinned, f"{ns}: the hand-set proxy is left alone"
+            assert self.injections_since(since).get(ns, 0) == len(moved), f"{ns}: one new pod per pod, no more"
+            now = pod_sets(self.api, ns)
+            for workload, generations in now.items():
+                added = generations - sets[ns].get(workload, set())
+                expected = 0 if workload == f"Deployment/{PINNED}" else 1
+                assert len(added) == expected, f"{ns} {workload}: restarted {len(added)} times"
+        assert after[NATURAL] == before[NATURAL], "natural: nothing restarted"
+        assert self.injections_since(since).get(NATURAL, 0) == 0
+
+
+@pytest.fixture(scope="module")
+def own_cluster(e2e_tools: Tools) -> Iterator[KubeCluster]:
+    """A control plane for this module alone (see the module doc); an existing cluster is used as it is."""
+    if e2e_tools.existing_kubeconfig is not None:
+        yield KubeCluster(e2e_tools.existing_kubeconfig, e2e_tools, None, None)
+        return
+    cp = ControlPlane(e2e_tools)
+    cp.start()
+    cluster = KubeCluster(cp.kubeconfig, e2e_tools, cp.injector, cp)
+    try:
+        yield cluster
+    finally:
+        if cluster._api is not None:
+            cluster._api.close()
+        cp.stop()
+
+
+@pytest.fixture(scope="module")
+def walk(own_cluster: KubeCluster, e2e_tools: Tools, tmp_path_factory: pytest.TempPathFactory) -> InPlace:
+    if own_cluster.injector is None:
+        pytest.skip("existing cluster: no stand-in injector to count injections with")
+    stack = MeshStack(e2e_tools, own_cluster.kubeconfig, tmp_path_factory.mktemp("in-place-stack"), name="inplace")
+    return InPlace(own_cluster, stack, e2e_tools)
+
+
+def test_1_steady_state_runs_the_revisions_proxy(walk: InPlace) -> None:
+    api = walk.api
+    for ns in (BY_TAG, BY_NAME, NATURAL):
+        k8s.CoreV1Api(api).create_namespace({"metadata": {"name": ns}})
+    walk.stack.write_config(config(walk.tools))
+    walk.stack.up()
+
+    create_deployment(api, BY_TAG, "web", 2)
+    create_deployment(api, BY_TAG, "api", 1)
+    create_deployment(api, BY_NAME, "billing", 2)
+    create_statefulset(api, BY_NAME, "db", 2)
+    create_deployment(api, BY_NAME, PINNED, 1, {"sidecar.istio.io/proxyImage": OWN_PROXY})
+    create_deployment(api, NATURAL, "batch", 2)
+    for ns in (*ROLLING, NATURAL):
+        wait_for(f"{ns} settled", lambda ns=ns: settled(api, ns))
+    pods = walk.snapshot()
+    assert {(rev, img) for ns in pods for _, rev, img in pods[ns].values()} == {
+        (REVISION, "docker.io/istio/proxyv2:1.30.0")}, pods
+    assert len(pods[GATEWAY_NS]) == 2
+    walk.check_converged()
+
+
+def test_2_an_in_place_version_change_restarts_every_injected_pod_once(walk: InPlace) -> None:
+    api = walk.api
+    before, sets = walk.snapshot(), {ns: pod_sets(api, ns) for ns in ROLLING}
+    walk.stack.set_path(f"revisions.{REVISION}.version", "1.30.1")
+
+    steps = walk.preview_updates()
+    rollouts = {step: keys for step, keys in steps.items() if ROLLOUT in step}
+    assert rollouts == {f"update {ROLLOUT}::{name}": ["proxy_image"] for name in ROLLOUTS}, steps
+    # The Kubernetes provider replaces a ConfigMap whose data changes (its ConfigMaps are immutable unless
+    # enableConfigMapMutable): the revision's values and injector config. Nothing else but updates.
+    replaced = {f"{op} kubernetes:core/v1:ConfigMap::istiod-{REVISION}:istio-system/{name}"
+                for op in ("replace", "create-replacement", "delete-replaced")
+                for name in (f"values-{REVISION}", f"istio-sidecar-injector-{REVISION}")}
+    others = {step for step in steps if not step.startswith("update ")}
+    assert others == replaced, "\n".join(sorted(others))
+    assert not [s for s in steps if "NamespacePatch" in s or f"istio-revision-tag-{TAG}" in s], "bindings stay"
+    shown = [line for line in walk.stack.log if "proxy_image" in line]
+    assert any("docker.io/istio/proxyv2:1.30.0" in line and "docker.io/istio/proxyv2:1.30.1" in line
+               for line in shown), shown or walk.stack.log[-40:]
+
+    since = time.time()
+    walk.stack.up()
+    walk.assert_restarted_once_onto("docker.io/istio/proxyv2:1.30.1", before, sets, since)
+
+    outputs = walk.rollout_outputs()
+    assert outputs[f"{NATURAL}-rollout"]["pods_with_stale_proxy"] == 2
+    assert outputs[f"{NATURAL}-rollout"]["restarted"] == []
+    assert f"{NATURAL}: 2 run {REVISION} with another proxy image" in "\n".join(walk.stack.log)
+    [pinned] = [name for name, _, _ in before[BY_NAME].values() if name.startswith(f"{PINNED}-")]
+    assert outputs[f"{BY_NAME}-rollout"]["proxies_left_alone"] == {
+        pinned: "proxy image set by hand (sidecar.istio.io/proxyImage)"}
+    assert sorted(outputs[f"{BY_NAME}-rollout"]["restarted"]) == ["Deployment/billing", "StatefulSet/db"]
+    assert sorted(outputs[f"{BY_TAG}-rollout"]["restarted"]) == ["Deployment/api", "Deployment/web"]
+    walk.check_converged()
+
+
+def test_3_a_hub_change_alone_restarts_every_injected_pod_of_the_revision(walk: InPlace) -> None:
+    api = walk.api
+    before, sets = walk.snapshot(), {ns: pod_sets(api, ns) for ns in ROLLING}
+    walk.stack.set_path("hub", "mirror.example/istio")
+    since = time.time()
+    walk.stack.up()
+    walk.assert_restarted_once_onto("mirror.example/istio/proxyv2:1.30.1", before, sets, since)
+    assert walk.rollout_outputs()[f"{NATURAL}-rollout"]["pods_with_stale_proxy"] == 2
+    walk.check_converged()
+
+
+def test_4_a_state_written_before_proxy_images_restarts_nothing(walk: InPlace) -> None:
+    """Upgrading the program over an existing stack: its Rollouts have no proxy_image yet. The preview
+    shows it added to each; the update restarts no pod that already runs the revision's image."""
+    deployment = walk.stack.stack.export_stack()
+    state = json.loads(json.dumps(deployment.deployment))
+    for resource in state["resources"]:
+        if resource["type"] == ROLLOUT:
+            for part in ("inputs", "outputs"):
+                resource[part].pop("proxy_image", None)
+    walk.stack.stack.import_stack(auto.Deployment(version=deployment.version, deployment=state))
+
+    steps = walk.preview_updates()
+    assert steps == {f"update {ROLLOUT}::{name}": ["proxy_image"] for name in ROLLOUTS}, steps
+    before = walk.snapshot()
+    since = time.time()
+    walk.stack.up()
+    assert walk.snapshot() == before
+    assert walk.injections_since(since) == {}
+    walk.check_converged()
