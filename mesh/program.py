@@ -7,6 +7,7 @@ from typing import Any
 import pulumi
 
 from mesh.components import Istio
+from mesh.proxy_image import proxy_image
 from mesh.spec import MeshSpec, SpecError, load_spec
 from mesh.validation import validate_or_raise
 
@@ -32,7 +33,8 @@ def spec_from_config(raw: dict[str, Any]) -> MeshSpec:
 def deploy(spec: MeshSpec) -> Istio:
     mesh = Istio("mesh", spec)
     pulumi.export("revisions", {
-        name: {"version": rev.version, "service": rev.service} for name, rev in mesh.revisions.items()
+        name: {"version": rev.version, "service": rev.service, "proxy": proxy_image(spec, name)}
+        for name, rev in mesh.revisions.items()
     })
     pulumi.export("tags", {tag: t.revision for tag, t in mesh.tags.items()})
     pulumi.export("namespaces", {ns: b.revision for ns, b in mesh.namespaces.items()})

@@ -1,0 +1,207 @@
+"""The upgrade review: what a config change does to the mesh, from what the stack last deployed (its
+outputs) and the config in the work tree, plus what the cluster runs in the namespaces that move.
+
+Pure: `mesh/__main__.py` reads the stack outputs and the cluster and hands them in. The data-plane
+numbers come from the Rollout's own decisions (`mesh.workloads.decide`, `revision_report`) and the
+removal refusals from the drain guard's (`mesh.drain.pods_using`), so the review names what `up` does.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from mesh.drain import pods_using
+from mesh.proxy_image import proxy_image
+from mesh.spec import MeshSpec, Strategy, parse_version
+from mesh.workloads import Action, Pod, Target, Workload, decide, revision_report
+
+LEGACY_LABEL, REV_LABEL = "istio-injection", "istio.io/rev"
+
+
+@dataclass(frozen=True)
+class Deployed:
+    """What the stack's last `up` exported (empty for a stack never deployed)."""
+
+    versions: Mapping[str, str] = field(default_factory=dict)
+    proxies: Mapping[str, str] = field(default_factory=dict)
+    tags: Mapping[str, str] = field(default_factory=dict)
+    namespaces: Mapping[str, str] = field(default_factory=dict)
+    gateways: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
+
+    @classmethod
+    def from_outputs(cls, outputs: Mapping[str, Any]) -> Deployed:
+        revisions = outputs.get("revisions") or {}
+        return cls(
+            versions={n: r["version"] for n, r in revisions.items()},
+            proxies={n: r["proxy"] for n, r in revisions.items() if r.get("proxy")},
+            tags=dict(outputs.get("tags") or {}),
+            namespaces=dict(outputs.get("namespaces") or {}),
+            gateways=dict(outputs.get("gateways") or {}),
+        )
+
+
+@dataclass(frozen=True)
+class Move:
+    """A namespace (or a gateway's Deployment) whose pods `up` moves or reports."""
+
+    namespace: str
+    workload: str | None
+    before: str | None
+    target: Target
+    strategy: Strategy
+    why: str
+
+
+def control_plane(deployed: Deployed, spec: MeshSpec) -> list[str]:
+    """Revisions, base, tags and gateway pins that change, one line each."""
+    lines = []
+    for name, rev in sorted(spec.revisions.items()):
+        old = deployed.versions.get(name)
+        if old is None:
+            lines.append(f"revision `{name}` added at {rev.version}")
+        elif old != rev.version:
+            lines.append(f"revision `{name}` changes in place {old} -> {rev.version} "
+                         "(allowed: at most one minor at a time)")
+    lines += [f"revision `{name}` removed (was {v})" for name, v in sorted(deployed.versions.items())
+              if name not in spec.revisions]
+    if deployed.versions:
+        old_base = str(max(parse_version(v) for v in deployed.versions.values()))
+        if old_base != spec.newest_version:
+            lines.append(f"base chart and CRDs {old_base} -> {spec.newest_version}")
+    else:
+        lines.append(f"base chart and CRDs installed at {spec.newest_version}")
+    for tag in sorted({*deployed.tags, *spec.tags}):
+        old, new = deployed.tags.get(tag), spec.tags.get(tag)
+        if old != new:
+            lines.append(f"tag `{tag}`: {old or '(none)'} -> {new or '(removed)'}")
+    for name, gw in sorted(spec.gateways.items()):
+        old = (deployed.gateways.get(name) or {}).get("revision")
+        new = spec.resolve(gw.revision)
+        if old != new:
+            lines.append(f"gateway `{name}` ({gw.namespace}): {old or '(new)'} -> {new}")
+    return lines
+
+
+def moves(deployed: Deployed, spec: MeshSpec) -> list[Move]:
+    """Bindings and gateways whose resolved revision or proxy image changes (what updates a Rollout)."""
+    result = []
+    targets = [(ns, None, b.revision, spec.strategy_of(b)) for ns, b in spec.namespaces.items()]
+    targets += [(g.namespace, name, g.revision, spec.strategy_of(g)) for name, g in spec.gateways.items()]
+    for ns, workload, ref, strategy in sorted(targets, key=lambda t: (t[0], t[1] or "")):
+        revision = spec.resolve(ref)
+        target = Target(revision, proxy_image(spec, revision))
+        before = ((deployed.gateways.get(workload) or {}).get("revision") if workload
+                  else deployed.namespaces.get(ns))
+        if before != revision:
+            why = f"{before or '(unbound)'} -> {revision}"
+        elif deployed.proxies.get(revision, target.proxy_image) != target.proxy_image:
+            why = f"proxy {deployed.proxies[revision]} -> {target.proxy_image}"
+        else:
+            continue
+        result.append(Move(ns, workload, before, target, strategy, why))
+    return result
+
+
+@dataclass(frozen=True)
+class DataPlane:
+    """What `up` will do in one moving namespace, from the cluster as read now."""
+
+    move: Move
+    restart: Mapping[str, int]
+    """`<Kind>/<name>` -> live pods, the workloads the Rollout restarts."""
+    waiting: int
+    pending_pods: int
+    """For `natural`: pods not on the target yet."""
+
+
+def data_plane(move: Move, workloads: Iterable[Workload], pods: Iterable[Pod]) -> DataPlane:
+    """The Rollout's own decision for each workload of the namespace."""
+    if move.strategy == "natural":
+        report = revision_report(pods, move.target)
+        return DataPlane(move, {}, 0, report.on_other + report.stale_proxies)
+    if move.strategy == "none":
+        return DataPlane(move, {}, 0, 0)
+    restart, waiting = {}, 0
+    for w in workloads:
+        action = decide(w, move.target).action
+        if action is Action.RESTART:
+            restart[f"{w.kind}/{w.name}"] = len(w.live_pods)
+        waiting += action is Action.WAIT
+    return DataPlane(move, dict(sorted(restart.items())), waiting, 0)
+
+
+def refusals(deployed: Deployed, spec: MeshSpec, pods: Iterable[Any]) -> dict[str, dict[str, int]]:
+    """Per removed revision, the pods still using it by namespace: what the drain guard refuses on."""
+    every = list(pods)
+    result = {}
+    for name in sorted(set(deployed.versions) - set(spec.revisions)):
+        users = pods_using(every, name)
+        if users:
+            result[name] = {ns: len(names) for ns, names in users.items()}
+    return result
+
+
+def unmanaged_labels(namespaces: Mapping[str, Mapping[str, str]], spec: MeshSpec) -> dict[str, str]:
+    """Namespaces carrying injection labels that no binding manages (they follow tags on their own)."""
+    return {
+        ns: ", ".join(f"{k}={labels[k]}" for k in (LEGACY_LABEL, REV_LABEL) if k in labels)
+        for ns, labels in sorted(namespaces.items())
+        if ns not in spec.namespaces and (LEGACY_LABEL in labels or REV_LABEL in labels)
+    }
+
+
+@dataclass(frozen=True)
+class Review:
+    stack: str
+    control_plane: list[str]
+    data_plane: list[DataPlane] | None
+    """None when the cluster could not be read."""
+    refusals: dict[str, dict[str, int]]
+    unmanaged: dict[str, str]
+    concurrency: int
+    timeout_seconds: int
+    cluster_note: str | None = None
+
+    @property
+    def restarts(self) -> int:
+        return sum(len(d.restart) for d in self.data_plane or [])
+
+    def estimate(self) -> str:
+        """Batches of `concurrency` workloads, each batch taking at most `timeoutSeconds`."""
+        batches = math.ceil(self.restarts / self.concurrency) if self.restarts else 0
+        return f"{batches} batch(es) of up to {self.concurrency}, at most {batches * self.timeout_seconds}s"
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def markdown(self) -> str:
+        out = [f"#### Control plane ({self.stack})", *(f"- {line}" for line in self.control_plane or ["no change"])]
+        out.append("#### Data plane")
+        if self.data_plane is None:
+            out.append(f"- cluster part skipped: {self.cluster_note}")
+        elif not self.data_plane:
+            out.append("- no namespace or gateway moves")
+        for d in self.data_plane or []:
+            where = d.move.namespace + (f" (gateway {d.move.workload})" if d.move.workload else "")
+            if d.move.strategy == "natural":
+                out.append(f"- `{where}`: {d.move.why}, natural: moves on next deploy, {d.pending_pods} pods pending")
+            elif d.move.strategy == "none":
+                out.append(f"- `{where}`: {d.move.why}, strategy none: nothing restarted")
+            else:
+                listed = ", ".join(f"{k} ({n} pods)" for k, n in d.restart.items()) or "nothing to restart"
+                extra = f"; {d.waiting} already restarting" if d.waiting else ""
+                out.append(f"- `{where}`: {d.move.why}, rolling: restarts {listed}{extra}")
+        if self.data_plane:
+            out.append(f"- `up` restarts {self.restarts} workload(s): {self.estimate()}")
+        out.append("#### Safety")
+        for revision, users in self.refusals.items():
+            total = sum(users.values())
+            where = ", ".join(f"{ns} ({n})" for ns, n in users.items())
+            out.append(f"- removing `{revision}`: up will refuse, {total} pods still run it ({where})")
+        out += [f"- `{ns}` carries {labels}, which no binding manages" for ns, labels in self.unmanaged.items()]
+        if not self.refusals and not self.unmanaged:
+            out.append("- nothing found" if self.data_plane is not None else "- not checked (no cluster)")
+        return "\n".join(out) + "\n"

@@ -1,0 +1,106 @@
+"""The upgrade review (pure): config-level changes against the last outputs, and the Rollout's own decisions."""
+
+from __future__ import annotations
+
+from mesh.drain import pod_revision_from_object
+from mesh.review import Deployed, Review, control_plane, data_plane, moves, refusals, unmanaged_labels
+from mesh.spec import load_spec
+from mesh.workloads import Target, Workload, attach_pods, pod_from_object
+
+DEPLOYED = Deployed.from_outputs({
+    "revisions": {"1-30-2": {"version": "1.30.2", "proxy": "docker.io/istio/proxyv2:1.30.2"}},
+    "tags": {"default": "1-30-2", "stable": "1-30-2"},
+    "namespaces": {"payments": "1-30-2", "reporting": "1-30-2"},
+    "gateways": {"ingress": {"namespace": "istio-ingress", "revision": "1-30-2"}},
+})
+
+
+def spec(**over: object) -> object:
+    config = {
+        "revisions": {"1-30-2": {"version": "1.30.2"}, "1-31-0": {"version": "1.31.0"}},
+        "tags": {"default": "1-30-2", "stable": "1-30-2", "canary": "1-31-0"},
+        "namespaces": {"payments": "canary", "reporting": {"revision": "stable", "strategy": "natural"}},
+        "gateways": {"ingress": {"namespace": "istio-ingress", "revision": "stable"}},
+    }
+    config.update(over)
+    return load_spec(config)
+
+
+def test_adding_a_canary_and_moving_one_namespace() -> None:
+    s = spec()
+    assert control_plane(DEPLOYED, s) == [
+        "revision `1-31-0` added at 1.31.0",
+        "base chart and CRDs 1.30.2 -> 1.31.0",
+        "tag `canary`: (none) -> 1-31-0",
+    ]
+    [move] = moves(DEPLOYED, s)
+    assert (move.namespace, move.why, move.strategy) == ("payments", "1-30-2 -> 1-31-0", "rolling")
+    assert move.target == Target("1-31-0", "docker.io/istio/proxyv2:1.31.0")
+
+
+def test_an_in_place_version_change_moves_everything_bound_to_the_revision_by_proxy() -> None:
+    s = spec(revisions={"1-30-2": {"version": "1.30.3"}}, tags={"default": "1-30-2", "stable": "1-30-2"},
+             namespaces={"payments": "stable", "reporting": {"revision": "stable", "strategy": "natural"}})
+    assert "revision `1-30-2` changes in place 1.30.2 -> 1.30.3 (allowed: at most one minor at a time)" in \
+        control_plane(DEPLOYED, s)
+    found = {(m.namespace, m.workload): m.why for m in moves(DEPLOYED, s)}
+    proxy = "proxy docker.io/istio/proxyv2:1.30.2 -> docker.io/istio/proxyv2:1.30.3"
+    assert found == {("payments", None): proxy, ("reporting", None): proxy, ("istio-ingress", "ingress"): proxy}
+
+
+def pod(name: str, rev: str, image: str, rs: str = "rs1") -> dict:
+    return {
+        "metadata": {"name": name, "namespace": "payments", "uid": name, "annotations": {"istio.io/rev": rev},
+                     "ownerReferences": [{"controller": True, "uid": rs}]},
+        "spec": {"containers": [{"name": "app", "image": "app:1"}, {"name": "istio-proxy", "image": image}]},
+        "status": {"phase": "Running", "conditions": [{"type": "Ready", "status": "True"}]},
+    }
+
+
+def web(name: str, uid: str) -> Workload:
+    return Workload(kind="Deployment", namespace="payments", name=name, uid=uid, generation=1,
+                    observed_generation=1, desired=2, current=2, updated=2, ready=2, available=2)
+
+
+def test_the_data_plane_names_the_workloads_the_rollout_would_restart() -> None:
+    [move] = moves(DEPLOYED, spec())
+    pods = [pod_from_object(pod("a1", "1-30-2", "docker.io/istio/proxyv2:1.30.2", "rsA")),
+            pod_from_object(pod("a2", "1-30-2", "docker.io/istio/proxyv2:1.30.2", "rsA")),
+            pod_from_object(pod("b1", "1-31-0", "docker.io/istio/proxyv2:1.31.0", "rsB"))]
+    workloads = attach_pods([web("api", "A"), web("done", "B")], pods, {"rsA": "A", "rsB": "B"})
+    plane = data_plane(move, workloads, pods)
+    assert plane.restart == {"Deployment/api": 2}
+    review = Review("prod", [], [plane], {}, {}, concurrency=4, timeout_seconds=600)
+    assert "`payments`: 1-30-2 -> 1-31-0, rolling: restarts Deployment/api (2 pods)" in review.markdown()
+    assert review.estimate() == "1 batch(es) of up to 4, at most 600s"
+
+
+def test_natural_namespaces_report_pending_pods() -> None:
+    s = spec(namespaces={"reporting": {"revision": "canary", "strategy": "natural"}})
+    [move] = [m for m in moves(DEPLOYED, s) if m.namespace == "reporting"]
+    pods = [pod_from_object(pod("r1", "1-30-2", "docker.io/istio/proxyv2:1.30.2"))]
+    plane = data_plane(move, [], pods)
+    assert plane.pending_pods == 1 and not plane.restart
+    md = Review("prod", [], [plane], {}, {}, 4, 600).markdown()
+    assert "natural: moves on next deploy, 1 pods pending" in md
+
+
+def test_removing_a_revision_in_use_says_up_will_refuse() -> None:
+    s = load_spec({"revisions": {"1-31-0": {"version": "1.31.0"}}, "tags": {"default": "1-31-0"}})
+    deployed = Deployed.from_outputs({"revisions": {"1-30-2": {"version": "1.30.2"}, "1-31-0": {"version": "1.31.0"}}})
+    users = [pod_revision_from_object(pod(f"p{i}", "1-30-2", "x")) for i in range(3)]
+    refused = refusals(deployed, s, users)
+    assert refused == {"1-30-2": {"payments": 3}}
+    md = Review("prod", control_plane(deployed, s), [], refused, {}, 4, 600).markdown()
+    assert "revision `1-30-2` removed (was 1.30.2)" in md
+    assert "removing `1-30-2`: up will refuse, 3 pods still run it (payments (3))" in md
+
+
+def test_labels_no_binding_manages_are_named() -> None:
+    labelled = {"legacy": {"istio-injection": "enabled"}, "payments": {"istio.io/rev": "canary"}}
+    assert unmanaged_labels(labelled, spec()) == {"legacy": "istio-injection=enabled"}
+
+
+def test_without_a_cluster_the_review_says_what_it_skipped() -> None:
+    md = Review("dev", ["tag `canary`: (none) -> 1-31-0"], None, {}, {}, 4, 600, "no kubeconfig").markdown()
+    assert "cluster part skipped: no kubeconfig" in md and "not checked (no cluster)" in md
