@@ -1,4 +1,6 @@
-"""`pulumi preview` of a shipped stack (Pulumi.<stack>.yaml) with the real engine, printed as it runs.
+"""`pulumi preview` of a shipped stack (Pulumi.<stack>.yaml) with the real engine, then its `mesh review`.
+
+The preview is compact (one line per resource and the summary); `--diff` prints every object's diff.
 
 Against the cluster in $KUBECONFIG when set; otherwise against a throwaway local control plane (the
 e2e harness's), where the stack's bound namespaces are created first, as they would exist in a real
@@ -24,7 +26,7 @@ from mesh_stack import MeshStack  # noqa: E402
 from tools import Tools, describe_missing, locate  # noqa: E402
 
 
-def main(stack: str) -> int:
+def main(stack: str, diff: bool) -> int:
     raw = yaml.safe_load((REPO / f"Pulumi.{stack}.yaml").read_text())["config"]
     config = {k.removeprefix("istio-mesh:"): v for k, v in raw.items()}
     kubeconfig_env = os.environ.get("KUBECONFIG")
@@ -46,10 +48,15 @@ def main(stack: str) -> int:
         workdir = Path(cleanup.enter_context(tempfile.TemporaryDirectory(prefix="istio-mesh-preview-")))
         mesh = MeshStack(tools, kubeconfig, workdir, name=stack)
         mesh.write_config(config)
-        result = mesh.stack.preview(on_output=print, color="never", diff=True)
+        result = mesh.stack.preview(on_output=print, color="never", diff=diff)
         print(f"[preview] {stack}: {result.change_summary}", file=sys.stderr)
-    return 0
+        review = mesh.review()
+        print(f"\n## mesh review --stack {stack}\n")
+        print(review.stdout, end="")
+        print(review.stderr, end="", file=sys.stderr)
+    return review.returncode
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1] if len(sys.argv) > 1 else "dev"))
+    args = [a for a in sys.argv[1:] if a != "--diff"]
+    sys.exit(main(args[0] if args else "dev", diff="--diff" in sys.argv[1:]))

@@ -4,7 +4,10 @@ file backend, the built CLI and plugins, and the cluster's kubeconfig from the e
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +46,7 @@ class MeshStack:
             "KUBECONFIG": str(kubeconfig),
             "PATH": tools.env_path(),
         }
+        self.env = env
         self.stack = auto.create_stack(
             name,
             work_dir=str(self.project),
@@ -61,6 +65,12 @@ class MeshStack:
     def set_path(self, key: str, value: str) -> None:
         """`pulumi config set --path <key> <value>`, as the README's runbook does."""
         self.stack.set_config(key, auto.ConfigValue(value), path=True)
+
+    def review(self, *args: str) -> subprocess.CompletedProcess[str]:
+        """`python -m mesh review` of this stack, run as a user runs it: in the project, with its backend."""
+        return subprocess.run([sys.executable, "-m", "mesh", "review", "--stack", self.name, *args],
+                              cwd=self.project, env={**os.environ, **self.env}, capture_output=True, text=True,
+                              timeout=300, check=False)
 
     def config(self) -> dict[str, Any]:
         raw = yaml.safe_load((self.project / f"Pulumi.{self.name}.yaml").read_text())["config"]

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import copy
+import json
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -281,8 +282,13 @@ def test_3_moving_one_namespace_restarts_only_its_workloads(walk: Walk) -> None:
     api = walk.api
     before = all_pods(api)
     walk.stack.set_path("namespaces.team-a", "canary")
+    review = walk.stack.review("--json")
+    assert review.returncode == 0, review.stdout + review.stderr
+    planned = {d["move"]["namespace"]: d["restart"] for d in json.loads(review.stdout)["data_plane"]}
+    assert planned == {"team-a": {"Deployment/api": 2, "Deployment/web": 2}}, review.stdout
     walk.stack.up()
     after = all_pods(api)
+    # What the review named is what up restarted: every pod of those workloads, nothing elsewhere.
     assert set(after["team-a"].values()) == {NEW}
     assert not set(after["team-a"]) & set(before["team-a"]), "every team-a pod was recreated"
     assert {ns: after[ns] for ns in WATCHED if ns != "team-a"} == {ns: before[ns] for ns in WATCHED if ns != "team-a"}
@@ -361,6 +367,9 @@ def test_5_dropping_the_old_revision_while_pods_run_it_is_refused(walk: Walk) ->
     config = walk.stack.config()
     config["revisions"] = {NEW: config["revisions"][NEW]}
     walk.stack.write_config(config)
+    review = walk.stack.review()
+    assert review.returncode == 0, review.stdout + review.stderr
+    assert f"removing `{OLD}`: up will refuse" in review.stdout and "team-c" in review.stdout, review.stdout
     with pytest.raises(auto.CommandError) as refused:
         walk.stack.up()
     message = str(refused.value)
