@@ -264,7 +264,7 @@ def test_interrupted_run_resumes_without_restarting_finished_workloads(
 
     after = templates(api, ns)
     assert outs["restarted"] == ["Deployment/w2", "Deployment/w3"]
-    assert outs["skipped"] == {"Deployment/w0": f"all pods already run {NEW}"}
+    assert outs["skipped"] == {"Deployment/w0": f"all pods already run {NEW} (docker.io/istio/proxyv2:1.31.0)"}
     for key in ("Deployment/w0", "Deployment/w1"):  # w1 was waited on, not restarted again
         assert after[key][RESTARTED_AT] == before[key][RESTARTED_AT]
     assert set(revisions_of(api, ns).values()) == {NEW}
