@@ -50,7 +50,7 @@ def cluster_part(spec: MeshSpec, deployed: Deployed, raw: dict[str, Any]) -> tup
 
     from mesh import kube
     from mesh.drain import pod_revision_from_object
-    from mesh.providers.rollout import NamespaceReader
+    from mesh.providers.rollout import NamespaceReader, RolloutError
 
     plain = {k: v for k, v in raw.items() if isinstance(v, str)}
     settings = kube.settings_from(plain.get)
@@ -60,7 +60,10 @@ def cluster_part(spec: MeshSpec, deployed: Deployed, raw: dict[str, Any]) -> tup
         with kube.api_client(settings) as api:
             planes = []
             for move in moves(deployed, spec):
-                workloads, pods = NamespaceReader(api, move.namespace, move.workload).snapshot()
+                try:
+                    workloads, pods = NamespaceReader(api, move.namespace, move.workload).snapshot()
+                except RolloutError:  # a gateway not installed yet: its pods start on the target
+                    workloads, pods = {}, []
                 planes.append(data_plane(move, workloads.values(), pods))
             core = client.CoreV1Api(api)
             refused = {}
