@@ -96,7 +96,7 @@ def moves(deployed: Deployed, spec: MeshSpec) -> list[Move]:
         before = ((deployed.gateways.get(workload) or {}).get("revision") if workload
                   else deployed.namespaces.get(ns))
         if before != revision:
-            why = f"{before or '(unbound)'} -> {revision}"
+            why = f"{before or ('(new)' if workload else '(unbound)')} -> {revision}"
         elif deployed.proxies.get(revision, target.proxy_image) != target.proxy_image:
             why = f"proxy {deployed.proxies[revision]} -> {target.proxy_image}"
         else:
@@ -191,9 +191,10 @@ class Review:
             elif d.move.strategy == "none":
                 out.append(f"- `{where}`: {d.move.why}, strategy none: nothing restarted")
             else:
-                listed = ", ".join(f"{k} ({n} pods)" for k, n in d.restart.items()) or "nothing to restart"
+                listed = ", ".join(f"{k} ({n} pods)" for k, n in d.restart.items())
+                does = f"restarts {listed}" if listed else "nothing to restart"
                 extra = f"; {d.waiting} already restarting" if d.waiting else ""
-                out.append(f"- `{where}`: {d.move.why}, rolling: restarts {listed}{extra}")
+                out.append(f"- `{where}`: {d.move.why}, rolling: {does}{extra}")
         if self.data_plane:
             out.append(f"- `up` restarts {self.restarts} workload(s): {self.estimate()}")
         out.append("#### Safety")
