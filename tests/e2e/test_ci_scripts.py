@@ -159,7 +159,9 @@ def test_preview_and_apply_of_an_invalid_config_fail_with_the_message(checkout_f
     assert "nothing was applied" in applied.stdout
     for message in expected:
         assert message in applied.stdout
-    deployment = checkout.pulumi_json("stack", "export")["deployment"]
+    exported = checkout.run_pulumi("stack", "export")  # always JSON; it has no --json flag
+    assert exported.returncode == 0, exported.stderr
+    deployment = json.loads(exported.stdout)["deployment"]
     assert not deployment.get("resources"), "the engine never ran"
 
 
