@@ -27,10 +27,6 @@ from mesh.validation import validate_or_raise
 
 STACK = "dev"
 MARKER = f"<!-- istio-mesh-review:{STACK} -->"
-# `python -m mesh review` (issue 11, section 1) is built alongside these scripts; until it is in the tree, the
-# checks of its output wait for it (apply runs without it: it only warns).
-HAS_REVIEW = (REPO_ROOT / "mesh" / "__main__.py").is_file()
-needs_review = pytest.mark.skipif(not HAS_REVIEW, reason="`python -m mesh review` is not in the tree yet")
 
 
 def dev_config(tools: Tools) -> dict[str, Any]:
@@ -121,7 +117,6 @@ def validation_errors(config: dict[str, Any]) -> list[str]:
     return []
 
 
-@needs_review
 def test_preview_of_a_valid_config_is_the_review_under_its_marker(checkout_for, e2e_tools: Tools) -> None:
     checkout = checkout_for(dev_config(e2e_tools))
     body_file = checkout.root.parent / "body.md"
@@ -138,7 +133,6 @@ def test_preview_of_a_valid_config_is_the_review_under_its_marker(checkout_for, 
     assert MARKER not in checkout.summary.read_text(), "the job summary shows the review without the marker"
 
 
-@needs_review
 def test_preview_and_apply_of_an_invalid_config_fail_with_the_message(checkout_for, e2e_tools: Tools) -> None:
     config = dev_config(e2e_tools)
     config["istio-mesh:gateways"]["ingress"]["namespace"] = "kube-system"
@@ -183,8 +177,6 @@ def test_apply_runs_pulumi_up_for_dev(checkout_for, cluster: KubeCluster, e2e_to
     assert again.returncode == 0, again.stderr[-3000:]
     summary = again.stdout.split("Resources:")[-1]
     assert "unchanged" in summary and not any(op in summary for op in ("created", "updated", "deleted", "replaced"))
-    if not HAS_REVIEW:
-        return
     body_file = checkout.root.parent / "body.md"
     assert checkout.run("scripts/ci/preview", STACK, str(body_file)).returncode == 0
     assert body_file.read_text().startswith(MARKER + "\n")
