@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from mesh.spec import DEFAULT_CHART_REPOSITORY, ISTIO_NAMESPACE, ChartSource, Gateway, MeshSpec
+from mesh.spec import DEFAULT_CHART_REPOSITORY, ISTIO_NAMESPACE, ChartSource, GatewaySpec, MeshSpec
 
 ChartName = Literal["base", "istiod", "gateway"]
 
@@ -85,7 +85,7 @@ def istiod_values(spec: MeshSpec, name: str) -> dict[str, Any]:
     return deep_merge(ours, revision.values)
 
 
-def gateway_values(spec: MeshSpec, gateway: Gateway) -> dict[str, Any]:
+def gateway_values(spec: MeshSpec, gateway: GatewaySpec) -> dict[str, Any]:
     """Pin the gateway's pods to its tag or revision (pod label `istio.io/rev`); fixed replicas, no HPA."""
     service: dict[str, Any] = {"type": gateway.service.type}
     if gateway.service.ports is not None:
@@ -102,6 +102,6 @@ def gateway_values(spec: MeshSpec, gateway: Gateway) -> dict[str, Any]:
     return deep_merge(ours, gateway.values)
 
 
-def gateway_version(spec: MeshSpec, gateway: Gateway) -> str:
+def gateway_version(spec: MeshSpec, gateway: GatewaySpec) -> str:
     """A gateway's chart follows the revision it is pinned to, so adding a canary never re-renders it."""
     return spec.revisions[spec.resolve(gateway.revision)].version

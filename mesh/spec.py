@@ -108,7 +108,7 @@ class ChartSource(_Model):
         return self
 
 
-class Revision(_Model):
+class RevisionSpec(_Model):
     """One istiod control plane (Sail's IstioRevision)."""
 
     shape = 'a mapping such as {version: "1.30.2"}'
@@ -126,7 +126,7 @@ class Revision(_Model):
         return v
 
 
-class NamespaceBinding(_Model):
+class BindingSpec(_Model):
     """Which tag or revision a namespace's new pods get, and how its running pods move."""
 
     shape = "a tag or revision name, or a mapping such as {revision: stable, strategy: natural}"
@@ -136,7 +136,7 @@ class NamespaceBinding(_Model):
     """`rolling` restarts workloads now, `natural` waits for their next deploy, `none` only labels."""
 
 
-class ServicePort(_Model):
+class ServicePortSpec(_Model):
     shape = "a mapping such as {name: http2, port: 80, targetPort: 8080}"
     name: str
     port: int = Field(ge=1, le=65535)
@@ -144,14 +144,14 @@ class ServicePort(_Model):
     protocol: Literal["TCP", "UDP", "SCTP"] = "TCP"
 
 
-class GatewayService(_Model):
+class GatewayServiceSpec(_Model):
     shape = "a mapping such as {type: LoadBalancer, ports: [{name: http2, port: 80}]}"
     type: Literal["ClusterIP", "NodePort", "LoadBalancer"] = "LoadBalancer"
-    ports: list[ServicePort] | None = None
+    ports: list[ServicePortSpec] | None = None
     """None keeps the chart's default ports (15021, 80, 443)."""
 
 
-class Gateway(_Model):
+class GatewaySpec(_Model):
     """A gateway Deployment+Service from the `gateway` chart, pinned to a tag or revision."""
 
     shape = "a mapping such as {namespace: istio-ingress, revision: stable}"
@@ -159,12 +159,12 @@ class Gateway(_Model):
     revision: str
     """A tag or a revision name; pinning keeps a new revision from taking over the gateway by surprise."""
     replicas: int = Field(default=1, ge=1)
-    service: GatewayService = Field(default_factory=GatewayService)
+    service: GatewayServiceSpec = Field(default_factory=GatewayServiceSpec)
     strategy: Strategy | None = None
     values: dict[str, Any] = Field(default_factory=dict)
 
 
-class Rollout(_Model):
+class RolloutDefaults(_Model):
     """Defaults for moving running pods after a binding changes."""
 
     shape = "a mapping such as {strategy: rolling, concurrency: 4}"
@@ -182,11 +182,11 @@ class MeshSpec(_Model):
     charts: ChartSource = Field(default_factory=ChartSource)
     hub: str = DEFAULT_HUB
     """Image registry for istiod and proxies (`global.hub`); point it at your mirror when air-gapped."""
-    revisions: dict[str, Revision]
+    revisions: dict[str, RevisionSpec]
     tags: dict[str, str] = Field(default_factory=dict)
-    namespaces: dict[str, NamespaceBinding] = Field(default_factory=dict)
-    gateways: dict[str, Gateway] = Field(default_factory=dict)
-    rollout: Rollout = Field(default_factory=Rollout)
+    namespaces: dict[str, BindingSpec] = Field(default_factory=dict)
+    gateways: dict[str, GatewaySpec] = Field(default_factory=dict)
+    rollout: RolloutDefaults = Field(default_factory=RolloutDefaults)
 
     @field_validator("hub")
     @classmethod
@@ -228,7 +228,7 @@ class MeshSpec(_Model):
         """Base (CRDs, cluster roles) follows the newest installed revision."""
         return str(max(parse_version(r.version) for r in self.revisions.values()))
 
-    def strategy_of(self, binding: NamespaceBinding | Gateway) -> Strategy:
+    def strategy_of(self, binding: BindingSpec | GatewaySpec) -> Strategy:
         return binding.strategy or self.rollout.strategy
 
 
