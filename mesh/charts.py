@@ -12,7 +12,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from mesh.spec import DEFAULT_CHART_REPOSITORY, ISTIO_NAMESPACE, ChartSource, GatewaySpec, MeshSpec
+from mesh.istio_vocabulary import ISTIO_NAMESPACE
+from mesh.spec import DEFAULT_CHART_REPOSITORY, ChartSource, GatewaySpec, MeshSpec
 
 ChartName = Literal["base", "istiod", "gateway"]
 

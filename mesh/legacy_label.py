@@ -12,13 +12,14 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-LEGACY_LABEL = "istio-injection"
-_POINTER = "/metadata/labels/" + LEGACY_LABEL.replace("~", "~0").replace("/", "~1")
+from mesh.istio_vocabulary import LEGACY_INJECTION_LABEL
+
+_POINTER = "/metadata/labels/" + LEGACY_INJECTION_LABEL.replace("~", "~0").replace("/", "~1")
 
 
 def legacy_value(namespace: Mapping[str, Any]) -> str | None:
     """The namespace's `istio-injection` value, or None when it has none."""
-    return ((namespace.get("metadata") or {}).get("labels") or {}).get(LEGACY_LABEL)
+    return ((namespace.get("metadata") or {}).get("labels") or {}).get(LEGACY_INJECTION_LABEL)
 
 
 def removal_patch(value: str) -> list[dict[str, Any]]:
@@ -31,7 +32,7 @@ def restore_patch(namespace: Mapping[str, Any], previous: str | None) -> dict[st
     has set the label again since (theirs wins)."""
     if previous is None or legacy_value(namespace) is not None:
         return None
-    return {"metadata": {"labels": {LEGACY_LABEL: previous}}}
+    return {"metadata": {"labels": {LEGACY_INJECTION_LABEL: previous}}}
 
 
 def kept_value(old_previous: str | None, removed_now: str | None) -> str | None:

@@ -25,13 +25,9 @@ from enum import Enum
 from typing import Any
 
 from mesh.charts import istiod_values
+from mesh.istio_vocabulary import PROXY_CONTAINER, PROXY_IMAGE_ANNOTATION, PROXY_IMAGE_TYPE_ANNOTATION
 from mesh.spec import MeshSpec
 
-PROXY_CONTAINER = "istio-proxy"
-PROXY_IMAGE_ANNOTATION = "sidecar.istio.io/proxyImage"
-"""Set on a pod (template) by hand to choose its proxy image: the rollout leaves such pods alone."""
-PROXY_IMAGE_TYPE_ANNOTATION = "sidecar.istio.io/proxyImageType"
-"""Chooses a pod's image type (`debug`, `distroless`, `default`): the version still follows the revision."""
 KNOWN_IMAGE_TYPES = ("distroless", "debug")
 """The image types Istio publishes (`KnownImageTypes`): the ones replaced when already ending a tag."""
 DEFAULT_IMAGE_TYPE = "default"

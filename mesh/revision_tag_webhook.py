@@ -11,13 +11,21 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from mesh.spec import DEFAULT_TAG, ISTIO_NAMESPACE, parse_version
+from mesh.istio_vocabulary import (
+    DEFAULT_TAG,
+    INJECT_KEY,
+    ISTIO_NAMESPACE,
+    LEGACY_INJECTION_ENABLED,
+    LEGACY_INJECTION_LABEL,
+    NEVER_INJECTED_NAMESPACES,
+    REV_LABEL,
+    TAG_LABEL,
+    istiod_service,
+)
+from mesh.spec import parse_version
 
 TAG_SERVICE_SINCE = (1, 28)
 """Istio renders a Service per tag (`istiod-revision-tag-<tag>`) since 1.28; the 1.27 branch has none."""
-
-NEVER_INJECTED_NAMESPACES = ("kube-system", "kube-public", "kube-node-lease", "local-path-storage")
-"""What the chart's `auto.` entry (enableNamespacesByDefault) leaves out."""
 
 
 @dataclass(frozen=True)
@@ -53,8 +61,8 @@ def service_name(tag: str) -> str:
 
 def _labels(tag: str, revision: str) -> dict[str, str]:
     return {
-        "istio.io/tag": tag,
-        "istio.io/rev": revision,
+        TAG_LABEL: tag,
+        REV_LABEL: revision,
         "app": "sidecar-injector",
         "app.kubernetes.io/name": "istiod",
         "app.kubernetes.io/managed-by": "istio-mesh",
@@ -62,14 +70,14 @@ def _labels(tag: str, revision: str) -> dict[str, str]:
 
 
 def _not_opted_out() -> dict[str, Any]:
-    return {"key": "sidecar.istio.io/inject", "operator": "NotIn", "values": ["false"]}
+    return {"key": INJECT_KEY, "operator": "NotIn", "values": ["false"]}
 
 
 def _hook(prefix: str, revision: str, injector: InjectorSettings, namespace_selector: list[dict[str, Any]],
           object_selector: list[dict[str, Any]]) -> dict[str, Any]:
     client: dict[str, Any] = (
         {"url": injector.injection_url} if injector.injection_url else
-        {"service": {"name": f"istiod-{revision}", "namespace": ISTIO_NAMESPACE,
+        {"service": {"name": istiod_service(revision), "namespace": ISTIO_NAMESPACE,
                      "path": injector.injection_path, "port": 443}}
     )
     return {
@@ -89,25 +97,25 @@ def tag_webhook(tag: str, revision: str, revision_values: Mapping[str, Any]) -> 
     """The MutatingWebhookConfiguration that injects pods selecting `tag` with `revision`'s istiod,
     configured from that revision's chart values."""
     injector = InjectorSettings.from_values(revision_values)
-    no_legacy = {"key": "istio-injection", "operator": "DoesNotExist"}
-    no_rev = {"key": "istio.io/rev", "operator": "DoesNotExist"}
+    no_legacy = {"key": LEGACY_INJECTION_LABEL, "operator": "DoesNotExist"}
+    no_rev = {"key": REV_LABEL, "operator": "DoesNotExist"}
     webhooks = [
         _hook("rev.namespace.", revision, injector,
-              [{"key": "istio.io/rev", "operator": "In", "values": [tag]}, no_legacy],
+              [{"key": REV_LABEL, "operator": "In", "values": [tag]}, no_legacy],
               [_not_opted_out()]),
         _hook("rev.object.", revision, injector,
               [no_rev, no_legacy],
-              [_not_opted_out(), {"key": "istio.io/rev", "operator": "In", "values": [tag]}]),
+              [_not_opted_out(), {"key": REV_LABEL, "operator": "In", "values": [tag]}]),
     ]
     if tag == DEFAULT_TAG:
         # The default tag also serves the legacy label and revisionless `sidecar.istio.io/inject=true` pods.
         webhooks += [
             _hook("namespace.", revision, injector,
-                  [{"key": "istio-injection", "operator": "In", "values": ["enabled"]}],
+                  [{"key": LEGACY_INJECTION_LABEL, "operator": "In", "values": [LEGACY_INJECTION_ENABLED]}],
                   [_not_opted_out()]),
             _hook("object.", revision, injector,
                   [no_legacy, no_rev],
-                  [{"key": "sidecar.istio.io/inject", "operator": "In", "values": ["true"]}, no_rev]),
+                  [{"key": INJECT_KEY, "operator": "In", "values": ["true"]}, no_rev]),
         ]
         if injector.enable_namespaces_by_default:
             # Every namespace without a label, except those Istio never injects.
@@ -115,7 +123,7 @@ def tag_webhook(tag: str, revision: str, revision_values: Mapping[str, Any]) -> 
                 "auto.", revision, injector,
                 [no_legacy, no_rev, {"key": "kubernetes.io/metadata.name", "operator": "NotIn",
                                      "values": list(NEVER_INJECTED_NAMESPACES)}],
-                [{"key": "sidecar.istio.io/inject", "operator": "DoesNotExist"}, no_rev],
+                [{"key": INJECT_KEY, "operator": "DoesNotExist"}, no_rev],
             ))
     return {
         "apiVersion": "admissionregistration.k8s.io/v1",
@@ -142,6 +150,6 @@ def tag_service(tag: str, revision: str, version: str) -> dict[str, Any] | None:
                 {"port": 443, "name": "https-webhook", "targetPort": 15017, "protocol": "TCP"},
                 {"port": 15014, "name": "http-monitoring", "protocol": "TCP"},
             ],
-            "selector": {"app": "istiod", "istio.io/rev": revision},
+            "selector": {"app": "istiod", REV_LABEL: revision},
         },
     }

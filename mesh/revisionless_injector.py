@@ -18,8 +18,6 @@ from typing import Any
 
 REVISIONLESS_INJECTOR = "istio-sidecar-injector"
 """The MutatingWebhookConfiguration of a revisionless install in istio-system."""
-REVISIONLESS = "default"
-"""The revision name a revisionless istiod writes into the `istio.io/rev` annotation of the pods it injects."""
 ORIGINAL_SELECTORS = "istio-mesh.dev/original-selectors"
 """Annotation holding each webhook's selectors from before deactivation (JSON: name -> selectors)."""
 _NEVER = {"matchExpressions": [{"key": "istio-mesh.dev/deactivated", "operator": "In", "values": ["never-match"]}]}

@@ -18,17 +18,13 @@ import semver
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic.alias_generators import to_camel
 
+from mesh.istio_vocabulary import DEFAULT_TAG, ROLLING, Strategy
+
 PROJECT = "istio-mesh"
 """The Pulumi project name; config keys are `istio-mesh:<key>`."""
 
-ISTIO_NAMESPACE = "istio-system"
-DEFAULT_TAG = "default"
-"""The tag that also serves the legacy `istio-injection=enabled` label and decides `defaultRevision`."""
-
 DEFAULT_HUB = "docker.io/istio"
 DEFAULT_CHART_REPOSITORY = "https://istio-release.storage.googleapis.com/charts"
-
-Strategy = Literal["rolling", "natural", "none"]
 
 _DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 _URL_SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
@@ -168,7 +164,7 @@ class RolloutDefaults(_Model):
     """Defaults for moving running pods after a binding changes."""
 
     shape = "a mapping such as {strategy: rolling, concurrency: 4}"
-    strategy: Strategy = "rolling"
+    strategy: Strategy = ROLLING
     concurrency: int = Field(default=4, ge=1)
     timeout_seconds: int = Field(default=600, ge=1)
     """Per workload: how long a restarted workload may take to become ready."""

@@ -10,11 +10,8 @@ import re
 from collections.abc import Collection, Mapping
 
 from mesh.charts import PROGRAM_OWNED_VALUES
-from mesh.spec import DEFAULT_TAG, ConfigError, MeshSpec, SpecError, closest, dns_label_problem, parse_version
-
-UNBINDABLE_NAMESPACES = frozenset({"kube-system", "kube-public", "kube-node-lease", "local-path-storage"})
-"""Istio's injection webhooks skip these (their namespaceSelector in the istiod chart): binding one, or putting
-a gateway there, would only suggest otherwise."""
+from mesh.istio_vocabulary import DEFAULT_TAG, NEVER_INJECTED_NAMESPACES
+from mesh.spec import ConfigError, MeshSpec, SpecError, closest, dns_label_problem, parse_version
 
 MAX_CANARY_MINORS = 2
 """A canary revision may skip one minor: at most n+2 over the oldest revision."""
@@ -79,7 +76,7 @@ def _names(spec: MeshSpec) -> list[ConfigError]:
     for ns in spec.namespaces:
         if problem := dns_label_problem(ns, 63):
             errors.append(ConfigError(f"namespaces.{ns}", f"namespace name {problem}"))
-        elif ns in UNBINDABLE_NAMESPACES:
+        elif ns in NEVER_INJECTED_NAMESPACES:
             errors.append(ConfigError(
                 f"namespaces.{ns}",
                 f"{ns} is never injected by Istio and cannot be bound: remove it from namespaces",
@@ -136,11 +133,11 @@ def _gateway_namespaces(spec: MeshSpec) -> list[ConfigError]:
     """Gateway pods get their proxy only by injection, and follow a bound namespace's label over their own."""
     errors = []
     for name, gw in spec.gateways.items():
-        if gw.namespace in UNBINDABLE_NAMESPACES:
+        if gw.namespace in NEVER_INJECTED_NAMESPACES:
             errors.append(ConfigError(
                 f"gateways.{name}.namespace",
                 f"is {gw.namespace}, where Istio never injects (its injection webhooks skip "
-                f"{', '.join(sorted(UNBINDABLE_NAMESPACES))}), so the gateway's pods would never get their proxy: "
+                f"{', '.join(sorted(NEVER_INJECTED_NAMESPACES))}), so the gateway's pods would never get their proxy: "
                 "put the gateway in a namespace of its own, e.g. istio-ingress",
             ))
         binding = spec.namespaces.get(gw.namespace)

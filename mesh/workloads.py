@@ -14,12 +14,9 @@ from dataclasses import dataclass, field, replace
 from enum import Enum
 from typing import Any, Literal
 
+from mesh.istio_vocabulary import INJECT_KEY, REV_ANNOTATION
 from mesh.proxy_image import PodProxy, ProxyState, pod_proxy, proxy_state
 
-REV_ANNOTATION = "istio.io/rev"
-"""Annotation the injector puts on every pod it injects: the revision whose proxy the pod runs."""
-INJECT_KEY = "sidecar.istio.io/inject"
-"""Label (or legacy annotation) that opts a pod out of injection when "false"."""
 RESTARTED_AT = "kubectl.kubernetes.io/restartedAt"
 """Template annotation `kubectl rollout restart` sets; we set it the same way."""
 RESTARTED_FOR = "mesh.istio-mesh.dev/restarted-for-revision"

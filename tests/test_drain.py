@@ -8,9 +8,10 @@ from typing import Any
 import pytest
 
 from mesh.drain import PodRevision, pod_revision_from_object, pods_using, refusal_message
+from mesh.istio_vocabulary import INJECT_KEY
 from mesh.providers import drain_guard
 from mesh.providers.drain_guard import DrainGuardProvider
-from mesh.workloads import INJECT_KEY, pod_from_object
+from mesh.workloads import pod_from_object
 
 
 def pod(ns: str, name: str, annotation: str | None = None, label: str | None = None) -> PodRevision:

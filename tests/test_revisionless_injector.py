@@ -5,9 +5,9 @@ from __future__ import annotations
 import json
 
 from mesh.drain import pod_revision_from_object, pods_using
+from mesh.istio_vocabulary import REVISIONLESS
 from mesh.revisionless_injector import (
     ORIGINAL_SELECTORS,
-    REVISIONLESS,
     deactivated,
     is_deactivated,
     restored,

@@ -9,10 +9,10 @@ from typing import Any
 import pytest
 from pulumi.runtime.rpc import UNKNOWN
 
+from mesh.istio_vocabulary import INJECT_KEY
 from mesh.providers.rollout import POLL_SECONDS, RolloutProvider, roll
 from mesh.proxy_image import PodProxy
 from mesh.workloads import (
-    INJECT_KEY,
     RESTARTED_AT,
     RESTARTED_FOR,
     RESTARTED_FOR_PROXY,

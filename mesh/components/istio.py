@@ -11,8 +11,9 @@ from mesh.components.helm import install_chart
 from mesh.components.istio_revision import IstioRevision
 from mesh.components.istio_revision_tag import IstioRevisionTag
 from mesh.components.namespace_binding import NamespaceBinding
+from mesh.istio_vocabulary import ISTIO_NAMESPACE
 from mesh.providers.version_gate import VersionGate
-from mesh.spec import ISTIO_NAMESPACE, MeshSpec
+from mesh.spec import MeshSpec
 
 
 class Istio(pulumi.ComponentResource):

@@ -6,8 +6,9 @@ import pulumi
 
 from mesh.charts import chart_ref, istiod_values
 from mesh.components.helm import install_chart
+from mesh.istio_vocabulary import ISTIO_NAMESPACE, istiod_service
 from mesh.providers.drain_guard import DrainGuard
-from mesh.spec import ISTIO_NAMESPACE, MeshSpec
+from mesh.spec import MeshSpec
 
 
 class IstioRevision(pulumi.ComponentResource):
@@ -22,7 +23,7 @@ class IstioRevision(pulumi.ComponentResource):
         super().__init__("istio-mesh:index:IstioRevision", name, None, opts)
         revision = spec.revisions[name]
         self.version = revision.version
-        self.service = f"istiod-{name}.{ISTIO_NAMESPACE}.svc"
+        self.service = f"{istiod_service(name)}.{ISTIO_NAMESPACE}.svc"
         self.chart = install_chart(
             f"istiod-{name}",
             chart_ref(spec.charts, "istiod", revision.version),

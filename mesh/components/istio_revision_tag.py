@@ -7,9 +7,10 @@ from pulumi_kubernetes.admissionregistration.v1 import MutatingWebhookConfigurat
 from pulumi_kubernetes.core.v1 import Service
 
 from mesh.components.istio_revision import IstioRevision
+from mesh.istio_vocabulary import DEFAULT_TAG
 from mesh.providers.revisionless_injector import RevisionlessInjectorTakeover
 from mesh.revision_tag_webhook import service_name, tag_service, tag_webhook, webhook_name
-from mesh.spec import DEFAULT_TAG, MeshSpec
+from mesh.spec import MeshSpec
 
 
 class IstioRevisionTag(pulumi.ComponentResource):

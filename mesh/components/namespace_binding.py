@@ -6,12 +6,16 @@ import pulumi
 from pulumi_kubernetes.core.v1 import NamespacePatch
 from pulumi_kubernetes.meta.v1 import ObjectMetaPatchArgs
 
+from mesh.components.helm import PATCH_FORCE
+from mesh.istio_vocabulary import REV_LABEL
 from mesh.providers.legacy_label import LegacyInjectionLabel
 from mesh.providers.rollout import Rollout
 from mesh.proxy_image import proxy_image
 from mesh.spec import MeshSpec
 
 FIELD_MANAGER = "istio-mesh"
+PATCH_FIELD_MANAGER = "pulumi.com/patchFieldManager"
+"""The Kubernetes provider's annotation naming the field manager of its server-side apply patch."""
 
 
 class NamespaceBinding(pulumi.ComponentResource):
@@ -30,11 +34,11 @@ class NamespaceBinding(pulumi.ComponentResource):
             namespace,
             metadata=ObjectMetaPatchArgs(
                 name=namespace,
-                labels={"istio.io/rev": binding.revision},
+                labels={REV_LABEL: binding.revision},
                 annotations={
-                    "pulumi.com/patchFieldManager": FIELD_MANAGER,
+                    PATCH_FIELD_MANAGER: FIELD_MANAGER,
                     # Take the labels over from whoever set them before (`kubectl label`, istioctl).
-                    "pulumi.com/patchForce": "true",
+                    PATCH_FORCE: "true",
                 },
             ),
             opts=pulumi.ResourceOptions(parent=self, depends_on=depends_on),

@@ -17,7 +17,8 @@ from pulumi.dynamic import CheckFailure, CheckResult, CreateResult, DiffResult, 
 from urllib3.exceptions import HTTPError
 
 from mesh import kube
-from mesh.legacy_label import LEGACY_LABEL, kept_value, legacy_value, removal_patch, restore_patch
+from mesh.istio_vocabulary import LEGACY_INJECTION_ENABLED, LEGACY_INJECTION_LABEL, REV_LABEL
+from mesh.legacy_label import kept_value, legacy_value, removal_patch, restore_patch
 from mesh.providers import KubeProvider, is_unknown, progress
 
 _UNREACHABLE = (HTTPError, OSError, config.ConfigException)
@@ -49,10 +50,10 @@ class LegacyInjectionLabelProvider(KubeProvider):
             return CheckResult(news, [])  # nothing known to refuse on: `up` does the real thing
         if problem:
             return CheckResult(news, [CheckFailure("namespace", (
-                f"namespace {namespace} carries {LEGACY_LABEL}={value}, which beats istio.io/rev, and it cannot be "
-                f"removed ({problem}); bound, its pods would keep going "
-                f"{'to the default tag' if value == 'enabled' else 'uninjected'}: allow the identity that runs "
-                "pulumi to patch namespaces, or remove the label yourself, then preview again"))])
+                f"namespace {namespace} carries {LEGACY_INJECTION_LABEL}={value}, which beats {REV_LABEL}, "
+                f"and it cannot be removed ({problem}); bound, its pods would keep going "
+                f"{'to the default tag' if value == LEGACY_INJECTION_ENABLED else 'uninjected'}: allow the identity "
+                "that runs pulumi to patch namespaces, or remove the label yourself, then preview again"))])
         return CheckResult(news, [])
 
     def diff(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> DiffResult:
@@ -82,7 +83,7 @@ class LegacyInjectionLabelProvider(KubeProvider):
             patch = restore_patch(found, props.get("previous")) if found else None
             if patch:
                 core.patch_namespace(namespace, patch)
-                progress(f"namespace {namespace}: unbound; {LEGACY_LABEL}={props['previous']} given back")
+                progress(f"namespace {namespace}: unbound; {LEGACY_INJECTION_LABEL}={props['previous']} given back")
 
     def _remove(self, namespace: str) -> str | None:
         """Remove the label if present; the value removed, or None."""
@@ -92,7 +93,9 @@ class LegacyInjectionLabelProvider(KubeProvider):
             value = legacy_value(found) if found else None
             if value is not None:
                 core.patch_namespace(namespace, removal_patch(value))
-                progress(f"namespace {namespace}: removed {LEGACY_LABEL}={value}, which would beat istio.io/rev")
+                progress(
+                    f"namespace {namespace}: removed {LEGACY_INJECTION_LABEL}={value}, which would beat {REV_LABEL}"
+                )
             return value
 
 

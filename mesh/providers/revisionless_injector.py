@@ -18,10 +18,10 @@ from pulumi.dynamic import CreateResult, DiffResult, UpdateResult
 from urllib3.exceptions import HTTPError
 
 from mesh import kube
+from mesh.istio_vocabulary import REVISIONLESS
 from mesh.providers import KubeProvider, progress
 from mesh.providers.drain_guard import revision_users
 from mesh.revisionless_injector import (
-    REVISIONLESS,
     REVISIONLESS_INJECTOR,
     deactivated,
     is_deactivated,

@@ -23,6 +23,7 @@ from kubernetes.client.exceptions import ApiException
 from pulumi.dynamic import CheckFailure, CheckResult, CreateResult, DiffResult, UpdateResult
 
 from mesh import kube
+from mesh.istio_vocabulary import NATURAL, NONE, STRATEGIES
 from mesh.providers import KubeProvider, is_unknown, progress
 from mesh.workloads import (
     KINDS,
@@ -40,8 +41,6 @@ from mesh.workloads import (
     workload_from_object,
 )
 
-ROLLING, NATURAL, NONE = "rolling", "natural", "none"
-STRATEGIES = (ROLLING, NATURAL, NONE)
 POLL_SECONDS = 0.5
 HEARTBEAT_SECONDS = 30.0
 INPUTS = ("namespace", "workload", "revision", "proxy_image", "strategy", "concurrency", "timeout_seconds")
