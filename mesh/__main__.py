@@ -1,9 +1,13 @@
-"""`python -m mesh review --stack STACK [--json]`: the upgrade review of the work tree's stack config.
+"""`python -m mesh review|status --stack STACK [--json]`: the upgrade review of the work tree's stack
+config, and what runs where now.
 
-Run from the project directory with the stack's backend configured as for `pulumi` itself. Exit 0 with
-the review on stdout; exit 2 with the validation message on stdout when the config is invalid. The
-cluster part (what `up` restarts, what a removal would be refused on) needs the cluster the stack
-points at; without one the review says it was skipped. Rules: mesh.review; this module only reads.
+Run from the project directory with the stack's backend configured as for `pulumi` itself.
+`review`: exit 0 with the review on stdout; exit 2 with the validation message on stdout when the
+config is invalid. The cluster part (what `up` restarts, what a removal would be refused on, webhooks
+that would overlap) needs the cluster the stack points at; without one the review says it was skipped.
+`status`: the stack's deployed revisions and the pods that run them; exit 0, or exit 1 (after printing
+what the state alone tells) when the cluster cannot be read, since then it cannot say what runs where.
+Rules: mesh.review, mesh.status, mesh.webhook_overlap; this module only reads.
 """
 
 from __future__ import annotations
@@ -20,7 +24,11 @@ import yaml
 
 from mesh.review import Deployed, Review, control_plane, data_plane, moves, refusals, unmanaged_labels
 from mesh.spec import PROJECT, MeshSpec, SpecError, load_spec
+from mesh.status import Status, status
 from mesh.validation import validate_or_raise
+from mesh.webhook_overlap import namespaces_after, overlaps, webhooks_after
+
+NO_KUBECONFIG = "no kubeconfig (set KUBECONFIG or kubernetes:kubeconfig)"
 
 
 def stack_config(stack: str) -> dict[str, Any]:
@@ -43,8 +51,35 @@ def deployed_outputs(stack: str) -> tuple[dict[str, Any], str | None]:
     return json.loads(done.stdout or "{}"), None
 
 
-def cluster_part(spec: MeshSpec, deployed: Deployed, raw: dict[str, Any]) -> tuple[list, dict, dict, str | None]:
-    """Read only what the review needs: the moving namespaces, and all pods only when a revision goes."""
+def kube_settings(raw: dict[str, Any]) -> Any:
+    """The cluster the stack points at, as the providers find it; None when there is no kubeconfig."""
+    from mesh import kube
+
+    settings = kube.settings_from({k: v for k, v in raw.items() if isinstance(v, str)}.get)
+    if not settings.kubeconfig and not os.path.exists(os.path.expanduser(kube.DEFAULT_KUBECONFIG)):
+        return None
+    return settings
+
+
+def unreachable(e: Exception) -> str:
+    return f"cluster unreachable ({type(e).__name__}: {str(e).splitlines()[0][:200]})"
+
+
+def injectors(api: Any) -> dict[str, dict[str, Any]]:
+    """Every MutatingWebhookConfiguration with an entry on pods (one list), by name."""
+    from kubernetes import client
+
+    from mesh import kube
+
+    found = kube.list_objects(client.AdmissionregistrationV1Api(api).list_mutating_webhook_configuration)
+    return {m["metadata"]["name"]: m for m in found
+            if any("pods" in (r.get("resources") or []) for w in m.get("webhooks") or [] for r in w.get("rules") or [])}
+
+
+def cluster_part(spec: MeshSpec, deployed: Deployed, raw: dict[str, Any]) -> dict[str, Any] | str:
+    """Read only what the review needs: the moving namespaces (the Rollout's own reader), every pod
+    only when a revision goes (as the drain guard reads them), one list of namespaces and one of
+    webhooks. The Review's cluster fields, or why the cluster could not be read."""
     from kubernetes import client, config
     from urllib3.exceptions import HTTPError
 
@@ -52,10 +87,9 @@ def cluster_part(spec: MeshSpec, deployed: Deployed, raw: dict[str, Any]) -> tup
     from mesh.drain import pod_revision_from_object
     from mesh.providers.rollout import NamespaceReader, RolloutError
 
-    plain = {k: v for k, v in raw.items() if isinstance(v, str)}
-    settings = kube.settings_from(plain.get)
-    if not settings.kubeconfig and not os.path.exists(os.path.expanduser(kube.DEFAULT_KUBECONFIG)):
-        return [], {}, {}, "no kubeconfig (set KUBECONFIG or kubernetes:kubeconfig)"
+    settings = kube_settings(raw)
+    if settings is None:
+        return NO_KUBECONFIG
     try:
         with kube.api_client(settings) as api:
             planes = []
@@ -70,31 +104,59 @@ def cluster_part(spec: MeshSpec, deployed: Deployed, raw: dict[str, Any]) -> tup
             if set(deployed.versions) - set(spec.revisions):  # every pod, as the guard reads them, only then
                 pods = (pod_revision_from_object(p) for p in kube.list_objects(core.list_pod_for_all_namespaces))
                 refused = refusals(deployed, spec, (p for p in pods if p is not None))
-            labelled = {
-                ns.metadata.name: ns.metadata.labels or {}
-                for selector in ("istio-injection", "istio.io/rev")
-                for ns in core.list_namespace(label_selector=selector).items
-            }
+            labels = {ns["metadata"]["name"]: ns["metadata"].get("labels") or {}
+                      for ns in kube.list_objects(core.list_namespace)}
+            hooks = injectors(api)
     except (client.exceptions.ApiException, HTTPError, OSError, config.ConfigException) as e:
-        return [], {}, {}, f"cluster unreachable ({type(e).__name__}: {str(e).splitlines()[0][:200]})"
-    return planes, refused, unmanaged_labels(labelled, spec), None
+        return unreachable(e)
+    after = webhooks_after(spec, deployed.versions, deployed.tags, hooks)
+    return {"data_plane": planes, "refusals": refused, "unmanaged": unmanaged_labels(labels, spec),
+            "overlaps": overlaps(after, namespaces_after(spec, deployed.namespaces, labels))}
 
 
-def review(stack: str) -> tuple[int, Review | str]:
-    raw = stack_config(stack)
-    outputs, state_note = deployed_outputs(stack)
+def build_review(stack: str, raw: dict[str, Any], outputs: dict[str, Any],
+                 state_note: str | None = None) -> tuple[int, Review | str]:
+    """The review of `raw` (the stack file's config) against `outputs` (the stack's last outputs)."""
     deployed = Deployed.from_outputs(outputs)
     mesh_keys = {k.removeprefix(f"{PROJECT}:"): v for k, v in raw.items() if k.startswith(f"{PROJECT}:")}
     try:
         spec = validate_or_raise(load_spec(mesh_keys))
     except SpecError as exc:
         return 2, str(exc)
-    planes, refused, unmanaged, cluster_note = cluster_part(spec, deployed, raw)
+    cluster = cluster_part(spec, deployed, raw)
     lines = control_plane(deployed, spec)
     if state_note:
         lines.insert(0, f"(compared with an empty mesh: {state_note})")
-    return 0, Review(stack, lines, None if cluster_note else planes, refused, unmanaged,
-                     spec.rollout.concurrency, spec.rollout.timeout_seconds, cluster_note)
+    settings = (spec.rollout.concurrency, spec.rollout.timeout_seconds)
+    if isinstance(cluster, str):
+        return 0, Review(stack, lines, None, {}, {}, *settings, cluster_note=cluster)
+    return 0, Review(stack, lines, cluster["data_plane"], cluster["refusals"], cluster["unmanaged"], *settings,
+                     overlaps=cluster["overlaps"])
+
+
+def review(stack: str) -> tuple[int, Review | str]:
+    outputs, state_note = deployed_outputs(stack)
+    return build_review(stack, stack_config(stack), outputs, state_note)
+
+
+def build_status(stack: str, raw: dict[str, Any], outputs: dict[str, Any],
+                 state_note: str | None = None) -> tuple[int, Status]:
+    """What runs where: the deployed revisions from `outputs`, and every pod of the cluster (one list)."""
+    from kubernetes import client, config
+    from urllib3.exceptions import HTTPError
+
+    from mesh import kube
+
+    deployed = Deployed.from_outputs(outputs)
+    settings = kube_settings(raw)
+    if settings is None:
+        return 1, status(stack, deployed, None, NO_KUBECONFIG, state_note)
+    try:
+        with kube.api_client(settings) as api:
+            pods = list(kube.list_objects(client.CoreV1Api(api).list_pod_for_all_namespaces))
+    except (client.exceptions.ApiException, HTTPError, OSError, config.ConfigException) as e:
+        return 1, status(stack, deployed, None, unreachable(e), state_note)
+    return 0, status(stack, deployed, pods, None, state_note)
 
 
 def main(argv: list[str]) -> int:
@@ -103,8 +165,15 @@ def main(argv: list[str]) -> int:
     rev = sub.add_parser("review", help="what the work tree's config changes, and what up will restart")
     rev.add_argument("--stack", required=True)
     rev.add_argument("--json", action="store_true")
+    now = sub.add_parser("status", help="what runs where now, and which revisions can be dropped")
+    now.add_argument("--stack", required=True)
+    now.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
-    code, result = review(args.stack)
+    if args.command == "status":
+        outputs, state_note = deployed_outputs(args.stack)
+        code, result = build_status(args.stack, stack_config(args.stack), outputs, state_note)
+    else:
+        code, result = review(args.stack)
     if isinstance(result, str):
         print(result)
         return code

@@ -14,11 +14,11 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from mesh.drain import pods_using
+from mesh.istio_vocabulary import LEGACY_INJECTION_LABEL, NATURAL, NONE, REV_LABEL, Strategy
 from mesh.proxy_image import proxy_image
-from mesh.spec import MeshSpec, Strategy, parse_version
+from mesh.spec import MeshSpec, parse_version
+from mesh.webhook_overlap import Overlap
 from mesh.workloads import Action, Pod, Target, Workload, decide, revision_report
-
-LEGACY_LABEL, REV_LABEL = "istio-injection", "istio.io/rev"
 
 
 @dataclass(frozen=True)
@@ -119,10 +119,10 @@ class DataPlane:
 
 def data_plane(move: Move, workloads: Iterable[Workload], pods: Iterable[Pod]) -> DataPlane:
     """The Rollout's own decision for each workload of the namespace."""
-    if move.strategy == "natural":
+    if move.strategy == NATURAL:
         report = revision_report(pods, move.target)
         return DataPlane(move, {}, 0, report.on_other + report.stale_proxies)
-    if move.strategy == "none":
+    if move.strategy == NONE:
         return DataPlane(move, {}, 0, 0)
     restart, waiting = {}, 0
     for w in workloads:
@@ -147,9 +147,9 @@ def refusals(deployed: Deployed, spec: MeshSpec, pods: Iterable[Any]) -> dict[st
 def unmanaged_labels(namespaces: Mapping[str, Mapping[str, str]], spec: MeshSpec) -> dict[str, str]:
     """Namespaces carrying injection labels that no binding manages (they follow tags on their own)."""
     return {
-        ns: ", ".join(f"{k}={labels[k]}" for k in (LEGACY_LABEL, REV_LABEL) if k in labels)
+        ns: ", ".join(f"{k}={labels[k]}" for k in (LEGACY_INJECTION_LABEL, REV_LABEL) if k in labels)
         for ns, labels in sorted(namespaces.items())
-        if ns not in spec.namespaces and (LEGACY_LABEL in labels or REV_LABEL in labels)
+        if ns not in spec.namespaces and (LEGACY_INJECTION_LABEL in labels or REV_LABEL in labels)
     }
 
 
@@ -164,6 +164,8 @@ class Review:
     concurrency: int
     timeout_seconds: int
     cluster_note: str | None = None
+    overlaps: list[Overlap] = field(default_factory=list)
+    """Injection webhooks that would both inject one pod once the change is applied (IST0139)."""
 
     @property
     def restarts(self) -> int:
@@ -186,9 +188,9 @@ class Review:
             out.append("- no namespace or gateway moves")
         for d in self.data_plane or []:
             where = d.move.namespace + (f" (gateway {d.move.workload})" if d.move.workload else "")
-            if d.move.strategy == "natural":
+            if d.move.strategy == NATURAL:
                 out.append(f"- `{where}`: {d.move.why}, natural: moves on next deploy, {d.pending_pods} pods pending")
-            elif d.move.strategy == "none":
+            elif d.move.strategy == NONE:
                 out.append(f"- `{where}`: {d.move.why}, strategy none: nothing restarted")
             else:
                 listed = ", ".join(f"{k} ({n} pods)" for k, n in d.restart.items())
@@ -203,6 +205,10 @@ class Review:
             where = ", ".join(f"{ns} ({n})" for ns, n in users.items())
             out.append(f"- removing `{revision}`: up will refuse, {total} pods still run it ({where})")
         out += [f"- `{ns}` carries {labels}, which no binding manages" for ns, labels in self.unmanaged.items()]
-        if not self.refusals and not self.unmanaged:
+        for o in self.overlaps:
+            pod = ", ".join(f"{k}={v}" for k, v in o.pod_labels.items()) or "none"
+            out.append(f"- `{o.namespace}`: webhooks {', '.join(f'`{w}`' for w in o.webhooks)} would all inject "
+                       f"one pod (IST0139; pod labels: {pod})")
+        if not self.refusals and not self.unmanaged and not self.overlaps:
             out.append("- nothing found" if self.data_plane is not None else "- not checked (no cluster)")
         return "\n".join(out) + "\n"

@@ -1,0 +1,160 @@
+"""What runs where, now (pure): per revision the stack deployed, its version, tags, bound namespaces and
+the pods that run it per namespace, the pods on no revision the stack manages, and whether each revision
+can be dropped.
+
+`mesh/__main__.py` hands in the stack's last outputs and every pod of the cluster (one list). A pod runs
+the revision the drain guard says it uses (`mesh.drain.pods_using`, the same function), so "can be
+dropped" here and the guard's refusal at `up` never disagree; its proxy is compared with the image the
+revision injects now by `mesh.proxy_image.proxy_state`, as the rollout compares it.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterable, Mapping
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from mesh.drain import PodRevision, pod_revision_from_object, pods_using
+from mesh.proxy_image import ProxyState, parse_image, proxy_state
+from mesh.review import Deployed
+from mesh.workloads import UNINJECTED, Pod, pod_from_object
+
+
+@dataclass(frozen=True)
+class NamespacePods:
+    """The live pods of one namespace that run one revision."""
+
+    pods: int
+    proxies: Mapping[str, int]
+    """Proxy image tag (or the image, when it has no tag) -> pods."""
+    stale: int
+    """Pods whose proxy is not the image the revision injects now (they move on their next restart)."""
+
+
+@dataclass(frozen=True)
+class RevisionStatus:
+    name: str
+    version: str
+    proxy: str | None
+    tags: list[str]
+    bound: list[str]
+    gateways: list[str]
+    pods: dict[str, NamespacePods]
+    can_drop: bool
+    why: str
+
+
+@dataclass(frozen=True)
+class Status:
+    stack: str
+    revisions: list[RevisionStatus]
+    unmanaged: dict[str, dict[str, int]] = field(default_factory=dict)
+    """Namespace -> revision (or "(not injected)" in bound namespaces) -> pods on no revision of the stack."""
+    cluster_note: str | None = None
+    """Why the pods could not be read; None when they were."""
+    state_note: str | None = None
+    """Why the stack's outputs could not be read (a stack never deployed); None when they were."""
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def markdown(self) -> str:
+        out = [f"#### Revisions ({self.stack})"]
+        if not self.revisions:
+            out.append(f"- none deployed{f' ({self.state_note})' if self.state_note else ''}")
+        for r in self.revisions:
+            facts = [r.version, *([f"tags {', '.join(r.tags)}"] if r.tags else []),
+                     f"bound: {', '.join(r.bound) or 'none'}",
+                     *([f"gateways: {', '.join(r.gateways)}"] if r.gateways else [])]
+            out.append(f"- `{r.name}`: {'; '.join(facts)}")
+            if self.cluster_note is None:
+                if not r.pods:
+                    out.append("  - no pods")
+                for ns, p in r.pods.items():
+                    images = ", ".join(f"{tag}: {n}" for tag, n in p.proxies.items())
+                    stale = f", {p.stale} on an older proxy" if p.stale else ""
+                    out.append(f"  - `{ns}`: {p.pods} pods (proxy {images}){stale}")
+            out.append(f"  - can be dropped: {'yes' if r.can_drop else 'no'}, {r.why}")
+        out.append("#### Pods on no managed revision")
+        if self.cluster_note is not None:
+            out.append(f"- cluster part skipped: {self.cluster_note}")
+        elif not self.unmanaged:
+            out.append("- none")
+        for ns, revisions in self.unmanaged.items():
+            listed = ", ".join(f"{n} {'pods not injected' if rev == UNINJECTED else f'pods on `{rev}`'}"
+                               for rev, n in revisions.items())
+            out.append(f"- `{ns}`: {listed}")
+        return "\n".join(out) + "\n"
+
+
+def _tag(image: str | None) -> str:
+    if image is None:
+        return "none"
+    ref = parse_image(image)
+    return ref.tag or image
+
+
+def _namespace_pods(names: Iterable[str], pods: Mapping[tuple[str, str], Pod], ns: str,
+                    expected: str | None) -> NamespacePods:
+    found = [pods[(ns, name)] for name in names]
+    stale = 0 if expected is None else sum(proxy_state(p.proxy, expected) is ProxyState.STALE for p in found)
+    return NamespacePods(len(found), dict(sorted(Counter(_tag(p.proxy.image) for p in found).items())), stale)
+
+
+def _drop_verdict(name: str, deployed: Deployed, users: Mapping[str, list[str]]) -> tuple[bool, str]:
+    """The drain guard's decision (no pod uses it), and what still points at the revision in the config."""
+    if users:
+        total = sum(len(n) for n in users.values())
+        where = ", ".join(f"{ns} ({len(n)})" for ns, n in users.items())
+        return False, f"{total} pods still run it ({where}): up would refuse to remove it"
+    refs = [f"tag `{t}`" for t, r in sorted(deployed.tags.items()) if r == name]
+    refs += [f"namespace `{ns}`" for ns, r in sorted(deployed.namespaces.items()) if r == name]
+    refs += [f"gateway `{g}`" for g, v in sorted(deployed.gateways.items()) if v.get("revision") == name]
+    if refs:
+        return True, f"no pod runs it; first point {', '.join(refs)} elsewhere"
+    return True, "no pod runs it and nothing points at it"
+
+
+def status(stack: str, deployed: Deployed, pod_objects: Iterable[Mapping[str, Any]] | None,
+           cluster_note: str | None = None, state_note: str | None = None) -> Status:
+    """The report from the stack's outputs and the cluster's pods (None when they could not be read)."""
+    users: list[PodRevision] = []
+    pods: dict[tuple[str, str], Pod] = {}
+    for obj in pod_objects or []:
+        user = pod_revision_from_object(obj)
+        if user is not None:
+            users.append(user)
+            pods[(user.namespace, user.name)] = pod_from_object(obj)
+    revisions = []
+    for name, version in sorted(deployed.versions.items()):
+        using = pods_using(users, name) if pod_objects is not None else {}
+        can_drop, why = _drop_verdict(name, deployed, using)
+        if pod_objects is None:
+            can_drop, why = False, "unknown: the pods could not be read"
+        revisions.append(RevisionStatus(
+            name=name, version=version, proxy=deployed.proxies.get(name),
+            tags=sorted(t for t, r in deployed.tags.items() if r == name),
+            bound=sorted(ns for ns, r in deployed.namespaces.items() if r == name),
+            gateways=sorted(g for g, v in deployed.gateways.items() if v.get("revision") == name),
+            pods={ns: _namespace_pods(names, pods, ns, deployed.proxies.get(name)) for ns, names in using.items()},
+            can_drop=can_drop, why=why,
+        ))
+    return Status(stack, revisions, _unmanaged(users, deployed), cluster_note, state_note)
+
+
+def _unmanaged(users: Iterable[PodRevision], deployed: Deployed) -> dict[str, dict[str, int]]:
+    """Pods that use a revision the stack does not deploy (a revisionless install's `default`, one removed
+    by hand), and pods in bound namespaces that run no proxy at all."""
+    found: Counter[tuple[str, str]] = Counter()
+    for pod in users:
+        revision = pod.annotation if pod.annotation is not None else (pod.label if pod.injectable else None)
+        if revision is None:
+            if pod.injectable and pod.namespace in deployed.namespaces:
+                found[(pod.namespace, UNINJECTED)] += 1
+        elif revision not in deployed.versions:
+            found[(pod.namespace, revision)] += 1
+    result: dict[str, dict[str, int]] = {}
+    for (ns, revision), n in sorted(found.items()):
+        result.setdefault(ns, {})[revision] = n
+    return result

@@ -1,0 +1,104 @@
+"""`mesh status` (pure): pods per revision per namespace, pods on no managed revision, and whether each
+revision can be dropped, by the drain guard's own decision."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from mesh.drain import pod_revision_from_object, pods_using
+from mesh.review import Deployed
+from mesh.status import status
+
+OLD_PROXY, NEW_PROXY = "docker.io/istio/proxyv2:1.30.0", "docker.io/istio/proxyv2:1.31.0"
+DEPLOYED = Deployed.from_outputs({
+    "revisions": {"1-30-0": {"version": "1.30.0", "proxy": OLD_PROXY},
+                  "1-31-0": {"version": "1.31.0", "proxy": NEW_PROXY}},
+    "tags": {"default": "1-31-0", "stable": "1-31-0", "canary": "1-31-0"},
+    "namespaces": {"team-a": "1-31-0", "team-c": "1-31-0", "fresh": "1-31-0"},
+    "gateways": {"ingress": {"namespace": "istio-ingress", "revision": "1-31-0"}},
+})
+
+
+def pod(ns: str, name: str, rev: str | None = None, image: str | None = None, *, label: str | None = None,
+        phase: str = "Running", opted_out: bool = False) -> dict[str, Any]:
+    containers = [{"name": "app", "image": "app:1"}]
+    if image:
+        containers.append({"name": "istio-proxy", "image": image})
+    labels = {**({"istio.io/rev": label} if label else {}),
+              **({"sidecar.istio.io/inject": "false"} if opted_out else {})}
+    return {"metadata": {"namespace": ns, "name": name, "labels": labels,
+                         "annotations": {"istio.io/rev": rev} if rev else {}},
+            "spec": {"containers": containers}, "status": {"phase": phase}}
+
+
+PODS = [
+    pod("team-a", "web-1", "1-31-0", NEW_PROXY),
+    pod("team-a", "web-2", "1-31-0", NEW_PROXY),
+    pod("team-c", "batch-1", "1-30-0", OLD_PROXY),
+    pod("team-c", "batch-2", "1-31-0", NEW_PROXY),
+    pod("team-c", "done", "1-30-0", OLD_PROXY, phase="Succeeded"),
+    pod("legacy", "old-app", "1-30-0", OLD_PROXY),
+    pod("istio-ingress", "ingress-1", None, None, label="1-30-0"),
+    pod("old-install", "svc-1", "default", "docker.io/istio/proxyv2:1.29.0"),
+    pod("fresh", "adopted", None, None),
+    pod("fresh", "opted-out", None, None, opted_out=True),
+    pod("kube-system", "dns", None, None),
+]
+
+
+def test_pods_per_revision_per_namespace_with_their_proxies() -> None:
+    s = status("dev", DEPLOYED, PODS)
+    old, new = s.revisions
+    assert (old.name, old.tags, old.bound) == ("1-30-0", [], [])
+    assert {ns: p.pods for ns, p in old.pods.items()} == {"istio-ingress": 1, "legacy": 1, "team-c": 1}
+    assert old.pods["team-c"].proxies == {"1.30.0": 1} and old.pods["istio-ingress"].proxies == {"none": 1}
+    assert (new.tags, new.bound, new.gateways) == (["canary", "default", "stable"], ["fresh", "team-a", "team-c"],
+                                                   ["ingress"])
+    assert {ns: (p.pods, p.stale) for ns, p in new.pods.items()} == {"team-a": (2, 0), "team-c": (1, 0)}
+
+
+def test_a_pod_on_its_revision_with_an_older_proxy_counts_as_stale() -> None:
+    s = status("dev", DEPLOYED, [pod("team-a", "web-1", "1-31-0", "docker.io/istio/proxyv2:1.30.9")])
+    assert s.revisions[1].pods["team-a"].stale == 1
+    assert "`team-a`: 1 pods (proxy 1.30.9: 1), 1 on an older proxy" in s.markdown()
+
+
+def test_can_be_dropped_is_the_drain_guards_decision() -> None:
+    s = status("dev", DEPLOYED, PODS)
+    old, new = s.revisions
+    users = [p for p in map(pod_revision_from_object, PODS) if p is not None]
+    assert old.can_drop is (not pods_using(users, "1-30-0")) is False
+    assert old.why == "3 pods still run it (istio-ingress (1), legacy (1), team-c (1)): up would refuse to remove it"
+    assert new.can_drop is False
+    drained = status("dev", DEPLOYED, [p for p in PODS if p["metadata"]["annotations"].get("istio.io/rev") != "1-30-0"
+                                       and p["metadata"]["name"] != "ingress-1"])
+    assert drained.revisions[0].can_drop and drained.revisions[0].why == "no pod runs it and nothing points at it"
+    assert "- `1-30-0`: 1.30.0; bound: none\n  - no pods\n  - can be dropped: yes" in drained.markdown()
+
+
+def test_a_drained_revision_still_named_by_the_config_says_what_to_move_first() -> None:
+    only_new = status("dev", DEPLOYED, [])
+    assert only_new.revisions[1].can_drop
+    assert only_new.revisions[1].why == ("no pod runs it; first point tag `canary`, tag `default`, tag `stable`, "
+                                         "namespace `fresh`, namespace `team-a`, namespace `team-c`, "
+                                         "gateway `ingress` elsewhere")
+
+
+def test_pods_on_no_managed_revision_and_uninjected_pods_of_bound_namespaces() -> None:
+    s = status("dev", DEPLOYED, PODS)
+    assert s.unmanaged == {"fresh": {"(not injected)": 1}, "old-install": {"default": 1}}
+    md = s.markdown()
+    assert "- `fresh`: 1 pods not injected" in md and "- `old-install`: 1 pods on `default`" in md
+
+
+def test_without_the_cluster_nothing_is_said_to_be_droppable() -> None:
+    s = status("dev", DEPLOYED, None, "no kubeconfig")
+    assert not any(r.can_drop for r in s.revisions)
+    md = s.markdown()
+    assert "cluster part skipped: no kubeconfig" in md and "can be dropped: no, unknown" in md
+    assert s.to_json()["cluster_note"] == "no kubeconfig"
+
+
+def test_a_stack_never_deployed_says_so() -> None:
+    s = status("dev", Deployed(), [pod("x", "p", "default", OLD_PROXY)], state_note="no deployed state")
+    assert "- none deployed (no deployed state)" in s.markdown() and s.unmanaged == {"x": {"default": 1}}
