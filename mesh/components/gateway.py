@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pulumi
 
-from mesh.charts import chart_ref, gateway_values, gateway_version
+from mesh.charts import ChartRef
 from mesh.components.helm import install_chart
-from mesh.providers.rollout import Rollout
-from mesh.proxy_image import proxy_image
-from mesh.spec import MeshSpec
+from mesh.providers.rollout import Rollout, RolloutSettings
 
 
 class Gateway(pulumi.ComponentResource):
@@ -17,27 +17,24 @@ class Gateway(pulumi.ComponentResource):
     namespace: str
     revision: str
 
-    def __init__(self, name: str, spec: MeshSpec, depends_on: list[pulumi.Resource],
+    def __init__(self, name: str, *, namespace: str, chart: ChartRef, values: dict[str, Any], revision: str,
+                 rollout: RolloutSettings, depends_on: list[pulumi.Resource],
                  opts: pulumi.ResourceOptions | None = None) -> None:
+        """`values` pin the pods to the configured tag or revision; `revision` is what that resolves to."""
         super().__init__("istio-mesh:index:Gateway", name, None, opts)
-        gateway = spec.gateways[name]
-        self.namespace = gateway.namespace
-        self.revision = spec.resolve(gateway.revision)
+        self.namespace = namespace
+        self.revision = revision
         self.chart = install_chart(
-            name,
-            chart_ref(spec.charts, "gateway", gateway_version(spec, gateway)),
-            gateway_values(spec, gateway),
-            gateway.namespace,
-            pulumi.ResourceOptions(parent=self, depends_on=depends_on),
+            name, chart, values, namespace, pulumi.ResourceOptions(parent=self, depends_on=depends_on)
         )
         self.rollout = Rollout(
             f"{name}-rollout",
-            namespace=gateway.namespace,
-            revision=self.revision,
-            proxy_image=proxy_image(spec, self.revision),
-            strategy=spec.strategy_of(gateway),
-            concurrency=spec.rollout.concurrency,
-            timeout_seconds=spec.rollout.timeout_seconds,
+            namespace=namespace,
+            revision=revision,
+            proxy_image=rollout.proxy_image,
+            strategy=rollout.strategy,
+            concurrency=rollout.concurrency,
+            timeout_seconds=rollout.timeout_seconds,
             workload=name,
             opts=pulumi.ResourceOptions(parent=self, depends_on=[self.chart]),
         )

@@ -1,19 +1,26 @@
-"""Istio: the whole mesh of one cluster, built from a validated spec (Sail's `Istio` resource)."""
+"""Istio: the whole mesh of one cluster, built from a validated spec (Sail's `Istio` resource).
+
+The one component that reads the spec: it resolves each object's arguments once (chart references,
+values, the revision a tag or binding stands for, the proxy image that revision injects, the rollout
+settings) and hands every other component only those, so each reads on its own.
+"""
 
 from __future__ import annotations
 
 import pulumi
 from pulumi_kubernetes.core.v1 import Namespace
 
-from mesh.charts import base_values, chart_ref
+from mesh.charts import base_values, chart_ref, gateway_values, gateway_version, istiod_values
 from mesh.components.gateway import Gateway
 from mesh.components.helm import install_chart
 from mesh.components.istio_revision import IstioRevision
 from mesh.components.istio_revision_tag import IstioRevisionTag
 from mesh.components.namespace_binding import NamespaceBinding
 from mesh.istio_vocabulary import ISTIO_NAMESPACE
+from mesh.providers.rollout import RolloutSettings
 from mesh.providers.version_gate import VersionGate
-from mesh.spec import MeshSpec
+from mesh.proxy_image import proxy_image_from_values
+from mesh.spec import BindingSpec, GatewaySpec, MeshSpec
 
 
 class Istio(pulumi.ComponentResource):
@@ -50,12 +57,38 @@ class Istio(pulumi.ComponentResource):
             # Shared by every revision and present on clusters taken over from istioctl or Helm.
             owned_outright=True,
         )
+        values = {name: istiod_values(spec, name) for name in spec.revisions}
+        proxies = {name: proxy_image_from_values(v) for name, v in values.items()}
+
+        def rollout(binding: BindingSpec | GatewaySpec) -> RolloutSettings:
+            return RolloutSettings(
+                proxy_image=proxies[spec.resolve(binding.revision)],
+                strategy=spec.strategy_of(binding),
+                concurrency=spec.rollout.concurrency,
+                timeout_seconds=spec.rollout.timeout_seconds,
+            )
+
         self.revisions = {
-            name: IstioRevision(name, spec, depends_on=[base], opts=child)
-            for name in sorted(spec.revisions)
+            name: IstioRevision(
+                name,
+                version=rev.version,
+                chart=chart_ref(spec.charts, "istiod", rev.version),
+                values=values[name],
+                drain_timeout_seconds=spec.rollout.drain_timeout_seconds,
+                depends_on=[base],
+                opts=child,
+            )
+            for name, rev in sorted(spec.revisions.items())
         }
         self.tags = {
-            tag: IstioRevisionTag(tag, spec, self.revisions[revision], child)
+            tag: IstioRevisionTag(
+                tag,
+                revision=revision,
+                version=spec.revisions[revision].version,
+                revision_values=spec.revisions[revision].values,
+                installed=self.revisions[revision],
+                opts=child,
+            )
             for tag, revision in sorted(spec.tags.items())
         }
 
@@ -65,7 +98,10 @@ class Istio(pulumi.ComponentResource):
 
         self.namespaces = {
             ns: NamespaceBinding(
-                ns, spec,
+                ns,
+                target=b.revision,
+                revision=spec.resolve(b.revision),
+                rollout=rollout(b),
                 depends_on=[installed(b.revision), *([owned_namespaces[ns]] if ns in owned_namespaces else [])],
                 opts=child,
             )
@@ -73,7 +109,12 @@ class Istio(pulumi.ComponentResource):
         }
         self.gateways = {
             name: Gateway(
-                name, spec,
+                name,
+                namespace=g.namespace,
+                chart=chart_ref(spec.charts, "gateway", gateway_version(spec, g)),
+                values=gateway_values(spec, g),
+                revision=spec.resolve(g.revision),
+                rollout=rollout(g),
                 depends_on=[installed(g.revision), owned_namespaces[g.namespace],
                             *([self.namespaces[g.namespace]] if g.namespace in self.namespaces else [])],
                 opts=child,

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pulumi
 
-from mesh.charts import chart_ref, istiod_values
+from mesh.charts import ChartRef
 from mesh.components.helm import install_chart
 from mesh.istio_vocabulary import ISTIO_NAMESPACE, istiod_service
 from mesh.providers.drain_guard import DrainGuard
-from mesh.spec import MeshSpec
 
 
 class IstioRevision(pulumi.ComponentResource):
@@ -18,16 +19,16 @@ class IstioRevision(pulumi.ComponentResource):
     version: str
     service: str
 
-    def __init__(self, name: str, spec: MeshSpec, depends_on: list[pulumi.Resource],
+    def __init__(self, name: str, *, version: str, chart: ChartRef, values: dict[str, Any],
+                 drain_timeout_seconds: int, depends_on: list[pulumi.Resource],
                  opts: pulumi.ResourceOptions | None = None) -> None:
         super().__init__("istio-mesh:index:IstioRevision", name, None, opts)
-        revision = spec.revisions[name]
-        self.version = revision.version
+        self.version = version
         self.service = f"{istiod_service(name)}.{ISTIO_NAMESPACE}.svc"
         self.chart = install_chart(
             f"istiod-{name}",
-            chart_ref(spec.charts, "istiod", revision.version),
-            istiod_values(spec, name),
+            chart,
+            values,
             ISTIO_NAMESPACE,
             pulumi.ResourceOptions(parent=self, depends_on=depends_on),
         )
@@ -36,7 +37,7 @@ class IstioRevision(pulumi.ComponentResource):
         self.guard = DrainGuard(
             f"{name}-drain-guard",
             revision=name,
-            drain_timeout_seconds=spec.rollout.drain_timeout_seconds,
+            drain_timeout_seconds=drain_timeout_seconds,
             opts=pulumi.ResourceOptions(parent=self, depends_on=[self.chart]),
         )
         self.register_outputs({"version": self.version, "service": self.service})

@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 import pulumi
 from pulumi_kubernetes.admissionregistration.v1 import MutatingWebhookConfiguration
 from pulumi_kubernetes.core.v1 import Service
 
-from mesh.components.istio_revision import IstioRevision
 from mesh.istio_vocabulary import DEFAULT_TAG
 from mesh.providers.revisionless_injector import RevisionlessInjectorTakeover
 from mesh.revision_tag_webhook import service_name, tag_service, tag_webhook, webhook_name
-from mesh.spec import MeshSpec
 
 
 class IstioRevisionTag(pulumi.ComponentResource):
@@ -18,18 +19,20 @@ class IstioRevisionTag(pulumi.ComponentResource):
 
     revision: str
 
-    def __init__(self, tag: str, spec: MeshSpec, revision: IstioRevision,
-                 opts: pulumi.ResourceOptions | None = None) -> None:
+    def __init__(self, tag: str, *, revision: str, version: str, revision_values: Mapping[str, Any],
+                 installed: pulumi.Resource, opts: pulumi.ResourceOptions | None = None) -> None:
+        """`revision` is the revision the tag points at, at `version`, rendered with `revision_values` (its
+        injector settings are the tag's too); `installed` is that revision, which must exist first."""
         super().__init__("istio-mesh:index:IstioRevisionTag", tag, None, opts)
-        self.revision = spec.tags[tag]
+        self.revision = revision
         # Only once the target istiod is installed may pods be sent to it.
-        child = pulumi.ResourceOptions(parent=self, depends_on=[revision])
+        child = pulumi.ResourceOptions(parent=self, depends_on=[installed])
         # istiod fills in `caBundle` at run time; it is never rendered here, so never applied over istiod's.
-        hook = tag_webhook(tag, self.revision, spec.revisions[self.revision].values)
+        hook = tag_webhook(tag, revision, revision_values)
         self.webhook = MutatingWebhookConfiguration(
             webhook_name(tag), metadata=hook["metadata"], webhooks=hook["webhooks"], opts=child
         )
-        svc = tag_service(tag, self.revision, spec.revisions[self.revision].version)
+        svc = tag_service(tag, revision, version)
         self.service = (
             Service(service_name(tag), metadata=svc["metadata"], spec=svc["spec"], opts=child) if svc else None
         )

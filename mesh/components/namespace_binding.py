@@ -9,9 +9,7 @@ from pulumi_kubernetes.meta.v1 import ObjectMetaPatchArgs
 from mesh.components.helm import PATCH_FORCE
 from mesh.istio_vocabulary import REV_LABEL
 from mesh.providers.legacy_label import LegacyInjectionLabel
-from mesh.providers.rollout import Rollout
-from mesh.proxy_image import proxy_image
-from mesh.spec import MeshSpec
+from mesh.providers.rollout import Rollout, RolloutSettings
 
 FIELD_MANAGER = "istio-mesh"
 PATCH_FIELD_MANAGER = "pulumi.com/patchFieldManager"
@@ -25,16 +23,16 @@ class NamespaceBinding(pulumi.ComponentResource):
     revision: str
     """The revision the binding resolves to (through its tag, if it names one)."""
 
-    def __init__(self, namespace: str, spec: MeshSpec, depends_on: list[pulumi.Resource],
-                 opts: pulumi.ResourceOptions | None = None) -> None:
+    def __init__(self, namespace: str, *, target: str, revision: str, rollout: RolloutSettings,
+                 depends_on: list[pulumi.Resource], opts: pulumi.ResourceOptions | None = None) -> None:
+        """`target` is the label value as configured (a tag or a revision), `revision` what it resolves to."""
         super().__init__("istio-mesh:index:NamespaceBinding", namespace, None, opts)
-        binding = spec.namespaces[namespace]
-        self.revision = spec.resolve(binding.revision)
+        self.revision = revision
         self.patch = NamespacePatch(
             namespace,
             metadata=ObjectMetaPatchArgs(
                 name=namespace,
-                labels={REV_LABEL: binding.revision},
+                labels={REV_LABEL: target},
                 annotations={
                     PATCH_FIELD_MANAGER: FIELD_MANAGER,
                     # Take the labels over from whoever set them before (`kubectl label`, istioctl).
@@ -51,11 +49,11 @@ class NamespaceBinding(pulumi.ComponentResource):
         self.rollout = Rollout(
             f"{namespace}-rollout",
             namespace=namespace,
-            revision=self.revision,
-            proxy_image=proxy_image(spec, self.revision),
-            strategy=spec.strategy_of(binding),
-            concurrency=spec.rollout.concurrency,
-            timeout_seconds=spec.rollout.timeout_seconds,
+            revision=revision,
+            proxy_image=rollout.proxy_image,
+            strategy=rollout.strategy,
+            concurrency=rollout.concurrency,
+            timeout_seconds=rollout.timeout_seconds,
             opts=pulumi.ResourceOptions(parent=self, depends_on=[self.legacy_label]),
         )
         self.register_outputs({"revision": self.revision})

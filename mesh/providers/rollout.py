@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -23,7 +24,7 @@ from kubernetes.client.exceptions import ApiException
 from pulumi.dynamic import CheckFailure, CheckResult, CreateResult, DiffResult, UpdateResult
 
 from mesh import kube
-from mesh.istio_vocabulary import NATURAL, NONE, STRATEGIES
+from mesh.istio_vocabulary import NATURAL, NONE, STRATEGIES, Strategy
 from mesh.providers import KubeProvider, is_unknown, progress
 from mesh.workloads import (
     KINDS,
@@ -54,6 +55,17 @@ A state written before `proxy_image` existed has no such key: that counts as a c
 update then restarts only the pods whose proxy differs from what their revision injects now (those
 an earlier in-place upgrade left behind), none when every pod is current; the preview shows it as
 `proxy_image` added."""
+
+
+@dataclass(frozen=True)
+class RolloutSettings:
+    """How a Rollout moves pods, resolved from the config once (`mesh.components.Istio`): onto which proxy
+    image (what the bound revision injects now), with which strategy, how many at a time, how long each."""
+
+    proxy_image: str
+    strategy: Strategy
+    concurrency: int
+    timeout_seconds: int
 
 
 class RolloutError(Exception):
