@@ -1,5 +1,5 @@
 """How long the program's own part of a preview takes as the stack grows: config load, validation and
-resource registration under Pulumi mocks (tests/simulation.py), without an engine.
+resource registration under Pulumi mocks (harness/simulation.py), without an engine.
 
 For each size N (default 50, 200, 1000, 2000) it runs the program once on a stack with N bound
 namespaces (a third each on the `stable` and `canary` tags and on a revision with strategy
@@ -10,7 +10,7 @@ cyclic garbage collector off (how much of the growth is the collector's). `--pro
 cProfile of size N with its self time grouped by where the code lives (program, harness, SDK).
 The issue's target: 1,000 namespaces under 2 s, linear from 50 to 2,000.
 
-Run: .venv/bin/python benchmarks/registration.py [--sizes 50 200 1000 2000] [--profile 1000]
+Run from the repository root: .venv/bin/python -m benchmarks.registration [--sizes 50 200 1000 2000] [--profile 1000]
 
 Measured on the 2-core development machine (Python 3.11.7, pulumi 3.272.0, load average 4-5 from
 other work), about 4 resources per namespace (binding, label patch, legacy-label guard, Rollout):
@@ -46,13 +46,12 @@ from pathlib import Path
 from typing import Any
 from unittest.mock import patch
 
+from pulumi.runtime.mocks import MockMonitor
+
+from harness.simulation import simulate
+from mesh.program import spec_from_config
+
 ROOT = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(ROOT)]
-
-from pulumi.runtime.mocks import MockMonitor  # noqa: E402
-
-from mesh.program import spec_from_config  # noqa: E402
-from tests.simulation import simulate  # noqa: E402
 
 
 def stack_config(namespaces: int) -> dict[str, Any]:
@@ -99,7 +98,8 @@ def measure(namespaces: int) -> dict[str, float]:
 
 
 def in_fresh_interpreter(namespaces: int, gc_off: bool) -> dict[str, float]:
-    args = [sys.executable, __file__, "--one", str(namespaces), *(["--gc-off"] if gc_off else [])]
+    args = [sys.executable, "-m", "benchmarks.registration", "--one", str(namespaces)]
+    args += ["--gc-off"] if gc_off else []
     return json.loads(subprocess.run(args, cwd=ROOT, capture_output=True, text=True, check=True).stdout)
 
 
@@ -117,8 +117,8 @@ def where(path: str) -> str | None:
     """The part a function belongs to; None for the stdlib and builtins, whose time goes to their callers."""
     if f"{ROOT}/mesh/" in path:
         return "program (mesh/)"
-    if f"{ROOT}/tests/" in path:
-        return "harness (tests/simulation.py)"
+    if f"{ROOT}/harness/" in path:
+        return "harness (harness/simulation.py)"
     for part, group in [("/pulumi/", "Pulumi SDK"), ("/dill/", "dill (provider pickling)"),
                         ("/google/protobuf/", "protobuf"), ("/asyncio/", "asyncio (running the SDK's tasks)")]:
         if part in path:

@@ -13,10 +13,10 @@ whichever tool drives it):
   Deployments: also N at a time, but in waves that wait for their slowest member.
 
 The kubectl used is the one the e2e toolchain builds (matching the control plane), else the
-first on PATH; the output says which. Without --kubeconfig, the benchmark starts the e2e
-harness's own control plane (tests/e2e/cluster.py: etcd, kube-apiserver, controllers, KWOK
-nodes and the stand-in injector), so pods really get injected by the revision their namespace
-is bound to. Run: .venv/bin/python benchmarks/restart.py [--sizes 10 50 200] [--concurrency 10]
+first on PATH; the output says which. Without --kubeconfig, the benchmark starts the harness's
+own control plane (harness/control_plane.py: etcd, kube-apiserver, controllers, KWOK nodes and the
+stand-in injector), so pods really get injected by the revision their namespace is bound to.
+Run from the repository root: .venv/bin/python -m benchmarks.restart [--sizes 10 50 200] [--concurrency 10]
 
 Measured with the defaults on the 2-core development machine (KWOK cluster of the e2e harness):
 W=10: ours 10.8s, kubectl 11.4s; W=50: 54.3s, 56.7s; W=200: 220.6s, 226.2s; i.e. ours/lower bound
@@ -39,20 +39,16 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-E2E = ROOT / "tests" / "e2e"
-sys.path[:0] = [str(ROOT), str(E2E)]
+from kubernetes import client as k8s
+from kubernetes import config as k8s_config
+from kubernetes.client.rest import ApiException
+from pulumi.dynamic import Config, ConfigureRequest
 
-from cluster import ControlPlane  # noqa: E402
-from kubernetes import client as k8s  # noqa: E402
-from kubernetes import config as k8s_config  # noqa: E402
-from kubernetes.client.rest import ApiException  # noqa: E402
-from pulumi.dynamic import Config, ConfigureRequest  # noqa: E402
-from test_cluster import install_fake_revision  # noqa: E402
-from tools import Tools, describe_missing, locate  # noqa: E402
-
-from mesh.kube import KUBECONFIG_KEY  # noqa: E402
-from mesh.providers.rollout import RolloutProvider  # noqa: E402
+from harness.control_plane import ControlPlane
+from harness.fake_revision import install_fake_revision
+from harness.toolchain import Tools, describe_missing, locate
+from mesh.kube import KUBECONFIG_KEY
+from mesh.providers.rollout import RolloutProvider
 
 OLD, NEW = "bench-old", "bench-new"
 IMAGE = "example.invalid/app:1"

@@ -1,30 +1,23 @@
-"""A real, throwaway Kubernetes control plane for the e2e tests, on loopback only.
+"""A real, throwaway Kubernetes control plane on loopback only, for tests, previews and benchmarks.
 
 Runs etcd, kube-apiserver, kube-controller-manager, kube-scheduler (built by
-``tests/e2e/toolchain/build-kube.sh``) and KWOK, which fakes the nodes and moves pods to
+``toolchain/build-kube.sh``) and KWOK, which fakes the nodes and moves pods to
 Running/Ready without kubelets, so Deployments, StatefulSets and DaemonSets really roll out.
 Admission is the real one: Istio's webhook configurations are called through the
-apiserver's ``cluster`` egress (HTTP CONNECT on a unix socket) and answered by the
-stand-in injector (see ``injector.py``).
+apiserver's ``cluster`` egress (``connect_proxy.py``) and answered by the stand-in injector
+(``injector.py``).
 
-Everything listens on 127.0.0.1 at free ports; the PKI (CA, serving/client certificates,
-service-account keys) is generated into a temp dir. ``stop()`` kills every process group it
-started, also after a failed start; children also get SIGKILL if the Python process dies
-(PR_SET_PDEATHSIG), so a killed test run leaves nothing behind.
+Everything listens on 127.0.0.1 at free ports; the PKI (``pki.py``) is generated into a temp dir.
+``stop()`` kills every process group it started (``processes.py``), also after a failed start.
 """
 
 from __future__ import annotations
 
 import base64
-import contextlib
-import ctypes
-import datetime as dt
 import ipaddress
 import json
 import os
 import shutil
-import signal
-import socket
 import ssl
 import subprocess
 import tempfile
@@ -36,15 +29,17 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import yaml
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
-from injector import ConnectProxy, StandInInjector
 from kubernetes import client as k8s
 from kubernetes import config as k8s_config
 from kubernetes.client.rest import ApiException
-from tools import Tools
+
+from harness.connect_proxy import ConnectProxy
+from harness.injector import StandInInjector
+from harness.pki import CertAuthority, KeyPair, pem_key
+from harness.processes import PREEXEC, Process, free_port
+from harness.toolchain import Tools
 
 SERVICE_CIDR = "10.96.0.0/16"  # never dialed: the egress proxy intercepts webhook dials
 POD_CIDR = "10.244.0.1/16"  # KWOK's pod IPs; never dialed either
@@ -81,183 +76,6 @@ CONTROLLERS = (
 class ControlPlaneError(RuntimeError):
     """A component did not start or become ready; the message has its log's tail."""
 
-
-# ---- PKI ------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class KeyPair:
-    cert: Path
-    key: Path
-
-
-def _pem_key(key: ec.EllipticCurvePrivateKey) -> bytes:
-    return key.private_bytes(
-        serialization.Encoding.PEM,
-        serialization.PrivateFormat.PKCS8,
-        serialization.NoEncryption(),
-    )
-
-
-class CertAuthority:
-    """The harness CA: signs every certificate of the throwaway cluster (1 day validity)."""
-
-    def __init__(self, directory: Path) -> None:
-        self.directory = directory
-        directory.mkdir(parents=True, exist_ok=True)
-        self._key = ec.generate_private_key(ec.SECP256R1())
-        name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "istio-mesh-e2e-ca")])
-        now = dt.datetime.now(dt.UTC)
-        self._cert = (
-            x509.CertificateBuilder()
-            .subject_name(name)
-            .issuer_name(name)
-            .public_key(self._key.public_key())
-            .serial_number(x509.random_serial_number())
-            .not_valid_before(now - dt.timedelta(hours=1))
-            .not_valid_after(now + dt.timedelta(days=1))
-            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-            .add_extension(
-                x509.KeyUsage(
-                    digital_signature=True,
-                    key_cert_sign=True,
-                    crl_sign=True,
-                    content_commitment=False,
-                    key_encipherment=False,
-                    data_encipherment=False,
-                    key_agreement=False,
-                    encipher_only=False,
-                    decipher_only=False,
-                ),
-                critical=True,
-            )
-            .add_extension(x509.SubjectKeyIdentifier.from_public_key(self._key.public_key()), critical=False)
-            .sign(self._key, hashes.SHA256())
-        )
-        self.cert_pem = self._cert.public_bytes(serialization.Encoding.PEM)
-        self.cert_path = directory / "ca.crt"
-        self.cert_path.write_bytes(self.cert_pem)
-        self.key_path = directory / "ca.key"
-        self.key_path.write_bytes(_pem_key(self._key))
-        self.key_path.chmod(0o600)
-
-    def issue(
-        self,
-        common_name: str,
-        *,
-        dns: tuple[str, ...] = (),
-        ips: tuple[str, ...] = (),
-        orgs: tuple[str, ...] = (),
-        server: bool = False,
-        client: bool = False,
-    ) -> tuple[bytes, bytes]:
-        """(cert PEM, key PEM) for one identity."""
-        key = ec.generate_private_key(ec.SECP256R1())
-        attrs = [x509.NameAttribute(NameOID.ORGANIZATION_NAME, o) for o in orgs]
-        attrs.append(x509.NameAttribute(NameOID.COMMON_NAME, common_name))
-        now = dt.datetime.now(dt.UTC)
-        usages = []
-        if server:
-            usages.append(ExtendedKeyUsageOID.SERVER_AUTH)
-        if client:
-            usages.append(ExtendedKeyUsageOID.CLIENT_AUTH)
-        builder = (
-            x509.CertificateBuilder()
-            .subject_name(x509.Name(attrs))
-            .issuer_name(self._cert.subject)
-            .public_key(key.public_key())
-            .serial_number(x509.random_serial_number())
-            .not_valid_before(now - dt.timedelta(hours=1))
-            .not_valid_after(now + dt.timedelta(days=1))
-            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-            .add_extension(x509.ExtendedKeyUsage(usages), critical=False)
-            .add_extension(
-                x509.AuthorityKeyIdentifier.from_issuer_public_key(self._key.public_key()),
-                critical=False,
-            )
-        )
-        sans: list[x509.GeneralName] = [x509.DNSName(d) for d in dns]
-        sans += [x509.IPAddress(ipaddress.ip_address(i)) for i in ips]
-        if sans:
-            builder = builder.add_extension(x509.SubjectAlternativeName(sans), critical=False)
-        cert = builder.sign(self._key, hashes.SHA256())
-        return cert.public_bytes(serialization.Encoding.PEM), _pem_key(key)
-
-    def issue_serving(self, dns_name: str) -> tuple[bytes, bytes]:
-        """Serving certificate for one DNS name (the stand-in injector's, per SNI)."""
-        return self.issue(dns_name, dns=(dns_name,), ips=("127.0.0.1",), server=True)
-
-    def write(self, name: str, pem: tuple[bytes, bytes]) -> KeyPair:
-        cert, key = self.directory / f"{name}.crt", self.directory / f"{name}.key"
-        cert.write_bytes(pem[0])
-        key.write_bytes(pem[1])
-        key.chmod(0o600)
-        return KeyPair(cert, key)
-
-
-# ---- processes ------------------------------------------------------------------------
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _die_with_parent() -> Callable[[], None] | None:
-    """preexec_fn: SIGKILL the child when this process dies (resolved before any fork)."""
-    try:
-        prctl = ctypes.CDLL(None, use_errno=True).prctl
-    except (OSError, AttributeError):
-        return None
-    pr_set_pdeathsig = 1
-
-    def preexec() -> None:
-        prctl(pr_set_pdeathsig, signal.SIGKILL, 0, 0, 0)
-
-    return preexec
-
-
-_PREEXEC = _die_with_parent()
-
-
-@dataclass
-class Process:
-    """One started component: its own process group, its log file."""
-
-    name: str
-    popen: subprocess.Popen[bytes]
-    log: Path
-
-    def alive(self) -> bool:
-        return self.popen.poll() is None
-
-    def tail(self, lines: int = 40) -> str:
-        try:
-            text = self.log.read_text(errors="replace").splitlines()
-        except OSError:
-            return "(no log)"
-        return "\n".join(text[-lines:])
-
-    def kill(self, grace: float = 5.0) -> None:
-        """SIGTERM the whole process group, SIGKILL it after `grace` seconds."""
-        pgid = self.popen.pid  # start_new_session: the child leads its group
-        for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, 5.0)):
-            try:
-                os.killpg(pgid, sig)
-            except ProcessLookupError:
-                break
-            try:
-                self.popen.wait(timeout=wait)
-                # The leader is gone; make sure nothing else of its group lingers.
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(pgid, signal.SIGKILL)
-                break
-            except subprocess.TimeoutExpired:
-                continue
-
-
-# ---- control plane --------------------------------------------------------------------
 
 
 class ControlPlane:
@@ -342,7 +160,7 @@ class ControlPlane:
         self.logs_dir.mkdir(parents=True, exist_ok=True)
         deadline = time.monotonic() + self.start_timeout
         self.ca = ca = CertAuthority(self.pki_dir)
-        api_port = _free_port()
+        api_port = free_port()
         self.apiserver_url = f"https://127.0.0.1:{api_port}"
         certs = self._write_pki(ca)
         for name, identity in (
@@ -414,7 +232,7 @@ class ControlPlane:
             "kube-scheduler": ca.write("kube-scheduler", ca.issue("system:kube-scheduler", client=True)),
         }
         sa_key = ec.generate_private_key(ec.SECP256R1())
-        (self.pki_dir / "sa.key").write_bytes(_pem_key(sa_key))
+        (self.pki_dir / "sa.key").write_bytes(pem_key(sa_key))
         (self.pki_dir / "sa.key").chmod(0o600)
         (self.pki_dir / "sa.pub").write_bytes(
             sa_key.public_key().public_bytes(
@@ -465,7 +283,7 @@ class ControlPlane:
                 stdout=logf,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
-                preexec_fn=_PREEXEC,
+                preexec_fn=PREEXEC,
                 env={**os.environ, **(env or {})},
                 cwd=self.workdir,
             )
@@ -475,7 +293,7 @@ class ControlPlane:
 
     def _start_etcd(self) -> Process:
         assert self.tools.etcd is not None
-        client, peer = _free_port(), _free_port()
+        client, peer = free_port(), free_port()
         self._etcd_url = f"http://127.0.0.1:{client}"
         proc = self._spawn(
             "etcd",
@@ -566,7 +384,7 @@ class ControlPlane:
                 str(self.tools.kube("kube-controller-manager")),
                 f"--kubeconfig={self.workdir / 'controller-manager.kubeconfig'}",
                 "--bind-address=127.0.0.1",
-                f"--secure-port={_free_port()}",
+                f"--secure-port={free_port()}",
                 "--leader-elect=false",
                 "--use-service-account-credentials=true",
                 f"--controllers={','.join(CONTROLLERS)}",
@@ -582,7 +400,7 @@ class ControlPlane:
         )
 
     def _start_scheduler(self) -> Process:
-        self._sched_port = _free_port()
+        self._sched_port = free_port()
         return self._spawn(
             "kube-scheduler",
             [

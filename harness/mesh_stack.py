@@ -13,7 +13,8 @@ from typing import Any
 
 import yaml
 from pulumi import automation as auto
-from tools import REPO_ROOT, Tools
+
+from harness.toolchain import REPO_ROOT, Tools
 
 STACK = "e2e"
 PROJECT_FILES = ("Pulumi.yaml", "__main__.py", "requirements.txt")

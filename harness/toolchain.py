@@ -1,7 +1,7 @@
-"""Where the e2e tests find their tools.
+"""Where the tests, previews and benchmarks find their tools, at the versions of ``toolchain/versions``.
 
 Nothing can be downloaded prebuilt on these machines, so every tool is built from Go
-modules by the scripts in ``tests/e2e/toolchain/`` into one versioned cache directory:
+modules by the scripts in ``toolchain/`` into one versioned cache directory:
 
     ${ISTIO_MESH_E2E_CACHE:-~/.cache/istio-mesh-e2e}/
         pulumi-<ver>/bin/                    pulumi CLI + Python language host (build-pulumi.sh)
@@ -12,6 +12,10 @@ modules by the scripts in ``tests/e2e/toolchain/`` into one versioned cache dire
         kwok-0.7.0/bin/kwok, kwok-0.7.0/stages/*.yaml   (build-kube.sh)
         istio-<ver>/charts/{base,istiod,gateway}         (build-charts.sh)
         helm-v<ver>/bin/helm                 (build-helm.sh)
+
+The manifest ``toolchain/versions`` names every version once; :func:`disagreements` lists the
+files (go.mod, requirements.txt) that necessarily repeat one and do not agree (the build scripts'
+``versions.sh`` checks the same before building).
 
 A developer machine that already has tools may use them instead:
   * a ``pulumi`` on PATH is used when the cache has none;
@@ -31,30 +35,83 @@ import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
-TOOLCHAIN = Path(__file__).resolve().parent / "toolchain"
+REPO_ROOT = Path(__file__).resolve().parents[1]
+TOOLCHAIN = REPO_ROOT / "toolchain"
+MANIFEST = TOOLCHAIN / "versions"
 
 
-def _pinned(module_dir: str, module: str) -> str:
-    """The version a wrapper module's go.mod pins (build-kube.sh reads the same line)."""
-    text = (TOOLCHAIN / module_dir / "go.mod").read_text()
-    m = re.search(rf"^\s*(?:require\s+)?{re.escape(module)} v(\S+)", text, re.MULTILINE)
-    if not m:
-        raise RuntimeError(f"{module} not pinned in {TOOLCHAIN / module_dir / 'go.mod'}")
-    return m.group(1)
+@dataclass(frozen=True)
+class Pin:
+    """One manifest line: a tool's version and the files that must pin it too (``<file>:<module>``)."""
+
+    name: str
+    version: str
+    also_in: tuple[tuple[str, str], ...]
 
 
+def read_manifest(path: Path = MANIFEST) -> list[Pin]:
+    """The manifest's lines, in order (comments and blank lines skipped)."""
+    pins = []
+    for line in path.read_text().splitlines():
+        words = line.split("#", 1)[0].split()
+        if words:
+            specs = tuple((file, module) for file, _, module in (w.partition(":") for w in words[2:]))
+            pins.append(Pin(words[0], words[1], specs))
+    return pins
+
+
+def pinned_in(file: Path, module: str) -> str | None:
+    """The version ``file`` pins for ``module``: a go.mod require line, or a requirements.txt ``==``."""
+    if not file.is_file():
+        return None
+    if file.name == "go.mod":
+        pattern = rf"^\s*(?:require\s+)?{re.escape(module)}\s+v(\S+)"
+    else:
+        pattern = rf"^{re.escape(module)}==([^\s;]+)"
+    m = re.search(pattern, file.read_text(), re.MULTILINE)
+    return m.group(1) if m else None
+
+
+def disagreements(pins: list[Pin], toolchain: Path = TOOLCHAIN) -> list[str]:
+    """Every file that does not pin what the manifest says, as a message naming both versions.
+
+    An Istio version is served by a branch snapshot (a pseudo-version), so its line must name the
+    wrapper module of its minor, ``charts/istio-<major.minor>/go.mod``, which must pin istio.io/istio.
+    """
+    problems = []
+    for pin in pins:
+        for file, module in pin.also_in:
+            got = pinned_in(toolchain / file, module)
+            if pin.name == "istio":
+                minor = pin.version.rsplit(".", 1)[0]
+                if file != f"charts/istio-{minor}/go.mod" or got is None:
+                    problems.append(f"istio {pin.version} names {file}; it needs charts/istio-{minor}/go.mod "
+                                    f"pinning istio.io/istio (charts/add-minor.sh makes it)")
+            elif got != pin.version:
+                problems.append(f"toolchain/versions pins {pin.name} {pin.version}, but toolchain/{file} pins "
+                                f"{module} at {got or 'no version'}: make them agree")
+    return problems
+
+
+def _version(pins: list[Pin], name: str) -> str:
+    for pin in pins:
+        if pin.name == name:
+            return pin.version
+    raise RuntimeError(f"{MANIFEST} has no line for {name}")
+
+
+_PINS = read_manifest()
 # What the Go module proxy here serves, as build-pulumi.sh builds it (see the go.mod comments there).
-PULUMI_VERSION = _pinned("pulumi/cli", "github.com/pulumi/pulumi/pkg/v3")
-PULUMI_KUBERNETES_VERSION = _pinned("pulumi/kubernetes", "github.com/pulumi/pulumi-kubernetes/provider/v4")
-KUBE_VERSION = _pinned("kube", "k8s.io/kubernetes")
-ETCD_VERSION = _pinned("etcd", "go.etcd.io/etcd/server/v3")
-KWOK_VERSION = _pinned("kwok", "sigs.k8s.io/kwok")
-HELM_VERSION = _pinned("helm", "helm.sh/helm/v3")
+PULUMI_VERSION = _version(_PINS, "pulumi")
+PULUMI_KUBERNETES_VERSION = _version(_PINS, "pulumi-kubernetes")
+KUBE_VERSION = _version(_PINS, "kubernetes")
+ETCD_VERSION = _version(_PINS, "etcd")
+KWOK_VERSION = _version(_PINS, "kwok")
+HELM_VERSION = _version(_PINS, "helm")
 # Istio versions whose charts build-charts.sh extracts (branch snapshots named like releases).
-ISTIO_VERSIONS: tuple[str, ...] = ("1.30.0", "1.30.1", "1.31.0")
+ISTIO_VERSIONS: tuple[str, ...] = tuple(p.version for p in _PINS if p.name == "istio")
 
-BUILD_ALL = "bash tests/e2e/toolchain/build-all.sh"
+BUILD_ALL = "bash toolchain/build-all.sh"
 KUBE_BINARIES = ("kube-apiserver", "kube-controller-manager", "kube-scheduler", "kubectl")
 KWOK_STAGES = (
     "node-initialize.yaml",
@@ -138,7 +195,7 @@ class Tools:
 
 
 def _script(name: str, *args: str) -> str:
-    return " ".join(["bash", f"tests/e2e/toolchain/{name}", *args])
+    return " ".join(["bash", f"toolchain/{name}", *args])
 
 
 def _is_exe(p: Path) -> bool:

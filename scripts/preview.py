@@ -2,9 +2,10 @@
 
 The preview is compact (one line per resource and the summary); `--diff` prints every object's diff.
 
-Against the cluster in $KUBECONFIG when set; otherwise against a throwaway local control plane (the
-e2e harness's), where the stack's bound namespaces are created first, as they would exist in a real
+Against the cluster in $KUBECONFIG when set; otherwise against a throwaway local control plane
+(``harness.control_plane``), where the stack's bound namespaces are created first, as they would exist in a real
 cluster. The project is copied to a temp dir with a local state backend, so nothing in the repo changes.
+Run from the repository root as ``python -m scripts.preview`` (``scripts/preview`` does).
 """
 
 from __future__ import annotations
@@ -16,18 +17,15 @@ from contextlib import ExitStack
 from pathlib import Path
 
 import yaml
+from kubernetes import client as k8s
 
-REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO / "tests" / "e2e"))
-
-from cluster import ControlPlane  # noqa: E402
-from kubernetes import client as k8s  # noqa: E402
-from mesh_stack import MeshStack  # noqa: E402
-from tools import Tools, describe_missing, locate  # noqa: E402
+from harness.control_plane import ControlPlane
+from harness.mesh_stack import MeshStack
+from harness.toolchain import REPO_ROOT, Tools, describe_missing, locate
 
 
 def main(stack: str, diff: bool) -> int:
-    raw = yaml.safe_load((REPO / f"Pulumi.{stack}.yaml").read_text())["config"]
+    raw = yaml.safe_load((REPO_ROOT / f"Pulumi.{stack}.yaml").read_text())["config"]
     config = {k.removeprefix("istio-mesh:"): v for k, v in raw.items()}
     kubeconfig_env = os.environ.get("KUBECONFIG")
     tools = locate(cluster=not kubeconfig_env, charts=False)

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from tests.simulation import Registration, diff, simulate
+from harness.simulation import Registration, diff, simulate
 from tests.test_upgrade_walk import BASE, BINDING, CHART, GATE, GATEWAY, REVISION, ROLLOUT, k
 
 STEADY: dict[str, Any] = {

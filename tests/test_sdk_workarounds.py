@@ -17,11 +17,11 @@ import pulumi.dynamic.dynamic
 from google.protobuf.json_format import MessageToDict
 from pulumi.dynamic import CreateResult, ResourceProvider
 
+from harness.simulation import mocked
 from mesh.providers.drain_guard import DrainGuard
 from mesh.providers.rollout import Rollout
 from mesh.providers.sdk_workaround import PATCHED_METHODS
 from mesh.providers.version_gate import VersionGate
-from tests.simulation import mocked
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -8,9 +8,9 @@ from typing import Any
 import pytest
 import yaml
 
+from harness.simulation import simulate
 from mesh.program import OBJECT_KEYS, STRING_KEYS, spec_from_config
 from mesh.spec import DEFAULT_HUB, PROJECT, MeshSpec, load_spec
-from tests.simulation import simulate
 
 ROOT = Path(__file__).resolve().parent.parent
 

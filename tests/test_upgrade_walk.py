@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from tests.simulation import Diff, Registration, diff, simulate
+from harness.simulation import Diff, Registration, diff, simulate
 
 ROOT = "istio-mesh:index:Istio::mesh"
 REVISION = "istio-mesh:index:IstioRevision"

@@ -2,11 +2,11 @@
 # Writes Istio's Helm charts (base, istiod, gateway) for every Istio version the e2e tests
 # use into $CACHE/istio-<ver>/charts/{base,istiod,gateway}, offline, from the Go module
 # istio.io/istio: a tiny Go program (charts/extract.go) imports package
-# istio.io/istio/manifests (the embed.FS istioctl installs from) at the version pinned by
+# istio.io/istio/manifests (the embed.FS istioctl installs from) at the snapshot pinned by
 # charts/istio-<minor>/go.mod and writes the charts out, byte for byte.
-# The Go module proxy only has branch snapshots (pseudo-versions), not release tags:
-#   istio-1.30 -> release-1.30 branch snapshot, called Istio 1.30.0 in the tests
-#   istio-1.31 -> master snapshot (VERSION 1.31), called Istio 1.31.0
+# The versions are the `istio` lines of the manifest `versions`, each naming the wrapper module of
+# its minor: the Go module proxy only has branch snapshots (pseudo-versions), not release tags
+# (each go.mod's comment says which branch).
 # Upstream's Chart.yaml says version 1.0.0 (release-builder stamps releases); the mirror stamps each
 # chart's `version` and `appVersion` with the version name, as a real release is, so the labels the
 # charts render (helm.sh/chart, app.kubernetes.io/version) change between versions as they do in the field.
@@ -16,9 +16,11 @@
 set -euo pipefail
 
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+# shellcheck source=/dev/null  # versions.sh is checked on its own
+source "$HERE/versions.sh"
 CACHE="${ISTIO_MESH_E2E_CACHE:-$HOME/.cache/istio-mesh-e2e}"
-# minor -> the version name the tests use for it
-VERSIONS=("1.30:1.30.0" "1.30:1.30.1" "1.31:1.31.0")
+# "<version> <wrapper module dir>" lines, checked against the go.mod files
+VERSIONS="$(istio_versions)"
 STAMP_FORMAT=2  # bump when what the mirror writes changes: older mirrors are rebuilt
 
 export CGO_ENABLED=0
@@ -32,15 +34,13 @@ cleanup() { if ((${#TMPS[@]})); then rm -rf "${TMPS[@]}"; fi; }
 trap cleanup EXIT
 
 mkdir -p "$CACHE"
-for pair in "${VERSIONS[@]}"; do
-  minor="${pair%%:*}"
-  ver="${pair#*:}"
+while read -r ver moddir; do
   dest="$CACHE/istio-$ver/charts"
   if [[ "$(cat "$dest/.complete" 2>/dev/null)" == "$STAMP_FORMAT" ]]; then
     log "istio $ver: charts already in $dest"
     continue
   fi
-  moddir="$HERE/charts/istio-$minor"
+  moddir="$HERE/$moddir"
   pin="$(cd "$moddir" && go list -m -f '{{.Version}}' istio.io/istio)"
   log "istio $ver: extracting charts from istio.io/istio@$pin"
   mkdir -p "$CACHE/istio-$ver"
@@ -59,5 +59,5 @@ for pair in "${VERSIONS[@]}"; do
   mv "$tmp/charts" "$dest"
   rm -rf "$tmp"
   log "istio $ver: charts in $dest"
-done
+done <<<"$VERSIONS"
 log "done: $CACHE"

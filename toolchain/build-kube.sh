@@ -7,19 +7,19 @@
 # CACHE defaults to ~/.cache/istio-mesh-e2e (override with ISTIO_MESH_E2E_CACHE).
 # Idempotent: a component whose binaries exist is skipped. Binaries are built to a temp
 # directory and moved into place only when the whole build succeeded.
-# The pinned versions live in the wrapper modules' go.mod files next to this script
-# (kube/, etcd/, kwok/); to move a version, `go get` it there (kube/ also needs its staging
-# replaces moved to the matching v0.x) and `go mod tidy`.
+# The versions are the manifest's (`versions`); the wrapper modules' go.mod files next to this script
+# (kube/, etcd/, kwok/) must pin the same ones, which is checked here. To move a version, change it in
+# the manifest and `go get` it in the module (kube/ also needs its staging replaces moved to the
+# matching v0.x), then `go mod tidy`.
 set -euo pipefail
 
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 CACHE="${ISTIO_MESH_E2E_CACHE:-$HOME/.cache/istio-mesh-e2e}"
-# One source of truth for versions: the wrapper modules' go.mod (tests/e2e/tools.py reads them too).
-pinned() { sed -n "s|^[[:space:]]*$2 v\([^ ]*\).*|\1|p" "$HERE/$1/go.mod" | head -n1; }
-KUBE_VERSION="$(pinned kube k8s.io/kubernetes)"
-ETCD_VERSION="$(pinned etcd go.etcd.io/etcd/server/v3)"
-KWOK_VERSION="$(pinned kwok sigs.k8s.io/kwok)"
-[[ -n "$KUBE_VERSION" && -n "$ETCD_VERSION" && -n "$KWOK_VERSION" ]] || { echo "cannot read pinned versions from go.mod" >&2; exit 1; }
+# shellcheck source=/dev/null  # versions.sh is checked on its own
+source "$HERE/versions.sh"
+KUBE_VERSION="$(version_of kubernetes)"
+ETCD_VERSION="$(version_of etcd)"
+KWOK_VERSION="$(version_of kwok)"
 
 export CGO_ENABLED=0
 export GOFLAGS="${GOFLAGS:-} -buildvcs=false"

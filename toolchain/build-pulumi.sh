@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
 # Build a real Pulumi engine for the offline e2e tests from Go modules:
-#   - the pulumi CLI (github.com/pulumi/pulumi/pkg/v3/cmd/pulumi, at the pkg/v3 version in pulumi/cli/go.mod)
+#   - the pulumi CLI (github.com/pulumi/pulumi/pkg/v3/cmd/pulumi, at the manifest's `pulumi` version)
 #   - a Python language host (pulumi/langhost, see its main.go for why it is not the upstream one)
 #     plus the SDK's pulumi-language-python-exec and pulumi-resource-pulumi-python scripts
-#   - the Kubernetes provider plugin pulumi-resource-kubernetes (at the commit in pulumi/kubernetes/go.mod)
-# Versions are what the Go module proxy here serves, not necessarily the PyPI SDKs' versions: the
-# comments in pulumi/*/go.mod say which and why. Each binary reports its real version.
+#   - the Kubernetes provider plugin pulumi-resource-kubernetes (the manifest's `pulumi-kubernetes`)
+# Versions come from the manifest `versions` (checked against pulumi/*/go.mod). They are what the Go
+# module proxy here serves, not necessarily the PyPI SDKs' versions: the comments in pulumi/*/go.mod
+# say which and why. Each binary reports its real version.
 #
 # Output (the last lines on stdout, everything else goes to stderr):
 #   PULUMI_BIN_DIR=<cache>/pulumi-<cli version>/bin
@@ -19,12 +20,16 @@
 set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+# shellcheck source=/dev/null  # versions.sh is checked on its own
+source "$here/versions.sh"
 modules="$here/pulumi"
 cache="${ISTIO_MESH_E2E_CACHE:-$HOME/.cache/istio-mesh-e2e}"
 
 # The Python SDK release whose exec/dynamic-provider scripts are installed beside the language host:
-# the pulumi version pinned in requirements.txt.
-python_sdk_version="3.272.0"
+# the pulumi version requirements.txt pins (the manifest checks they agree).
+python_sdk_version="$(version_of pulumi-python-sdk)"
+cli_version="v$(version_of pulumi)"
+k8s_version="$(version_of pulumi-kubernetes)"
 
 log() { printf '[build-pulumi] %s\n' "$*" >&2; }
 die() { log "error: $*"; exit 1; }
@@ -44,11 +49,6 @@ export GOFLAGS="${GOFLAGS:-} -mod=readonly"
 # Temporary files and directories, removed however the script ends.
 cleanup=()
 trap 'rm -rf "${cleanup[@]}"' EXIT
-
-# mod_version MODULE_DIR MODULE_PATH: the version of a dependency, as the wrapper module pins it.
-mod_version() {
-  (cd "$1" && "$go_bin" list -m -f '{{.Version}}' "$2")
-}
 
 # mod_dir MODULE_DIR MODULE_PATH: where that dependency's source is in the module cache (downloads it).
 mod_dir() {
@@ -95,7 +95,6 @@ plugin_version() { "$1" -version; }
 
 # --- Pulumi CLI and Python language host --------------------------------------------------------
 cli_mod="$modules/cli"
-cli_version="$(mod_version "$cli_mod" github.com/pulumi/pulumi/pkg/v3)"
 pulumi_dir="$cache/pulumi-${cli_version#v}"
 mkdir -p "$pulumi_dir/bin" "$pulumi_dir/stamps"
 
@@ -150,8 +149,6 @@ fi
 # --- Kubernetes provider plugin -----------------------------------------------------------------
 k8s_mod="$modules/kubernetes"
 k8s_module=github.com/pulumi/pulumi-kubernetes/provider/v4
-k8s_version="$(mod_version "$k8s_mod" "$k8s_module")"
-k8s_version="${k8s_version#v}"
 k8s_dir="$cache/pulumi-kubernetes-$k8s_version"
 mkdir -p "$k8s_dir/bin" "$k8s_dir/stamps"
 

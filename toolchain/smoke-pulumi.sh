@@ -9,7 +9,7 @@
 set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
-repo="$(cd "$here/../../.." && pwd)"
+repo="$(cd "$here/.." && pwd)"
 venv="$(cd "${1:-$repo/.venv}" && pwd)"
 
 log() { printf '[smoke-pulumi] %s\n' "$*" >&2; }

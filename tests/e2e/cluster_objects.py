@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import uuid
 from datetime import UTC, datetime
 
-from cluster import wait_for
 from kubernetes import client as k8s
+from kubernetes.client.rest import ApiException
+
+from harness.control_plane import wait_for
 
 
 def pod_revisions(api: k8s.ApiClient, namespace: str) -> dict[str, str | None]:
@@ -83,3 +86,20 @@ def restart_deployments(api: k8s.ApiClient, namespace: str) -> None:
             {"spec": {"template": {"metadata": {"annotations": {"kubectl.kubernetes.io/restartedAt": stamp}}}}},
         )
     wait_for(f"{namespace} to roll out", lambda: deployments_settled(api, namespace))
+
+
+def new_namespace(api: k8s.ApiClient, labels: dict[str, str] | None = None) -> str:
+    """A fresh namespace, returned once its default ServiceAccount exists (pods need it)."""
+    core = k8s.CoreV1Api(api)
+    name = f"t-{uuid.uuid4().hex[:8]}"
+    core.create_namespace({"metadata": {"name": name, "labels": labels or {}}})
+
+    def has_sa() -> bool:
+        try:
+            core.read_namespaced_service_account("default", name)
+            return True
+        except ApiException:
+            return False
+
+    wait_for(f"default ServiceAccount in {name}", has_sa)
+    return name

@@ -1,15 +1,15 @@
 """pytest wiring of the e2e harness: the `e2e` marker, the tools, and the `kube_cluster` fixture.
 
 `kube_cluster` (session scope) starts a real local control plane (etcd, kube-apiserver,
-controller-manager, scheduler, KWOK nodes; see cluster.py) with Istio's webhooks answered by
-the stand-in injector (injector.py), and yields a :class:`KubeCluster`:
+controller-manager, scheduler, KWOK nodes; see ``harness/control_plane.py``) with Istio's webhooks
+answered by the stand-in injector (``harness/injector.py``), and yields a :class:`KubeCluster`:
 
     def test_something(kube_cluster):
         api = kube_cluster.api()                 # kubernetes.client.ApiClient (admin)
         kube_cluster.kubeconfig                  # admin kubeconfig path, for Pulumi/kubectl
         kube_cluster.injector.injections("ns")   # what the stand-in injector was asked
 
-Tools come from ``bash tests/e2e/toolchain/build-all.sh`` (cached under
+Tools come from ``bash toolchain/build-all.sh`` (cached under
 ~/.cache/istio-mesh-e2e). Missing tools skip the e2e tests with that command in the
 message, except under CI (CI=true), where they fail: CI must never silently skip.
 ``ISTIO_MESH_E2E_KUBECONFIG=<path>`` uses an existing cluster instead of starting one
@@ -20,16 +20,13 @@ message, except under CI (CI=true), where they fail: CI must never silently skip
 from __future__ import annotations
 
 import os
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from cluster import ControlPlane, KubeCluster
-from tools import Missing, Tools, describe_missing, locate
+from harness.control_plane import ControlPlane, KubeCluster
+from harness.toolchain import BUILD_ALL, Missing, Tools, describe_missing, locate
 
 E2E_DIR = Path(__file__).resolve().parent
 
@@ -38,12 +35,12 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
         "markers",
         "e2e: end-to-end test against a real local Kubernetes control plane "
-        "(tools: bash tests/e2e/toolchain/build-all.sh)",
+        f"(tools: {BUILD_ALL})",
     )
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Every test under tests/e2e is an e2e test (`-m "not e2e"` deselects them all)."""
+    """Every test in this folder is an e2e test (`-m "not e2e"` deselects them all)."""
     for item in items:
         if E2E_DIR in Path(str(item.fspath)).resolve().parents:
             item.add_marker(pytest.mark.e2e)

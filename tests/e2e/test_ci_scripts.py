@@ -18,12 +18,12 @@ from typing import Any
 
 import pytest
 import yaml
-from cluster import KubeCluster
-from cluster_objects import create_namespace, namespace_labels
-from tools import REPO_ROOT, Tools
 
+from harness.control_plane import KubeCluster
+from harness.toolchain import REPO_ROOT, Tools
 from mesh.spec import SpecError, load_spec
 from mesh.validation import validate_or_raise
+from tests.e2e.cluster_objects import create_namespace, namespace_labels
 
 STACK = "dev"
 MARKER = f"<!-- istio-mesh-review:{STACK} -->"

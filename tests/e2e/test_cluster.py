@@ -1,8 +1,7 @@
 """Tests of the e2e harness itself: the control plane, KWOK and the webhook route.
 
-The injection webhook here is built by hand with the selectors of Istio's
-``istio-sidecar-injector-<rev>`` (chart template ``mutatingwebhook.yaml``: entries
-``rev.namespace.`` and ``rev.object.``), so the apiserver, not the stand-in, decides which
+The injection webhooks are the hand-built ones of ``harness.fake_revision`` (the selectors of
+Istio's ``istio-sidecar-injector-<rev>``), so the apiserver, not the stand-in, decides which
 revision is called.
 """
 
@@ -10,140 +9,18 @@ from __future__ import annotations
 
 import json
 import socket
-import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from cluster import KubeCluster, wait_for
 from kubernetes import client as k8s
 from kubernetes.client.rest import ApiException
 
+from harness.control_plane import KubeCluster, wait_for
+from harness.fake_revision import HUB, ISTIO_NS, create_or_keep, install_fake_revision, revision_webhook
+from tests.e2e.cluster_objects import new_namespace
+
 pytestmark = pytest.mark.e2e
-
-ISTIO_NS = "istio-system"
-HUB = "docker.io/istio"
-
-
-
-
-def _apply(fn: Callable[..., Any], *args: Any) -> None:
-    try:
-        fn(*args)
-    except ApiException as e:
-        if e.status != 409:
-            raise
-
-
-def revision_webhook(rev: str, tag: str | None = None) -> dict[str, Any]:
-    """istio-sidecar-injector-<rev>, as the istiod chart renders it for revision `rev`.
-
-    With `tag`: istio-revision-tag-<tag>, the same entries keyed on the tag's name but
-    calling the revision's Service (chart template revision-tags-mwc.yaml).
-    """
-    key = tag or rev
-    not_disabled = {"key": "sidecar.istio.io/inject", "operator": "NotIn", "values": ["false"]}
-
-    def entry(prefix: str, ns_sel: list[dict[str, Any]], obj_sel: list[dict[str, Any]]) -> dict:
-        return {
-            "name": f"{prefix}sidecar-injector.istio.io",
-            "clientConfig": {
-                "service": {
-                    "name": f"istiod-{rev}",
-                    "namespace": ISTIO_NS,
-                    "path": "/inject",
-                    "port": 443,
-                }
-            },
-            "sideEffects": "None",
-            "rules": [
-                {
-                    "operations": ["CREATE"],
-                    "apiGroups": [""],
-                    "apiVersions": ["v1"],
-                    "resources": ["pods"],
-                }
-            ],
-            "failurePolicy": "Fail",
-            "reinvocationPolicy": "Never",
-            "admissionReviewVersions": ["v1"],
-            "namespaceSelector": {"matchExpressions": ns_sel},
-            "objectSelector": {"matchExpressions": obj_sel},
-        }
-
-    return {
-        "apiVersion": "admissionregistration.k8s.io/v1",
-        "kind": "MutatingWebhookConfiguration",
-        "metadata": {
-            "name": f"istio-revision-tag-{tag}" if tag else f"istio-sidecar-injector-{rev}",
-            "labels": {"istio.io/rev": rev, "app": "sidecar-injector"} | ({"istio.io/tag": tag} if tag else {}),
-        },
-        "webhooks": [
-            entry(
-                "rev.namespace.",
-                [
-                    {"key": "istio.io/rev", "operator": "In", "values": [key]},
-                    {"key": "istio-injection", "operator": "DoesNotExist"},
-                ],
-                [not_disabled],
-            ),
-            entry(
-                "rev.object.",
-                [
-                    {"key": "istio.io/rev", "operator": "DoesNotExist"},
-                    {"key": "istio-injection", "operator": "DoesNotExist"},
-                ],
-                [not_disabled, {"key": "istio.io/rev", "operator": "In", "values": [key]}],
-            ),
-        ],
-    }
-
-
-def install_fake_revision(api: k8s.ApiClient, rev: str, tag: str) -> None:
-    """What the istiod chart leaves behind that the webhook route needs, minus istiod pods."""
-    core = k8s.CoreV1Api(api)
-    labels = {"app": "istiod", "istio.io/rev": rev}
-    _apply(
-        core.create_namespaced_service,
-        ISTIO_NS,
-        {
-            "metadata": {"name": f"istiod-{rev}", "labels": labels},
-            "spec": {
-                "selector": labels,
-                "ports": [{"name": "https-webhook", "port": 443, "targetPort": 15017}],
-            },
-        },
-    )
-    values = {"global": {"hub": HUB, "tag": tag}, "revision": rev}
-    _apply(
-        core.create_namespaced_config_map,
-        ISTIO_NS,
-        {
-            "metadata": {"name": f"istio-sidecar-injector-{rev}", "labels": labels},
-            "data": {"values": json.dumps(values), "config": "{}"},
-        },
-    )
-    _apply(
-        k8s.AdmissionregistrationV1Api(api).create_mutating_webhook_configuration,
-        revision_webhook(rev),
-    )
-
-
-def new_namespace(api: k8s.ApiClient, labels: dict[str, str] | None = None) -> str:
-    """A fresh namespace, returned once its default ServiceAccount exists (pods need it)."""
-    core = k8s.CoreV1Api(api)
-    name = f"t-{uuid.uuid4().hex[:8]}"
-    core.create_namespace({"metadata": {"name": name, "labels": labels or {}}})
-
-    def has_sa() -> bool:
-        try:
-            core.read_namespaced_service_account("default", name)
-            return True
-        except ApiException:
-            return False
-
-    wait_for(f"default ServiceAccount in {name}", has_sa)
-    return name
 
 
 def pod(name: str, labels: dict[str, str] | None = None) -> dict[str, Any]:
@@ -159,7 +36,7 @@ def revisions(kube_cluster: KubeCluster) -> Iterator[dict[str, str]]:
     if kube_cluster.injector is None:
         pytest.skip("existing cluster: no stand-in injector to observe")
     api = kube_cluster.api()
-    _apply(k8s.CoreV1Api(api).create_namespace, {"metadata": {"name": ISTIO_NS}})
+    create_or_keep(k8s.CoreV1Api(api).create_namespace, {"metadata": {"name": ISTIO_NS}})
     revs = {"r-a": "1.30.0", "r-b": "1.31.0"}
     for rev, tag in revs.items():
         install_fake_revision(api, rev, tag)

@@ -20,11 +20,12 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from cluster import ControlPlane, KubeCluster, wait_for
 from kubernetes import client as k8s
-from mesh_stack import MeshStack
 from pulumi import automation as auto
-from tools import Tools
+
+from harness.control_plane import ControlPlane, KubeCluster, wait_for
+from harness.mesh_stack import MeshStack
+from harness.toolchain import Tools
 
 REVISION = "stable-ip"
 TAG = "inplace"

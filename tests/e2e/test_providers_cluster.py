@@ -19,16 +19,17 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from cluster import KubeCluster, wait_for
 from kubernetes import client as k8s
 from kubernetes.client.rest import ApiException
 from pulumi.dynamic import Config, ConfigureRequest
-from test_cluster import install_fake_revision, new_namespace
 
+from harness.control_plane import KubeCluster, wait_for
+from harness.fake_revision import install_fake_revision
 from mesh.kube import KUBECONFIG_KEY
 from mesh.providers.drain_guard import DrainGuardProvider, RevisionInUseError
 from mesh.providers.rollout import RolloutError, RolloutProvider
 from mesh.workloads import RESTARTED_AT, RESTARTED_FOR
+from tests.e2e.cluster_objects import new_namespace
 
 pytestmark = pytest.mark.e2e
 

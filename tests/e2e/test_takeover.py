@@ -12,8 +12,12 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from cluster import KubeCluster, wait_for
-from cluster_objects import (
+from kubernetes import client as k8s
+
+from harness.control_plane import KubeCluster, wait_for
+from harness.mesh_stack import MeshStack
+from harness.toolchain import Tools
+from tests.e2e.cluster_objects import (
     create_deployment,
     create_namespace,
     deployments_settled,
@@ -21,9 +25,6 @@ from cluster_objects import (
     pod_revisions,
     scale_up_and_get_new_pods,
 )
-from kubernetes import client as k8s
-from mesh_stack import MeshStack
-from tools import Tools
 
 REV = "1-30-0"
 BOUND = "shop"

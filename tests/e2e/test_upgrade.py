@@ -17,8 +17,14 @@ from typing import Any
 
 import pytest
 import yaml
-from cluster import KubeCluster, wait_for
-from cluster_objects import (
+from kubernetes import client as k8s
+from kubernetes.client.rest import ApiException
+from pulumi import automation as auto
+
+from harness.control_plane import KubeCluster, wait_for
+from harness.mesh_stack import MeshStack
+from harness.toolchain import Tools
+from tests.e2e.cluster_objects import (
     create_deployment,
     create_namespace,
     deployments_settled,
@@ -28,11 +34,6 @@ from cluster_objects import (
     restart_deployments,
     scale_up_and_get_new_pods,
 )
-from kubernetes import client as k8s
-from kubernetes.client.rest import ApiException
-from mesh_stack import MeshStack
-from pulumi import automation as auto
-from tools import Tools
 
 OLD, NEW = "1-30-0", "1-31-0"
 TEAMS = ("team-a", "team-b", "team-c")

@@ -1,7 +1,7 @@
 // Command extract writes Istio's Helm charts, exactly as embedded in the istio.io/istio
 // module version this module pins (package istio.io/istio/manifests, the embed.FS istioctl
 // itself installs from), into a directory: <out>/base, <out>/istiod, <out>/gateway.
-// Used by tests/e2e/toolchain/build-charts.sh; no network at run time.
+// Used by toolchain/build-charts.sh; no network at run time.
 package main
 
 import (
