@@ -69,7 +69,14 @@ class MeshStack:
 
     def review(self, *args: str) -> subprocess.CompletedProcess[str]:
         """`python -m mesh review` of this stack, run as a user runs it: in the project, with its backend."""
-        return subprocess.run([sys.executable, "-m", "mesh", "review", "--stack", self.name, *args],
+        return self.mesh("review", *args)
+
+    def status(self, *args: str) -> subprocess.CompletedProcess[str]:
+        """`python -m mesh status` of this stack, run the same way."""
+        return self.mesh("status", *args)
+
+    def mesh(self, command: str, *args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "mesh", command, "--stack", self.name, *args],
                               cwd=self.project, env={**os.environ, **self.env}, capture_output=True, text=True,
                               timeout=300, check=False)
 
