@@ -84,8 +84,8 @@ def cluster_part(spec: MeshSpec, deployed: Deployed, raw: dict[str, Any]) -> dic
     from urllib3.exceptions import HTTPError
 
     from mesh import kube
-    from mesh.drain import pod_revision_from_object
     from mesh.providers.rollout import NamespaceReader, RolloutError
+    from mesh.workloads import pod_from_object
 
     settings = kube_settings(raw)
     if settings is None:
@@ -102,8 +102,8 @@ def cluster_part(spec: MeshSpec, deployed: Deployed, raw: dict[str, Any]) -> dic
             core = client.CoreV1Api(api)
             refused = {}
             if set(deployed.versions) - set(spec.revisions):  # every pod, as the guard reads them, only then
-                pods = (pod_revision_from_object(p) for p in kube.list_objects(core.list_pod_for_all_namespaces))
-                refused = refusals(deployed, spec, (p for p in pods if p is not None))
+                pods = (pod_from_object(p) for p in kube.list_objects(core.list_pod_for_all_namespaces))
+                refused = refusals(deployed, spec, pods)
             labels = {ns["metadata"]["name"]: ns["metadata"].get("labels") or {}
                       for ns in kube.list_objects(core.list_namespace)}
             hooks = injectors(api)

@@ -5,58 +5,36 @@ A pod uses the revision that injected it: the `istio.io/rev` annotation the inje
 but the label `istio.io/rev=<rev>` asks for that revision by label (gateways, object-selector
 injection): it was created while no webhook matched, and its next recreation needs the revision's
 webhook, so it pins the revision as well, unless istiod would never inject it (opted out, or
-hostNetwork). Pods are read by mesh.workloads, so the guard and the rollout planner apply the same
-injection rules. No I/O here: mesh/providers/drain_guard.py lists the pods and raises the message
-built here.
+hostNetwork). Pods are read by mesh.workloads (`Pod`, `pod_from_object`), so the guard and the
+rollout planner read a pod the same way, with the same injection rules. No I/O here:
+mesh/providers/drain_guard.py lists the pods and raises the message built here.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
-from typing import Any
 
-from mesh.workloads import REV_ANNOTATION, pod_from_object
+from mesh.workloads import Pod
 
 EXAMPLES_PER_NAMESPACE = 3
 
 
-@dataclass(frozen=True)
-class PodRevision:
-    """The revision facts of one pod, as the guard needs them."""
-
-    namespace: str
-    name: str
-    annotation: str | None
-    label: str | None
-    injectable: bool = True
-
-    def uses(self, revision: str) -> bool:
-        if self.annotation is not None:
-            return self.annotation == revision
-        return self.label == revision and self.injectable
-
-
-def pod_revision_from_object(obj: Mapping[str, Any]) -> PodRevision | None:
-    """Read a pod dict; None for pods that count for nothing: finished ones run no proxy, and
-    terminating ones are on their way out (their proxies drain on the certificates they hold)."""
-    pod = pod_from_object(obj)
+def revision_used(pod: Pod) -> str | None:
+    """The revision `pod` keeps in use: the one that injected it, else the one its label asks for when
+    istiod would inject it; None when none. Finished pods run no proxy, and terminating ones are on
+    their way out (their proxies drain on the certificates they hold): neither counts."""
     if not pod.live:
         return None
-    return PodRevision(
-        namespace=pod.namespace,
-        name=pod.name,
-        annotation=pod.revision,
-        label=((obj.get("metadata") or {}).get("labels") or {}).get(REV_ANNOTATION),
-        injectable=pod.injectable,
-    )
+    if pod.revision is not None:
+        return pod.revision
+    return pod.revision_label if pod.injectable else None
 
 
-def pods_using(pods: Iterable[PodRevision], revision: str) -> dict[str, list[str]]:
+def pods_using(pods: Iterable[Pod], revision: str) -> dict[str, list[str]]:
     """Names of the pods using `revision`, by namespace (sorted, for a stable message)."""
     users: dict[str, list[str]] = {}
     for pod in pods:
-        if pod.uses(revision):
+        if revision_used(pod) == revision:
             users.setdefault(pod.namespace, []).append(pod.name)
     return {ns: sorted(names) for ns, names in sorted(users.items())}
 

@@ -15,7 +15,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from mesh.drain import PodRevision, pod_revision_from_object, pods_using
+from mesh.drain import pods_using, revision_used
 from mesh.proxy_image import ProxyState, parse_image, proxy_state
 from mesh.review import Deployed
 from mesh.workloads import UNINJECTED, Pod, pod_from_object
@@ -119,13 +119,8 @@ def _drop_verdict(name: str, deployed: Deployed, users: Mapping[str, list[str]])
 def status(stack: str, deployed: Deployed, pod_objects: Iterable[Mapping[str, Any]] | None,
            cluster_note: str | None = None, state_note: str | None = None) -> Status:
     """The report from the stack's outputs and the cluster's pods (None when they could not be read)."""
-    users: list[PodRevision] = []
-    pods: dict[tuple[str, str], Pod] = {}
-    for obj in pod_objects or []:
-        user = pod_revision_from_object(obj)
-        if user is not None:
-            users.append(user)
-            pods[(user.namespace, user.name)] = pod_from_object(obj)
+    users = [pod for pod in map(pod_from_object, pod_objects or []) if pod.live]
+    pods = {(pod.namespace, pod.name): pod for pod in users}
     revisions = []
     for name, version in sorted(deployed.versions.items()):
         using = pods_using(users, name) if pod_objects is not None else {}
@@ -143,12 +138,12 @@ def status(stack: str, deployed: Deployed, pod_objects: Iterable[Mapping[str, An
     return Status(stack, revisions, _unmanaged(users, deployed), cluster_note, state_note)
 
 
-def _unmanaged(users: Iterable[PodRevision], deployed: Deployed) -> dict[str, dict[str, int]]:
+def _unmanaged(users: Iterable[Pod], deployed: Deployed) -> dict[str, dict[str, int]]:
     """Pods that use a revision the stack does not deploy (a revisionless install's `default`, one removed
     by hand), and pods in bound namespaces that run no proxy at all."""
     found: Counter[tuple[str, str]] = Counter()
     for pod in users:
-        revision = pod.annotation if pod.annotation is not None else (pod.label if pod.injectable else None)
+        revision = revision_used(pod)
         if revision is None:
             if pod.injectable and pod.namespace in deployed.namespaces:
                 found[(pod.namespace, UNINJECTED)] += 1

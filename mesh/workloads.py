@@ -14,7 +14,7 @@ from dataclasses import dataclass, field, replace
 from enum import Enum
 from typing import Any, Literal
 
-from mesh.istio_vocabulary import INJECT_KEY, REV_ANNOTATION
+from mesh.istio_vocabulary import INJECT_KEY, REV_ANNOTATION, REV_LABEL
 from mesh.proxy_image import PodProxy, ProxyState, pod_proxy, proxy_state
 
 RESTARTED_AT = "kubectl.kubernetes.io/restartedAt"
@@ -78,6 +78,8 @@ class Pod:
     live: bool
     problem: str | None = None
     proxy: PodProxy = field(default_factory=PodProxy)
+    revision_label: str | None = None
+    """The `istio.io/rev` label: the tag or revision the pod asks for by itself (gateways), if any."""
 
 
 def pod_from_object(obj: Mapping[str, Any]) -> Pod:
@@ -97,6 +99,7 @@ def pod_from_object(obj: Mapping[str, Any]) -> Pod:
         live=not meta.get("deletionTimestamp") and phase not in ("Succeeded", "Failed"),
         problem=_pod_problem(status),
         proxy=pod_proxy(spec, annotations),
+        revision_label=labels.get(REV_LABEL),
     )
 
 

@@ -7,30 +7,33 @@ from typing import Any
 
 import pytest
 
-from mesh.drain import PodRevision, pod_revision_from_object, pods_using, refusal_message
+from mesh.drain import pods_using, refusal_message, revision_used
 from mesh.istio_vocabulary import INJECT_KEY
 from mesh.providers import drain_guard
 from mesh.providers.drain_guard import DrainGuardProvider
-from mesh.workloads import pod_from_object
+from mesh.workloads import Pod, pod_from_object
 
 
-def pod(ns: str, name: str, annotation: str | None = None, label: str | None = None) -> PodRevision:
-    return PodRevision(ns, name, annotation, label)
+def pod(ns: str, name: str, annotation: str | None = None, label: str | None = None, *, injectable: bool = True,
+        live: bool = True) -> Pod:
+    return Pod(ns, name, annotation, None, injectable, live, revision_label=label)
 
 
 @pytest.mark.parametrize(
-    ("annotation", "label", "injectable", "uses_a"),
+    ("annotation", "label", "injectable", "used"),
     [
-        ("a", None, True, True),  # injected by a
-        ("b", None, True, False),
-        ("b", "a", True, False),  # labelled a, but its namespace label won: runs b's proxy
-        (None, "a", True, True),  # asks for a by label, not injected: its next recreation needs a
-        (None, "a", False, False),  # labelled a but never injected (opted out, hostNetwork): never needs a
-        (None, None, True, False),
+        ("a", None, True, "a"),  # injected by a
+        ("b", "a", True, "b"),  # labelled a, but its namespace label won: runs b's proxy
+        ("a", None, False, "a"),  # injected before it opted out: still runs a's proxy
+        (None, "a", True, "a"),  # asks for a by label, not injected: its next recreation needs a
+        (None, "a", False, None),  # labelled a but never injected (opted out, hostNetwork): never needs a
+        (None, None, True, None),
     ],
 )
-def test_which_pod_uses_a_revision(annotation: str | None, label: str | None, injectable: bool, uses_a: bool) -> None:
-    assert PodRevision("ns", "p", annotation, label, injectable).uses("a") is uses_a
+def test_which_revision_a_pod_keeps_in_use(
+    annotation: str | None, label: str | None, injectable: bool, used: str | None
+) -> None:
+    assert revision_used(pod("ns", "p", annotation, label, injectable=injectable)) == used
 
 
 def test_reading_pods_ignores_finished_and_terminating_ones() -> None:
@@ -45,15 +48,18 @@ def test_reading_pods_ignores_finished_and_terminating_ones() -> None:
             "status": {"phase": phase},
         }
 
-    assert pod_revision_from_object(obj("Running")) == PodRevision("ns", "p", "a", "gw", True)
+    running = pod_from_object(obj("Running"))
+    assert (running.revision, running.revision_label, running.injectable) == ("a", "gw", True)
+    assert revision_used(running) == "a"
     opted_out = obj("Running")
-    opted_out["metadata"]["labels"]["sidecar.istio.io/inject"] = "false"
-    assert pod_revision_from_object(opted_out) == PodRevision("ns", "p", "a", "gw", False)
-    assert pod_revision_from_object(obj("Succeeded")) is None
-    assert pod_revision_from_object(obj("Failed")) is None
+    opted_out["metadata"]["labels"][INJECT_KEY] = "false"
+    assert pod_from_object(opted_out).injectable is False
+    assert revision_used(pod_from_object(opted_out)) == "a"
     terminating = obj("Running")
     terminating["metadata"]["deletionTimestamp"] = "2026-01-01T00:00:00Z"
-    assert pod_revision_from_object(terminating) is None
+    for gone in (obj("Succeeded"), obj("Failed"), terminating):
+        assert revision_used(pod_from_object(gone)) is None
+        assert pods_using([pod_from_object(gone)], "a") == {}
 
 
 @pytest.mark.parametrize(
@@ -78,13 +84,13 @@ def test_a_label_only_pod_pins_the_revision_unless_istiod_would_never_inject_it(
         "spec": spec,
         "status": {"phase": "Running"},
     }
-    guard = pod_revision_from_object(obj)
-    assert guard is not None and guard.uses("a") is pinned
-    assert guard.injectable is pod_from_object(obj).injectable
+    assert (revision_used(pod_from_object(obj)) == "a") is pinned
+    assert pods_using([pod_from_object(obj)], "a") == ({"ns": ["gw-1"]} if pinned else {})
 
 
 def test_pods_using_groups_by_namespace_sorted() -> None:
-    pods = [pod("z", "z1", "a"), pod("shop", "web-2", "a"), pod("shop", "web-1", "a"), pod("shop", "x", "b")]
+    pods = [pod("z", "z1", "a"), pod("shop", "web-2", "a"), pod("shop", "web-1", "a"), pod("shop", "x", "b"),
+            pod("shop", "old", "a", live=False)]
     assert pods_using(pods, "a") == {"shop": ["web-1", "web-2"], "z": ["z1"]}
     assert pods_using(pods, "c") == {}
 

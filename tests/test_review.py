@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from mesh.drain import pod_revision_from_object
 from mesh.review import Deployed, Review, control_plane, data_plane, moves, refusals, unmanaged_labels
 from mesh.spec import load_spec
 from mesh.workloads import Target, Workload, attach_pods, pod_from_object
@@ -88,7 +87,7 @@ def test_natural_namespaces_report_pending_pods() -> None:
 def test_removing_a_revision_in_use_says_up_will_refuse() -> None:
     s = load_spec({"revisions": {"1-31-0": {"version": "1.31.0"}}, "tags": {"default": "1-31-0"}})
     deployed = Deployed.from_outputs({"revisions": {"1-30-2": {"version": "1.30.2"}, "1-31-0": {"version": "1.31.0"}}})
-    users = [pod_revision_from_object(pod(f"p{i}", "1-30-2", "x")) for i in range(3)]
+    users = [pod_from_object(pod(f"p{i}", "1-30-2", "x")) for i in range(3)]
     refused = refusals(deployed, s, users)
     assert refused == {"1-30-2": {"payments": 3}}
     md = Review("prod", control_plane(deployed, s), [], refused, {}, 4, 600).markdown()

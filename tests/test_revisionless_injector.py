@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from mesh.drain import pod_revision_from_object, pods_using
+from mesh.drain import pods_using
 from mesh.istio_vocabulary import REVISIONLESS
 from mesh.revisionless_injector import (
     ORIGINAL_SELECTORS,
@@ -13,6 +13,7 @@ from mesh.revisionless_injector import (
     restored,
     revisionless_pods,
 )
+from mesh.workloads import pod_from_object
 
 LEGACY_NS = {"matchExpressions": [{"key": "istio-injection", "operator": "In", "values": ["enabled"]}]}
 NOT_OPTED_OUT = {"matchExpressions": [{"key": "sidecar.istio.io/inject", "operator": "NotIn", "values": ["false"]}]}
@@ -71,7 +72,7 @@ def test_pods_of_the_revisionless_istiod_are_counted_with_the_drain_guards_rule(
         {"metadata": {"namespace": "shop", "name": f"p{i}", "annotations": {"istio.io/rev": REVISIONLESS}}}
         for i in range(3)
     ] + [{"metadata": {"namespace": "shop", "name": "new", "annotations": {"istio.io/rev": "1-30-0"}}}]
-    users = pods_using([pod_revision_from_object(p) for p in pods], REVISIONLESS)
+    users = pods_using([pod_from_object(p) for p in pods], REVISIONLESS)
     assert users == {"shop": ["p0", "p1", "p2"]}
     assert revisionless_pods({"shop": 3}) == (
         "3 pod(s) still run the revisionless istiod, in shop (3): bind or restart them before uninstalling it")

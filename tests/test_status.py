@@ -5,9 +5,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from mesh.drain import pod_revision_from_object, pods_using
+from mesh.drain import pods_using
 from mesh.review import Deployed
 from mesh.status import status
+from mesh.workloads import pod_from_object
 
 OLD_PROXY, NEW_PROXY = "docker.io/istio/proxyv2:1.30.0", "docker.io/istio/proxyv2:1.31.0"
 DEPLOYED = Deployed.from_outputs({
@@ -66,7 +67,7 @@ def test_a_pod_on_its_revision_with_an_older_proxy_counts_as_stale() -> None:
 def test_can_be_dropped_is_the_drain_guards_decision() -> None:
     s = status("dev", DEPLOYED, PODS)
     old, new = s.revisions
-    users = [p for p in map(pod_revision_from_object, PODS) if p is not None]
+    users = [pod_from_object(p) for p in PODS]
     assert old.can_drop is (not pods_using(users, "1-30-0")) is False
     assert old.why == "3 pods still run it (istio-ingress (1), legacy (1), team-c (1)): up would refuse to remove it"
     assert new.can_drop is False

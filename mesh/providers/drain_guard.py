@@ -17,8 +17,9 @@ from kubernetes import client
 from pulumi.dynamic import CheckFailure, CheckResult, CreateResult, DiffResult, UpdateResult
 
 from mesh import kube
-from mesh.drain import pod_revision_from_object, pods_using, refusal_message
+from mesh.drain import pods_using, refusal_message
 from mesh.providers import KubeProvider, is_unknown, progress
+from mesh.workloads import pod_from_object
 
 POLL_SECONDS = 5.0
 
@@ -30,8 +31,8 @@ class RevisionInUseError(Exception):
 def revision_users(api: client.ApiClient, revision: str) -> dict[str, list[str]]:
     """Pods cluster-wide that use `revision`, by namespace. Annotations cannot be selected on
     server-side, so every pod is listed (page by page) and filtered here."""
-    pods = (pod_revision_from_object(p) for p in kube.list_objects(client.CoreV1Api(api).list_pod_for_all_namespaces))
-    return pods_using((p for p in pods if p is not None), revision)
+    pods = (pod_from_object(p) for p in kube.list_objects(client.CoreV1Api(api).list_pod_for_all_namespaces))
+    return pods_using(pods, revision)
 
 
 class DrainGuardProvider(KubeProvider):
