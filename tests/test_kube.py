@@ -243,7 +243,9 @@ def test_provider_host_loads_the_pickle_and_uses_stack_config(
     assert apiserver.auth and set(apiserver.auth) == {f"Bearer {TOKEN}"}
 
     apiserver.pods = []
-    provider_host.Delete(provider_pb2.DeleteRequest(id="b", urn=urn, properties=_struct(props)))
+    reads_before = len(apiserver.paths)
+    provider_host.Delete(provider_pb2.DeleteRequest(id="b", urn=urn, properties=_struct(props)))  # lets go
+    assert len(apiserver.paths) - reads_before == 2, "it listed the pods again (both pages) before letting go"
 
 
 def test_no_settings_at_all_names_the_config_keys(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:

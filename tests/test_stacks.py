@@ -10,7 +10,7 @@ import yaml
 
 from harness.simulation import simulate
 from mesh.program import OBJECT_KEYS, STRING_KEYS, spec_from_config
-from mesh.spec import DEFAULT_HUB, PROJECT, MeshSpec, load_spec
+from mesh.spec import DEFAULT_HUB, PROJECT, load_spec
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -41,8 +41,18 @@ def test_pulumi_yaml_defaults_agree_with_the_spec() -> None:
 
 
 @pytest.mark.parametrize("stack", ["dev", "prod"])
-def test_shipped_stacks_validate(stack: str) -> None:
-    assert isinstance(spec_from_config(stack_config(stack)), MeshSpec)
+def test_shipped_stacks_validate_and_mean_what_they_say(stack: str) -> None:
+    raw = stack_config(stack)
+    spec = spec_from_config(raw)
+    assert spec == load_spec(raw), "validation passes the spec on unchanged"
+    assert {n: r.version for n, r in spec.revisions.items()} == {n: r["version"] for n, r in raw["revisions"].items()}
+    assert spec.tags == raw["tags"]
+    assert {ns: b.revision for ns, b in spec.namespaces.items()} == {
+        ns: b if isinstance(b, str) else b["revision"] for ns, b in raw["namespaces"].items()
+    }
+    assert {name: g.namespace for name, g in spec.gateways.items()} == {
+        name: g["namespace"] for name, g in raw["gateways"].items()
+    }
 
 
 def test_prod_is_steady_state_and_dev_is_mid_upgrade() -> None:

@@ -283,3 +283,4 @@ def test_namespace_deletion_completes(kube_cluster: KubeCluster) -> None:
             return e.status == 404
 
     wait_for(f"namespace {ns} deleted", gone, timeout=90)
+    assert core.list_namespaced_pod(ns).items == [], "its pod went with it"
