@@ -1,4 +1,5 @@
-"""Pulumi components: one per domain object, each translating a validated spec into resources."""
+"""Pulumi components, one per domain object: `Istio` resolves the validated spec once, and every other
+component only translates the resolved arguments it is given into resources."""
 
 from mesh.components.gateway import Gateway
 from mesh.components.istio import Istio
