@@ -24,7 +24,7 @@ import yaml
 
 from mesh.review import Deployed, Review, control_plane, data_plane, moves, refusals, unmanaged_labels
 from mesh.spec import PROJECT, MeshSpec, SpecError, load_spec
-from mesh.status import Status, status
+from mesh.status import Status, installed_revisions, status
 from mesh.validation import validate_or_raise
 from mesh.webhook_overlap import namespaces_after, overlaps, webhooks_after
 
@@ -141,7 +141,8 @@ def review(stack: str) -> tuple[int, Review | str]:
 
 def build_status(stack: str, raw: dict[str, Any], outputs: dict[str, Any],
                  state_note: str | None = None) -> tuple[int, Status]:
-    """What runs where: the deployed revisions from `outputs`, and every pod of the cluster (one list)."""
+    """What runs where: the deployed revisions from `outputs` and those installed (one list of webhooks), and
+    every pod of the cluster (one list)."""
     from kubernetes import client, config
     from urllib3.exceptions import HTTPError
 
@@ -154,9 +155,10 @@ def build_status(stack: str, raw: dict[str, Any], outputs: dict[str, Any],
     try:
         with kube.api_client(settings) as api:
             pods = list(kube.list_objects(client.CoreV1Api(api).list_pod_for_all_namespaces))
+            installed = installed_revisions(injectors(api))
     except (client.exceptions.ApiException, HTTPError, OSError, config.ConfigException) as e:
         return 1, status(stack, deployed, None, unreachable(e), state_note)
-    return 0, status(stack, deployed, pods, None, state_note)
+    return 0, status(stack, deployed, pods, None, state_note, installed)
 
 
 def main(argv: list[str]) -> int:

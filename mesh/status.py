@@ -6,6 +6,10 @@ can be dropped.
 the revision the drain guard says it uses (`mesh.drain.pods_using`, the same function), so "can be
 dropped" here and the guard's refusal at `up` never disagree; its proxy is compared with the image the
 revision injects now by `mesh.proxy_image.proxy_state`, as the rollout compares it.
+
+A revision whose removal `up` refused is still installed, but the refused run already exported the
+stack's new outputs without it: revisions are therefore also read from the cluster (each revision's
+injection webhook, `istio-sidecar-injector-<rev>`) and shown as installed but no longer in the stack.
 """
 
 from __future__ import annotations
@@ -16,9 +20,14 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from mesh.drain import pods_using, revision_used
+from mesh.istio_vocabulary import REV_LABEL
 from mesh.proxy_image import ProxyState, parse_image, proxy_state
 from mesh.review import Deployed
+from mesh.webhook_overlap import revision_webhook_name
 from mesh.workloads import UNINJECTED, Pod, pod_from_object
+
+VERSION_LABEL = "app.kubernetes.io/version"
+"""The chart's app version, on every object the istiod chart renders."""
 
 
 @dataclass(frozen=True)
@@ -43,6 +52,8 @@ class RevisionStatus:
     pods: dict[str, NamespacePods]
     can_drop: bool
     why: str
+    in_stack: bool = True
+    """False for a revision installed in the cluster that the stack's last outputs no longer name."""
 
 
 @dataclass(frozen=True)
@@ -67,6 +78,8 @@ class Status:
             facts = [r.version, *([f"tags {', '.join(r.tags)}"] if r.tags else []),
                      f"bound: {', '.join(r.bound) or 'none'}",
                      *([f"gateways: {', '.join(r.gateways)}"] if r.gateways else [])]
+            if not r.in_stack:
+                facts.insert(1, "installed, not in the stack's last outputs (its removal was refused or is pending)")
             out.append(f"- `{r.name}`: {'; '.join(facts)}")
             if self.cluster_note is None:
                 if not r.pods:
@@ -116,13 +129,27 @@ def _drop_verdict(name: str, deployed: Deployed, users: Mapping[str, list[str]])
     return True, "no pod runs it and nothing points at it"
 
 
+def installed_revisions(webhooks: Mapping[str, Mapping[str, Any]]) -> dict[str, str]:
+    """Revision -> version of every revision whose istiod chart left its injection webhook in the cluster."""
+    found = {}
+    for name, hook in webhooks.items():
+        labels = (hook.get("metadata") or {}).get("labels") or {}
+        revision = labels.get(REV_LABEL)
+        if revision and name == revision_webhook_name(revision):
+            found[revision] = labels.get(VERSION_LABEL, "?")
+    return found
+
+
 def status(stack: str, deployed: Deployed, pod_objects: Iterable[Mapping[str, Any]] | None,
-           cluster_note: str | None = None, state_note: str | None = None) -> Status:
-    """The report from the stack's outputs and the cluster's pods (None when they could not be read)."""
+           cluster_note: str | None = None, state_note: str | None = None,
+           installed: Mapping[str, str] | None = None) -> Status:
+    """The report from the stack's outputs, the cluster's pods (None when they could not be read) and the
+    revisions installed in the cluster (`installed_revisions`)."""
     users = [pod for pod in map(pod_from_object, pod_objects or []) if pod.live]
     pods = {(pod.namespace, pod.name): pod for pod in users}
     revisions = []
-    for name, version in sorted(deployed.versions.items()):
+    every = {**(installed or {}), **deployed.versions}
+    for name, version in sorted(every.items()):
         using = pods_using(users, name) if pod_objects is not None else {}
         can_drop, why = _drop_verdict(name, deployed, using)
         if pod_objects is None:
@@ -133,21 +160,22 @@ def status(stack: str, deployed: Deployed, pod_objects: Iterable[Mapping[str, An
             bound=sorted(ns for ns, r in deployed.namespaces.items() if r == name),
             gateways=sorted(g for g, v in deployed.gateways.items() if v.get("revision") == name),
             pods={ns: _namespace_pods(names, pods, ns, deployed.proxies.get(name)) for ns, names in using.items()},
-            can_drop=can_drop, why=why,
+            can_drop=can_drop, why=why, in_stack=name in deployed.versions,
         ))
-    return Status(stack, revisions, _unmanaged(users, deployed), cluster_note, state_note)
+    return Status(stack, revisions, _unmanaged(users, every, deployed), cluster_note, state_note)
 
 
-def _unmanaged(users: Iterable[Pod], deployed: Deployed) -> dict[str, dict[str, int]]:
-    """Pods that use a revision the stack does not deploy (a revisionless install's `default`, one removed
-    by hand), and pods in bound namespaces that run no proxy at all."""
+def _unmanaged(users: Iterable[Pod], revisions: Iterable[str], deployed: Deployed) -> dict[str, dict[str, int]]:
+    """Pods that use a revision neither deployed nor installed (a revisionless install's `default`, one
+    removed by hand), and pods in bound namespaces that run no proxy at all."""
+    known = set(revisions)
     found: Counter[tuple[str, str]] = Counter()
     for pod in users:
         revision = revision_used(pod)
         if revision is None:
             if pod.injectable and pod.namespace in deployed.namespaces:
                 found[(pod.namespace, UNINJECTED)] += 1
-        elif revision not in deployed.versions:
+        elif revision not in known:
             found[(pod.namespace, revision)] += 1
     result: dict[str, dict[str, int]] = {}
     for (ns, revision), n in sorted(found.items()):

@@ -7,7 +7,8 @@ from typing import Any
 
 from mesh.drain import pods_using
 from mesh.review import Deployed
-from mesh.status import status
+from mesh.status import installed_revisions, status
+from mesh.webhook_overlap import revision_webhook
 from mesh.workloads import pod_from_object
 
 OLD_PROXY, NEW_PROXY = "docker.io/istio/proxyv2:1.30.0", "docker.io/istio/proxyv2:1.31.0"
@@ -103,3 +104,19 @@ def test_without_the_cluster_nothing_is_said_to_be_droppable() -> None:
 def test_a_stack_never_deployed_says_so() -> None:
     s = status("dev", Deployed(), [pod("x", "p", "default", OLD_PROXY)], state_note="no deployed state")
     assert "- none deployed (no deployed state)" in s.markdown() and s.unmanaged == {"x": {"default": 1}}
+
+
+def test_a_revision_whose_removal_was_refused_is_read_from_the_cluster() -> None:
+    """The refused run exported outputs without it; its webhook is still installed, and so are its pods."""
+    hook = revision_webhook("1-30-0")
+    hook["metadata"]["labels"] = {"istio.io/rev": "1-30-0", "app.kubernetes.io/version": "1.30.0"}
+    foreign = {"metadata": {"name": "other-injector", "labels": {"istio.io/rev": "x"}}}
+    installed = installed_revisions({"istio-sidecar-injector-1-30-0": hook, "other-injector": foreign})
+    assert installed == {"1-30-0": "1.30.0"}
+    after_refusal = Deployed.from_outputs({"revisions": {"1-31-0": {"version": "1.31.0", "proxy": NEW_PROXY}}})
+    s = status("dev", after_refusal, PODS, installed=installed)
+    old = s.revisions[0]
+    assert (old.name, old.in_stack, old.can_drop, set(old.pods)) == ("1-30-0", False, False,
+                                                                      {"istio-ingress", "legacy", "team-c"})
+    assert "old-install" in s.unmanaged and "legacy" not in s.unmanaged
+    assert "- `1-30-0`: 1.30.0; installed, not in the stack's last outputs" in s.markdown()
