@@ -3,7 +3,8 @@
 They are Istio's wire contract, not ours to choose: a typo in one silently selects nothing. Defined
 once here, so every module (webhooks, bindings, rollouts, the drain guard, the review) means the same
 key by the same name, and a reader finds what Istio decides in one place
-(istio-revisions.md describes the rules behind them). No imports, no logic.
+(istio-revisions.md describes the rules behind them). Names and values only; the rules that use them
+live with their users.
 """
 
 from __future__ import annotations
@@ -51,7 +52,8 @@ def istiod_service(revision: str) -> str:
 
 Strategy = Literal["rolling", "natural", "none"]
 """How running pods move after their binding changes: `rolling` restarts workloads now, `natural` waits
-for their next deploy, `none` only labels. Istio itself never restarts pods; these are the ways to."""
+for their next deploy, `none` only labels. Istio never restarts running pods itself: these are the
+program's words, kept here beside the labels whose change they follow."""
 ROLLING: Strategy = "rolling"
 NATURAL: Strategy = "natural"
 NONE: Strategy = "none"
