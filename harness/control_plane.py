@@ -38,7 +38,7 @@ from kubernetes.client.rest import ApiException
 from harness.connect_proxy import ConnectProxy
 from harness.injector import StandInInjector
 from harness.pki import CertAuthority, KeyPair, pem_key
-from harness.processes import PREEXEC, Process, free_port
+from harness.processes import Process, free_port, spawn
 from harness.toolchain import Tools
 
 SERVICE_CIDR = "10.96.0.0/16"  # never dialed: the egress proxy intercepts webhook dials
@@ -275,19 +275,7 @@ class ControlPlane:
         path.chmod(0o600)
 
     def _spawn(self, name: str, args: list[str], env: dict[str, str] | None = None) -> Process:
-        log_path = self.logs_dir / f"{name}.log"
-        with open(log_path, "ab") as logf:
-            popen = subprocess.Popen(
-                args,
-                stdin=subprocess.DEVNULL,
-                stdout=logf,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-                preexec_fn=PREEXEC,
-                env={**os.environ, **(env or {})},
-                cwd=self.workdir,
-            )
-        proc = Process(name, popen, log_path)
+        proc = spawn(name, args, logs=self.logs_dir, cwd=self.workdir, env=env)
         self.processes.append(proc)
         return proc
 

@@ -38,7 +38,7 @@ def _die_with_parent() -> Callable[[], None] | None:
     return preexec
 
 
-PREEXEC = _die_with_parent()
+_PREEXEC = _die_with_parent()
 
 
 @dataclass
@@ -75,3 +75,20 @@ class Process:
                 break
             except subprocess.TimeoutExpired:
                 continue
+
+
+def spawn(name: str, args: list[str], *, logs: Path, cwd: Path, env: dict[str, str] | None = None) -> Process:
+    """Start one component in a session of its own, its output appended to ``<logs>/<name>.log``."""
+    log_path = logs / f"{name}.log"
+    with open(log_path, "ab") as logf:
+        popen = subprocess.Popen(
+            args,
+            stdin=subprocess.DEVNULL,
+            stdout=logf,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            preexec_fn=_PREEXEC,
+            env={**os.environ, **(env or {})},
+            cwd=cwd,
+        )
+    return Process(name, popen, log_path)

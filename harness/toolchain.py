@@ -6,10 +6,10 @@ modules by the scripts in ``toolchain/`` into one versioned cache directory:
     ${ISTIO_MESH_E2E_CACHE:-~/.cache/istio-mesh-e2e}/
         pulumi-<ver>/bin/                    pulumi CLI + Python language host (build-pulumi.sh)
         pulumi-kubernetes-<ver>/bin/         pulumi-resource-kubernetes (build-pulumi.sh)
-        kubernetes-1.33.13/bin/              kube-apiserver, kube-controller-manager,
+        kubernetes-<ver>/bin/                kube-apiserver, kube-controller-manager,
                                              kube-scheduler, kubectl (build-kube.sh)
-        etcd-3.5.21/bin/etcd                 (build-kube.sh)
-        kwok-0.7.0/bin/kwok, kwok-0.7.0/stages/*.yaml   (build-kube.sh)
+        etcd-<ver>/bin/etcd                  (build-kube.sh)
+        kwok-<ver>/bin/kwok, kwok-<ver>/stages/*.yaml   (build-kube.sh)
         istio-<ver>/charts/{base,istiod,gateway}         (build-charts.sh)
         helm-v<ver>/bin/helm                 (build-helm.sh)
 

@@ -1,5 +1,5 @@
 // Wrapper module: builds etcd (the server's main package is its module root) for the e2e harness.
-// etcd 3.5.21 is the version Kubernetes 1.33 is released with.
+// Its version (toolchain/versions) is the one the pinned Kubernetes release is released with.
 module istio-mesh/e2e/etcd
 
 go 1.24.0
