@@ -3,7 +3,8 @@ with the real engine, the real Kubernetes provider rendering the real Istio char
 real API server deciding from those webhooks which revision injects each pod.
 
 Steps run in order and share one stack and cluster; after each: a fresh preview shows no changes and the
-state holds no credentials.
+state holds no credentials. `mesh review` before each change names what `up` then restarts, and `mesh status`
+after it counts the pods per revision per namespace the cluster has and says which revision can be dropped.
 """
 
 from __future__ import annotations
@@ -83,6 +84,39 @@ def canary_config(tools: Tools) -> dict[str, Any]:
 
 def all_pods(api: k8s.ApiClient) -> dict[str, dict[str, str | None]]:
     return {ns: pod_revisions(api, ns) for ns in WATCHED}
+
+
+def mesh_json(done: Any) -> dict[str, Any]:
+    """The JSON a `python -m mesh` command printed, once it exited 0."""
+    assert done.returncode == 0, done.stdout + done.stderr
+    return json.loads(done.stdout)
+
+
+def checked_status(walk: Walk) -> dict[str, dict[str, Any]]:
+    """`mesh status --json` by revision, checked against the cluster: in every watched namespace, the pods it
+    counts per revision are those annotated with it, all on that revision's proxy version, none elsewhere."""
+    status = mesh_json(walk.stack.status("--json"))
+    revisions = {r["name"]: r for r in status["revisions"]}
+    pods = all_pods(walk.api)
+    assert {rev for ns in WATCHED for rev in pods[ns].values() if rev} <= set(revisions), (pods, status)
+    in_cluster = {rev: {ns: n for ns in WATCHED if (n := sum(r == rev for r in pods[ns].values()))}
+                  for rev in revisions}
+    reported = {rev: {ns: p["pods"] for ns, p in r["pods"].items() if ns in WATCHED} for rev, r in revisions.items()}
+    assert reported == in_cluster, status
+    for r in revisions.values():
+        assert all(set(p["proxies"]) == {r["version"]} and not p["stale"] for p in r["pods"].values()), r
+    assert not set(status["unmanaged"]) & set(WATCHED), status["unmanaged"]
+    return revisions
+
+
+def planned_restarts(review: dict[str, Any]) -> dict[str, int]:
+    """Namespace -> pods the review says `up` restarts there."""
+    return {d["move"]["namespace"]: sum(d["restart"].values()) for d in review["data_plane"] if d["restart"]}
+
+
+def recreated(before: dict[str, dict[str, str | None]], after: dict[str, dict[str, str | None]]) -> dict[str, int]:
+    """Namespace -> pods replaced between two reads, for the namespaces where any were."""
+    return {ns: len(set(before[ns]) - set(after[ns])) for ns in WATCHED if set(before[ns]) - set(after[ns])}
 
 
 def webhook(api: k8s.ApiClient, name: str) -> Any:
@@ -210,6 +244,10 @@ def test_1_steady_state_injects_every_pod_with_the_one_revision(walk: Walk) -> N
     assert labels["istio.io/rev"] == "stable" and "istio-injection" not in labels, labels
     assert walk.stack.outputs()["tags"] == {"default": OLD, "stable": OLD}
     walk.tag_uids = {t: webhook(api, f"istio-revision-tag-{t}").metadata.uid for t in ("default", "stable")}
+    status = checked_status(walk)
+    assert list(status) == [OLD] and status[OLD]["tags"] == ["default", "stable"]
+    assert status[OLD]["bound"] == sorted((*TEAMS, LEGACY_BOUND)) and status[OLD]["gateways"] == ["ingress"]
+    assert not status[OLD]["can_drop"]
     walk.check_converged()
 
 
@@ -267,6 +305,10 @@ def test_2_adding_the_canary_installs_it_and_restarts_nothing(walk: Walk) -> Non
     api = walk.api
     before = all_pods(api)
     walk.stack.write_config(canary_config(walk.tools))
+    review = mesh_json(walk.stack.review("--json"))
+    assert f"revision `{NEW}` added at 1.31.0" in review["control_plane"] and "tag `canary`: (none) -> 1-31-0" in \
+        review["control_plane"], review
+    assert (review["data_plane"], review["refusals"], review["overlaps"]) == ([], {}, []), review
     result = walk.stack.up()
     assert not {"delete", "replace"} & set(result.summary.resource_changes or {}), result.summary.resource_changes
     assert all(revision_objects(api, NEW).values())
@@ -276,6 +318,9 @@ def test_2_adding_the_canary_installs_it_and_restarts_nothing(walk: Walk) -> Non
     validator = k8s.AdmissionregistrationV1Api(api).read_validating_webhook_configuration("istiod-default-validator")
     assert validator.metadata.labels["app.kubernetes.io/version"] == "1.31.0"
     patch_webhooks_like_istiod(walk)  # the new istiod does the same to its own webhooks
+    status = checked_status(walk)
+    assert status[NEW]["pods"] == {} and status[NEW]["tags"] == ["canary"]
+    assert status[NEW]["can_drop"] and status[NEW]["why"] == "no pod runs it; first point tag `canary` elsewhere"
     walk.check_converged()
 
 
@@ -287,12 +332,14 @@ def test_3_moving_one_namespace_restarts_only_its_workloads(walk: Walk) -> None:
     assert review.returncode == 0, review.stdout + review.stderr
     planned = {d["move"]["namespace"]: d["restart"] for d in json.loads(review.stdout)["data_plane"]}
     assert planned == {"team-a": {"Deployment/api": 2, "Deployment/web": 2}}, review.stdout
+    assert json.loads(review.stdout)["overlaps"] == [], review.stdout
     walk.stack.up()
     after = all_pods(api)
     # What the review named is what up restarted: every pod of those workloads, nothing elsewhere.
     assert set(after["team-a"].values()) == {NEW}
     assert not set(after["team-a"]) & set(before["team-a"]), "every team-a pod was recreated"
     assert {ns: after[ns] for ns in WATCHED if ns != "team-a"} == {ns: before[ns] for ns in WATCHED if ns != "team-a"}
+    assert list(checked_status(walk)[NEW]["pods"]) == ["team-a"]
     walk.check_converged()
 
 
@@ -325,7 +372,13 @@ def test_4_moving_the_stable_and_default_tags_retargets_their_webhooks_in_place(
     before = all_pods(api)
     walk.stack.set_path("tags.stable", NEW)
     walk.stack.set_path("tags.default", NEW)
+    review = mesh_json(walk.stack.review("--json"))
     walk.stack.up()
+    # The review named exactly the namespaces and pods up restarted; the natural one's pods wait.
+    assert planned_restarts(review) == recreated(before, all_pods(api)) == {
+        "team-b": len(before["team-b"]), GATEWAY_NS: len(before[GATEWAY_NS])}, review
+    assert {d["move"]["namespace"]: d["pending_pods"] for d in review["data_plane"]
+            if d["move"]["strategy"] == "natural"} == {"team-c": len(before["team-c"])}, review
     for tag in ("default", "stable"):
         hook = webhook(api, f"istio-revision-tag-{tag}")
         assert called_services(hook) == {f"istiod-{NEW}"}
@@ -339,6 +392,9 @@ def test_4_moving_the_stable_and_default_tags_retargets_their_webhooks_in_place(
     assert after["team-c"] == before["team-c"] and after[LEGACY] == before[LEGACY]
     new_pods = scale_up_and_get_new_pods(api, LEGACY, "old-app", 3, before[LEGACY])
     assert list(new_pods.values()) == [NEW], "a new pod in a legacy-labelled namespace gets the default tag's revision"
+    status = checked_status(walk)
+    assert (status[OLD]["tags"], status[NEW]["tags"]) == ([], ["canary", "default", "stable"])
+    assert set(status[OLD]["pods"]) == {"team-c", LEGACY} and not status[OLD]["can_drop"]
     walk.check_converged()
 
 
@@ -371,6 +427,10 @@ def test_5_dropping_the_old_revision_while_pods_run_it_is_refused(walk: Walk) ->
     review = walk.stack.review()
     assert review.returncode == 0, review.stdout + review.stderr
     assert f"removing `{OLD}`: up will refuse" in review.stdout and "team-c" in review.stdout, review.stdout
+    # status (of what is deployed) says the same: it cannot be dropped, and names the same pods.
+    old = checked_status(walk)[OLD]
+    assert not old["can_drop"] and old["why"].endswith(": up would refuse to remove it"), old
+    assert set(old["pods"]) == {"team-c", LEGACY} and old["why"].split(":")[0] in review.stdout, (old, review.stdout)
     with pytest.raises(auto.CommandError) as refused:
         walk.stack.up()
     message = str(refused.value)
@@ -385,17 +445,25 @@ def test_6_once_drained_the_old_revision_goes_and_leaves_no_dangling_webhook(wal
     restart_deployments(api, LEGACY)
     before = all_pods(api)
     assert {rev for ns in WATCHED for rev in before[ns].values()} == {NEW}
+    old = checked_status(walk)[OLD]
+    assert (old["pods"], old["can_drop"], old["why"]) == ({}, True, "no pod runs it and nothing points at it"), old
     walk.stack.up()
     assert not any(revision_objects(api, OLD).values())
     assert dangling_webhooks(api) == []
     assert all_pods(api) == before
+    assert list(checked_status(walk)) == [NEW]
     walk.check_converged()
 
 
 def test_7_rollback_to_the_canary_config_converges(walk: Walk) -> None:
     api = walk.api
+    before = all_pods(api)
     walk.stack.write_config(canary_config(walk.tools))
+    review = mesh_json(walk.stack.review("--json"))
+    assert f"revision `{OLD}` added at 1.30.0" in review["control_plane"], review
     walk.stack.up()
+    assert planned_restarts(review) == recreated(before, all_pods(api)) == {
+        ns: len(before[ns]) for ns in ("team-a", "team-b", LEGACY_BOUND, GATEWAY_NS)}, review
     assert all(revision_objects(api, OLD).values())
     for tag in ("default", "stable"):
         assert called_services(webhook(api, f"istio-revision-tag-{tag}")) == {f"istiod-{OLD}"}
@@ -406,6 +474,9 @@ def test_7_rollback_to_the_canary_config_converges(walk: Walk) -> None:
     labels = namespace_labels(api, LEGACY_BOUND)
     assert labels["istio.io/rev"] == "stable" and "istio-injection" not in labels, "bound again: removed again"
     assert dangling_webhooks(api) == []
+    status = checked_status(walk)
+    assert set(status[OLD]["pods"]) == {"team-a", "team-b", LEGACY_BOUND, GATEWAY_NS}
+    assert set(status[NEW]["pods"]) == {"team-c", LEGACY} and not status[NEW]["can_drop"]
     walk.check_converged()
 
 
