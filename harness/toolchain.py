@@ -10,7 +10,7 @@ modules by the scripts in ``toolchain/`` into one versioned cache directory:
                                              kube-scheduler, kubectl (build-kube.sh)
         etcd-<ver>/bin/etcd                  (build-kube.sh)
         kwok-<ver>/bin/kwok, kwok-<ver>/stages/*.yaml   (build-kube.sh)
-        istio-<ver>/charts/{base,istiod,gateway}         (build-charts.sh)
+        istio-<ver>/charts/{base,istiod,gateway,cni}     (build-charts.sh)
         helm-v<ver>/bin/helm                 (build-helm.sh)
 
 The manifest ``toolchain/versions`` names every version once; :func:`disagreements` lists the
@@ -120,7 +120,7 @@ KWOK_STAGES = (
     "pod-complete.yaml",
     "pod-delete.yaml",
 )
-CHARTS = ("base", "istiod", "gateway")
+CHARTS = ("base", "istiod", "gateway", "cni")
 
 ENV_CACHE = "ISTIO_MESH_E2E_CACHE"
 ENV_KUBECONFIG = "ISTIO_MESH_E2E_KUBECONFIG"
@@ -140,6 +140,7 @@ class IstioCharts:
     base: Path
     istiod: Path
     gateway: Path
+    cni: Path
 
 
 @dataclass(frozen=True)
@@ -255,7 +256,7 @@ def locate(*, pulumi: bool = True, cluster: bool = True, charts: bool = True) ->
         absent = [d for d in dirs.values() if not _stamped(d / "Chart.yaml", ver)]
         if absent and charts:
             missing.append(Missing(f"Istio {ver} charts", absent[0], _script("build-charts.sh")))
-        chart_dirs[ver] = IstioCharts(ver, dirs["base"], dirs["istiod"], dirs["gateway"])
+        chart_dirs[ver] = IstioCharts(ver, dirs["base"], dirs["istiod"], dirs["gateway"], dirs["cni"])
 
     existing = os.environ.get(ENV_KUBECONFIG)
     if existing:

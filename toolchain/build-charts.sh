@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Writes Istio's Helm charts (base, istiod, gateway) for every Istio version the e2e tests
-# use into $CACHE/istio-<ver>/charts/{base,istiod,gateway}, offline, from the Go module
+# Writes Istio's Helm charts (base, istiod, gateway, cni) for every Istio version the e2e tests
+# use into $CACHE/istio-<ver>/charts/{base,istiod,gateway,cni}, offline, from the Go module
 # istio.io/istio: a tiny Go program (charts/extract.go) imports package
 # istio.io/istio/manifests (the embed.FS istioctl installs from) at the snapshot pinned by
 # charts/istio-<minor>/go.mod and writes the charts out, byte for byte.
@@ -21,7 +21,7 @@ source "$HERE/versions.sh"
 CACHE="${ISTIO_MESH_E2E_CACHE:-$HOME/.cache/istio-mesh-e2e}"
 # "<version> <wrapper module dir>" lines, checked against the go.mod files
 VERSIONS="$(istio_versions)"
-STAMP_FORMAT=2  # bump when what the mirror writes changes: older mirrors are rebuilt
+STAMP_FORMAT=3  # 3: adds cni (istio-cni); bump when what the mirror writes changes: older mirrors are rebuilt
 
 export CGO_ENABLED=0
 export GOTOOLCHAIN=local
@@ -48,7 +48,7 @@ while read -r ver moddir; do
   TMPS+=("$tmp")
   (cd "$moddir" && go build -trimpath -ldflags "-s -w" -o "$tmp/extract" .)
   "$tmp/extract" "$tmp/charts"
-  for chart in base istiod gateway; do
+  for chart in base istiod gateway cni; do
     [[ -f "$tmp/charts/$chart/Chart.yaml" ]] || { echo "chart $chart missing after extract" >&2; exit 1; }
     sed -i -E "s/^version: .*/version: $ver/; s/^appVersion: .*/appVersion: $ver/" "$tmp/charts/$chart/Chart.yaml"
     grep -qx "version: $ver" "$tmp/charts/$chart/Chart.yaml" || { echo "chart $chart: version not stamped" >&2; exit 1; }

@@ -1,6 +1,6 @@
 // Command extract writes Istio's Helm charts, exactly as embedded in the istio.io/istio
 // module version this module pins (package istio.io/istio/manifests, the embed.FS istioctl
-// itself installs from), into a directory: <out>/base, <out>/istiod, <out>/gateway.
+// itself installs from), into a directory: <out>/base, <out>/istiod, <out>/gateway, <out>/cni.
 // Used by toolchain/build-charts.sh; no network at run time.
 package main
 
@@ -18,6 +18,7 @@ var charts = map[string]string{
 	"base":    "charts/base",
 	"istiod":  "charts/istio-control/istio-discovery",
 	"gateway": "charts/gateway",
+	"cni":     "charts/istio-cni",
 }
 
 func main() {
