@@ -13,9 +13,10 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from mesh.istio_vocabulary import ISTIO_NAMESPACE
+from mesh.platform import platform_values
 from mesh.spec import DEFAULT_CHART_REPOSITORY, ChartSource, GatewaySpec, MeshSpec
 
-ChartName = Literal["base", "istiod", "gateway"]
+ChartName = Literal["base", "istiod", "gateway", "cni"]
 
 FAIL_CLOSED = {"base": {"validationFailurePolicy": "Fail"}}
 """Validating webhooks rendered with `failurePolicy: Fail` from the start. Rendered as a fresh install (as
@@ -59,16 +60,18 @@ def deep_merge(base: Mapping[str, Any], override: Mapping[str, Any]) -> dict[str
 
 def base_values(spec: MeshSpec) -> dict[str, Any]:
     """`defaultRevision` comes from the default tag alone: one source of truth (istio#58578)."""
-    return {
+    ours = {
         "defaultRevision": spec.default_revision,
         "global": {"istioNamespace": ISTIO_NAMESPACE},
         **FAIL_CLOSED,
     }
+    return deep_merge(ours, platform_values(spec))
 
 
 PROGRAM_OWNED_VALUES: dict[ChartName, tuple[tuple[str, ...], ...]] = {
     "istiod": (("revision",), ("global", "tag"), ("revisionTags",), ("base", "validationFailurePolicy")),
     "gateway": (("revision",), ("replicaCount",)),
+    "cni": (("global", "tag"), ("global", "platform"), ("profile",)),
 }
 """Values the program derives from other config keys; `mesh.validation` refuses them under `values`."""
 
@@ -83,7 +86,10 @@ def istiod_values(spec: MeshSpec, name: str) -> dict[str, Any]:
         "revisionTags": [],
         **FAIL_CLOSED,
     }
-    return deep_merge(ours, revision.values)
+    if spec.cni.enabled:
+        # The injector leaves traffic redirection to istio-cni: no istio-init (NET_ADMIN) container.
+        ours["pilot"] = {"cni": {"enabled": True}}
+    return deep_merge(deep_merge(ours, platform_values(spec)), revision.values)
 
 
 def gateway_values(spec: MeshSpec, gateway: GatewaySpec) -> dict[str, Any]:
@@ -100,9 +106,15 @@ def gateway_values(spec: MeshSpec, gateway: GatewaySpec) -> dict[str, Any]:
         "autoscaling": {"enabled": False},
         "service": service,
     }
-    return deep_merge(ours, gateway.values)
+    return deep_merge(deep_merge(ours, platform_values(spec)), gateway.values)
 
 
 def gateway_version(spec: MeshSpec, gateway: GatewaySpec) -> str:
     """A gateway's chart follows the revision it is pinned to, so adding a canary never re-renders it."""
     return spec.revisions[spec.resolve(gateway.revision)].version
+
+
+def cni_values(spec: MeshSpec) -> dict[str, Any]:
+    """istio-cni follows the newest revision's version, as base does; `cni.values` merged over ours."""
+    ours = {"global": {"hub": spec.hub, "tag": spec.newest_version}}
+    return deep_merge(deep_merge(ours, platform_values(spec)), spec.cni.values)

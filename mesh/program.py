@@ -11,8 +11,8 @@ from mesh.proxy_image import proxy_image
 from mesh.spec import MeshSpec, SpecError, load_spec
 from mesh.validation import validate_or_raise
 
-OBJECT_KEYS = ("charts", "revisions", "tags", "namespaces", "gateways", "rollout")
-STRING_KEYS = ("hub",)
+OBJECT_KEYS = ("charts", "revisions", "tags", "namespaces", "gateways", "rollout", "cni")
+STRING_KEYS = ("hub", "profile")
 
 
 def read_config(config: pulumi.Config) -> dict[str, Any]:

@@ -172,6 +172,15 @@ class RolloutDefaults(_Model):
     """How long removing a revision waits for its pods to go before refusing."""
 
 
+class CniSpec(_Model):
+    """The istio-cni node agent (chart `cni`): pods get their traffic redirection from it, not from istio-init."""
+
+    shape = "a mapping such as {enabled: true}"
+    enabled: bool = False
+    values: dict[str, Any] = Field(default_factory=dict)
+    """Passed through to the cni chart, merged over what the program sets."""
+
+
 class MeshSpec(_Model):
     """The whole stack config (Sail's Istio resource, plus bindings and gateways)."""
 
@@ -183,6 +192,15 @@ class MeshSpec(_Model):
     namespaces: dict[str, BindingSpec] = Field(default_factory=dict)
     gateways: dict[str, GatewaySpec] = Field(default_factory=dict)
     rollout: RolloutDefaults = Field(default_factory=RolloutDefaults)
+    profile: str | None = None
+    """A platform profile (`openshift`, `gke`, ...), passed to every chart as `global.platform`."""
+    cni: CniSpec = Field(default_factory=CniSpec)
+
+    @field_validator("profile")
+    @classmethod
+    def _no_platform(cls, v: str | None) -> str | None:
+        """Empty (Pulumi.yaml's default) means no platform profile."""
+        return v or None
 
     @field_validator("hub")
     @classmethod
@@ -263,6 +281,8 @@ _SHAPES = {model.__name__: model.shape for model in _Model.__subclasses__()}
 
 _EXPECTED = {
     "string_type": "text",
+    "bool_type": "true or false",
+    "bool_parsing": "true or false",
     "int_type": "a whole number",
     "int_parsing": "a whole number",
     "int_from_float": "a whole number",

@@ -11,6 +11,14 @@ from collections.abc import Collection, Mapping
 
 from mesh.charts import PROGRAM_OWNED_VALUES
 from mesh.istio_vocabulary import DEFAULT_TAG, NEVER_INJECTED_NAMESPACES
+from mesh.platform import (
+    CONFIGURATION_PROFILES,
+    ISTIOD_CNI_KEYS,
+    PLATFORMS,
+    PLATFORMS_SINCE,
+    cni_required_by_profile,
+    uses_platforms,
+)
 from mesh.spec import ConfigError, MeshSpec, SpecError, closest, dns_label_problem, parse_version
 
 MAX_CANARY_MINORS = 2
@@ -42,6 +50,7 @@ def validate(spec: MeshSpec, deployed_revisions: Collection[str] | None = None) 
         *_gateway_ports(spec),
         *_canary_skew(spec),
         *_owned_values(spec),
+        *_platform(spec),
     ]
 
 
@@ -238,4 +247,67 @@ def in_place_changes(previous: Mapping[str, str], current: Mapping[str, str]) ->
                 "time: keep this revision's version and add a new revision at the new version instead "
                 "(canary upgrade), or step through each minor",
             ))
+    return errors
+
+
+def _get(values: Mapping[str, object], path: tuple[str, ...]) -> object:
+    node: object = values
+    for part in path:
+        node = node.get(part) if isinstance(node, Mapping) else None
+    return node
+
+
+def _platform(spec: MeshSpec) -> list[ConfigError]:
+    """`profile` names a platform every revision's charts ship; CNI is on wherever a revision or the platform
+    leaves traffic redirection to it (otherwise injected pods would start with no redirection at all)."""
+    errors = []
+    allowed = ", ".join(PLATFORMS)
+    if spec.profile is not None and spec.profile not in PLATFORMS:
+        if spec.profile in CONFIGURATION_PROFILES:
+            why = (f'"{spec.profile}" is one of Istio\'s configuration profiles, which change what this program '
+                   "derives (revisions, injection, gateways); profile names a platform")
+        else:
+            why = f'"{spec.profile}" is not a platform profile the Istio charts ship'
+        guess = closest(spec.profile, PLATFORMS)
+        hint = f": did you mean {guess}?" if guess else ""
+        errors.append(ConfigError(
+            "profile", f"{why}: must be exactly one of {allowed}, or remove the key{hint}",
+        ))
+    elif spec.profile is not None:
+        since = ".".join(map(str, PLATFORMS_SINCE))
+        errors += [
+            ConfigError(
+                f"revisions.{name}.version",
+                f"is {rev.version}, whose charts have no platform profiles (global.platform, from Istio {since}), "
+                f"so profile {spec.profile} cannot be applied to it: upgrade the revision to {since} or later first, "
+                "or remove profile",
+            )
+            for name, rev in sorted(spec.revisions.items())
+            if not uses_platforms(rev.version)
+        ]
+    errors += [
+        ConfigError(
+            f"cni.values.{'.'.join(path)}",
+            "is set by the program (istio-cni runs the newest revision's version, on the platform named by profile): "
+            "remove it from values and change revisions or profile instead",
+        )
+        for path in PROGRAM_OWNED_VALUES["cni"]
+        if _get(spec.cni.values, path) is not None
+    ]
+    if spec.cni.enabled:
+        return errors
+    if cni_required_by_profile(spec):
+        errors.append(ConfigError(
+            "cni.enabled",
+            f"is false, but profile {spec.profile} turns on pilot.cni.enabled in every revision (the platform grants "
+            "no NET_ADMIN to istio-init), so pods would get no traffic redirection: set cni.enabled to true",
+        ))
+    for name, rev in sorted(spec.revisions.items()):
+        for path in ISTIOD_CNI_KEYS:
+            if _get(rev.values, path) is True:
+                errors.append(ConfigError(
+                    f"revisions.{name}.values.{'.'.join(path)}",
+                    "is true, so this revision's pods get no istio-init and rely on the istio-cni node agent, but "
+                    "cni.enabled is false: set cni.enabled to true (which also sets this value), or remove it",
+                ))
     return errors

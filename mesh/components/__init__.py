@@ -3,8 +3,12 @@ component only translates the resolved arguments it is given into resources."""
 
 from mesh.components.gateway import Gateway
 from mesh.components.istio import Istio
+from mesh.components.istio_cni import IstioCNI
 from mesh.components.istio_revision import IstioRevision
 from mesh.components.istio_revision_tag import IstioRevisionTag
 from mesh.components.namespace_binding import NamespaceBinding
+from mesh.components.platform_privileges import PlatformPrivileges
 
-__all__ = ["Gateway", "Istio", "IstioRevision", "IstioRevisionTag", "NamespaceBinding"]
+__all__ = [
+    "Gateway", "Istio", "IstioCNI", "IstioRevision", "IstioRevisionTag", "NamespaceBinding", "PlatformPrivileges",
+]

@@ -10,13 +10,16 @@ from __future__ import annotations
 import pulumi
 from pulumi_kubernetes.core.v1 import Namespace
 
-from mesh.charts import base_values, chart_ref, gateway_values, gateway_version, istiod_values
+from mesh.charts import base_values, chart_ref, cni_values, gateway_values, gateway_version, istiod_values
 from mesh.components.gateway import Gateway
 from mesh.components.helm import install_chart
+from mesh.components.istio_cni import IstioCNI
 from mesh.components.istio_revision import IstioRevision
 from mesh.components.istio_revision_tag import IstioRevisionTag
 from mesh.components.namespace_binding import NamespaceBinding
+from mesh.components.platform_privileges import PlatformPrivileges
 from mesh.istio_vocabulary import ISTIO_NAMESPACE
+from mesh.platform import cni_namespace, needs_network_attachments, network_attachment, scc_grants
 from mesh.providers.rollout import RolloutSettings
 from mesh.providers.version_gate import VersionGate
 from mesh.proxy_image import proxy_image_from_values
@@ -24,13 +27,15 @@ from mesh.spec import BindingSpec, GatewaySpec, MeshSpec
 
 
 class Istio(pulumi.ComponentResource):
-    """Order: version gate -> base (CRDs, at the newest version) -> revisions -> tags -> bindings, gateways.
+    """Order: version gate -> base (CRDs, at the newest version) -> platform grants, istio-cni (when the
+    profile and `cni` ask for them) -> revisions -> tags -> bindings, gateways.
     Deletes run in reverse, so a revision goes only after everything that referred to it has moved."""
 
     revisions: dict[str, IstioRevision]
     tags: dict[str, IstioRevisionTag]
     namespaces: dict[str, NamespaceBinding]
     gateways: dict[str, Gateway]
+    cni: IstioCNI | None
 
     def __init__(self, name: str, spec: MeshSpec, opts: pulumi.ResourceOptions | None = None) -> None:
         super().__init__("istio-mesh:index:Istio", name, None, opts)
@@ -57,6 +62,25 @@ class Istio(pulumi.ComponentResource):
             # Shared by every revision and present on clusters taken over from istioctl or Helm.
             owned_outright=True,
         )
+        # Whatever a revision's pods rely on exists before any revision injects them.
+        before_revisions: list[pulumi.Resource] = [base]
+        if grants := scc_grants(spec):
+            before_revisions.append(PlatformPrivileges(
+                "platform", grants=grants, depends_on=[base, *owned_namespaces.values()], opts=child,
+            ))
+        self.cni = (
+            IstioCNI(
+                "istio-cni",
+                chart=chart_ref(spec.charts, "cni", spec.newest_version),
+                values=cni_values(spec),
+                namespace=cni_namespace(spec),
+                depends_on=[base],
+                opts=child,
+            )
+            if spec.cni.enabled else None
+        )
+        if self.cni:
+            before_revisions.append(self.cni)
         values = {name: istiod_values(spec, name) for name in spec.revisions}
         proxies = {name: proxy_image_from_values(v) for name, v in values.items()}
 
@@ -75,7 +99,7 @@ class Istio(pulumi.ComponentResource):
                 chart=chart_ref(spec.charts, "istiod", rev.version),
                 values=values[name],
                 drain_timeout_seconds=spec.rollout.drain_timeout_seconds,
-                depends_on=[base],
+                depends_on=before_revisions,
                 opts=child,
             )
             for name, rev in sorted(spec.revisions.items())
@@ -103,6 +127,7 @@ class Istio(pulumi.ComponentResource):
                 revision=spec.resolve(b.revision),
                 rollout=rollout(b),
                 depends_on=[installed(b.revision), *([owned_namespaces[ns]] if ns in owned_namespaces else [])],
+                network_attachment=network_attachment(ns) if needs_network_attachments(spec) else None,
                 opts=child,
             )
             for ns, b in sorted(spec.namespaces.items())

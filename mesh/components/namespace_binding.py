@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pulumi
+from pulumi_kubernetes.apiextensions import CustomResource
 from pulumi_kubernetes.core.v1 import NamespacePatch
 from pulumi_kubernetes.meta.v1 import ObjectMetaPatchArgs
 
@@ -24,10 +27,24 @@ class NamespaceBinding(pulumi.ComponentResource):
     """The revision the binding resolves to (through its tag, if it names one)."""
 
     def __init__(self, namespace: str, *, target: str, revision: str, rollout: RolloutSettings,
-                 depends_on: list[pulumi.Resource], opts: pulumi.ResourceOptions | None = None) -> None:
-        """`target` is the label value as configured (a tag or a revision), `revision` what it resolves to."""
+                 depends_on: list[pulumi.Resource], network_attachment: dict[str, Any] | None = None,
+                 opts: pulumi.ResourceOptions | None = None) -> None:
+        """`target` is the label value as configured (a tag or a revision), `revision` what it resolves to.
+        `network_attachment` is the Multus attachment the platform needs in the namespace (OpenShift): created
+        before the label (injected pods name it), deleted after it; an attachment of another name is never
+        touched."""
         super().__init__("istio-mesh:index:NamespaceBinding", namespace, None, opts)
         self.revision = revision
+        self.network_attachment = (
+            CustomResource(
+                f"{namespace}-network-attachment",
+                api_version=network_attachment["apiVersion"],
+                kind=network_attachment["kind"],
+                metadata=network_attachment["metadata"],
+                opts=pulumi.ResourceOptions(parent=self, depends_on=depends_on),
+            )
+            if network_attachment else None
+        )
         self.patch = NamespacePatch(
             namespace,
             metadata=ObjectMetaPatchArgs(
@@ -39,7 +56,9 @@ class NamespaceBinding(pulumi.ComponentResource):
                     PATCH_FORCE: "true",
                 },
             ),
-            opts=pulumi.ResourceOptions(parent=self, depends_on=depends_on),
+            opts=pulumi.ResourceOptions(
+                parent=self, depends_on=[*depends_on, *([self.network_attachment] if self.network_attachment else [])]
+            ),
         )
         # After istio.io/rev is set (pods stay injected throughout) and before any pod is restarted.
         self.legacy_label = LegacyInjectionLabel(
