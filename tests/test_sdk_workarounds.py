@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import base64
+import importlib
 import json
 import pickle
+import pkgutil
 import subprocess
 import sys
 from collections.abc import Callable
@@ -11,16 +14,21 @@ from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
+import dill
 import pulumi
 import pulumi.dynamic
 import pulumi.dynamic.dynamic
+import pytest
 from google.protobuf.json_format import MessageToDict
-from pulumi.dynamic import CreateResult, ResourceProvider
+from pulumi.dynamic import Config, ConfigureRequest, CreateResult, ResourceProvider
 
 from harness.simulation import mocked
+from mesh import providers
+from mesh.kube import KUBECONFIG_KEY
+from mesh.providers import KubeProvider
 from mesh.providers.drain_guard import DrainGuard
 from mesh.providers.rollout import Rollout
-from mesh.providers.sdk_workaround import PATCHED_METHODS
+from mesh.providers.sdk_workaround import PATCHED_METHODS, pickled_as_class_alone
 from mesh.providers.version_gate import VersionGate
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -110,3 +118,63 @@ def test_serialized_providers_are_identical_across_registrations_and_to_a_fresh_
         cwd=ROOT, capture_output=True, text=True, check=True,
     )
     assert serialized == {name: {value} for name, value in json.loads(fresh.stdout).items()}
+
+
+class CountingProvider(ResourceProvider):
+    """A provider with instance state: its pickle differs per instance, so it is never reused."""
+
+    def __init__(self, count: int) -> None:
+        self.count = count
+
+
+def _sdk_serialize(provider: object) -> str:
+    """What the SDK alone stores for `provider`, leaving pickle as it found it."""
+    found = {name: vars(pickle._Pickler)[name] for name in PATCHED_METHODS}
+    try:
+        return pulumi.dynamic.dynamic.serialize_provider.__wrapped__(provider)
+    finally:
+        for name, method in found.items():
+            setattr(pickle._Pickler, name, method)
+
+
+def _mesh_provider_classes() -> list[type[ResourceProvider]]:
+    """Every provider class defined in mesh/providers/."""
+    modules = [importlib.import_module(f"mesh.providers.{m.name}") for m in pkgutil.iter_modules(providers.__path__)]
+    return sorted({cls for module in modules for cls in vars(module).values() if isinstance(cls, type)
+                   and issubclass(cls, ResourceProvider) and cls.__module__ == module.__name__},
+                  key=lambda cls: cls.__qualname__)
+
+
+def test_every_provider_of_ours_pickles_as_its_class_alone_whatever_its_instance_holds() -> None:
+    """Fails if the SDK's pickle of one of our providers starts to depend on the instance: then it may
+    not be reused per class (see mesh/providers/sdk_workaround.py)."""
+    classes = _mesh_provider_classes()
+    assert {"RolloutProvider", "LegacyInjectionLabelProvider", "VersionGateProvider"} <= {c.__name__ for c in classes}
+    for cls in classes:
+        used = cls()
+        if isinstance(used, KubeProvider):  # what configure leaves in the provider process
+            used.configure(ConfigureRequest(Config({KUBECONFIG_KEY: "/secret/kubeconfig"}, "istio-mesh")))
+        assert pickled_as_class_alone(used) is cls
+        assert _sdk_serialize(cls()) == _sdk_serialize(used) == pulumi.dynamic.dynamic.serialize_provider(used)
+        assert type(dill.loads(base64.b64decode(_sdk_serialize(used)))) is cls
+
+
+def test_a_stateless_class_is_pickled_once_and_anything_else_every_time(monkeypatch: pytest.MonkeyPatch) -> None:
+    serialize = pulumi.dynamic.dynamic.serialize_provider
+    reused = serialize(NoopProvider())
+
+    class Local(ResourceProvider):  # not importable by name: dill pickles the class itself, by value
+        label = "first"
+
+    first_local = serialize(Local())
+    Local.label = "second"
+    assert serialize(Local()) != first_local
+    assert serialize(CountingProvider(1)) != serialize(CountingProvider(2))
+
+    def no_pickling(*_args: Any, **_kwargs: Any) -> bytes:
+        raise AssertionError("pickled again")
+
+    monkeypatch.setattr(dill, "dumps", no_pickling)
+    assert serialize(NoopProvider()) == reused
+    with pytest.raises(AssertionError, match="pickled again"):
+        serialize(CountingProvider(3))
