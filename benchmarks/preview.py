@@ -6,9 +6,9 @@ on the harness's local control plane (harness/control_plane.py) and through harn
 built CLI and plugins, a local file backend):
 
 * N namespaces are created first (no pods in them, so the Rollouts of `up` have nothing to restart);
-* `pulumi up` deploys the stack: the two revisions of the dev stack's shape (charts from the local
-  mirror), every namespace bound to the `stable` tag (setup, not measured: with PULUMI_SKIP_CHECKPOINTS
-  so the file backend does not rewrite the whole state after every step);
+* `pulumi up` grows one stack to N namespaces: the two revisions of the dev stack's shape (charts from
+  the local mirror), every namespace bound to the `stable` tag (setup, not measured: with
+  PULUMI_SKIP_CHECKPOINTS so the file backend does not rewrite the whole state after every step);
 * the first namespace moves to `canary` in the stack file, and `pulumi preview` runs: its wall time is
   the figure (one update of the NamespacePatch and the Rollout, the rest unchanged);
 * `mesh review` of the same move runs as the user runs it (its `pulumi stack output` included).
@@ -133,11 +133,10 @@ def children_cpu() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-def measure(tools: Tools, cluster: ControlPlane, size: int, workdir: Path) -> dict[str, Any]:
+def measure(tools: Tools, cluster: ControlPlane, stack: MeshStack, size: int, workdir: Path) -> dict[str, Any]:
+    """Grow the stack to `size` namespaces with `up`, then time the preview of one namespace's move."""
     namespaces = [f"team-{i:04d}" for i in range(size)]
     create_namespaces(cluster.api(), namespaces)
-    stack = MeshStack(tools, cluster.kubeconfig, workdir / f"n{size}", name=f"bench{size}")
-    (stack.project / "__main__.py").write_text(TIMED_MAIN)
     timeline = workdir / f"timeline-{size}.json"
     stack.stack.workspace.env_vars[TIMELINE_ENV] = str(timeline)
 
@@ -210,10 +209,12 @@ def main(argv: list[str] | None = None) -> None:
     results: list[dict[str, Any]] = []
     try:
         with tempfile.TemporaryDirectory(prefix="imesh-preview-") as workdir:
+            stack = MeshStack(tools, cluster.kubeconfig, Path(workdir) / "stack", name="bench")
+            (stack.project / "__main__.py").write_text(TIMED_MAIN)
             for size in sorted(args.sizes):
-                r = measure(tools, cluster, size, Path(workdir))
+                r = measure(tools, cluster, stack, size, Path(workdir))
                 results.append(r)
-                print(f"\n{size} namespaces, {r['resources']} resources (up took {r['up']:.0f}s); "
+                print(f"\n{size} namespaces, {r['resources']} resources (the up adding them took {r['up']:.0f}s); "
                       f"preview of a one-namespace move: {r['wall']:.2f}s wall, changes {r['changes']}, "
                       f"load {r['load']}", flush=True)
                 print(f"  engine before the program: {r['before']:.2f}s (CLI start, state load, plugins)")
