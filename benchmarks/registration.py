@@ -10,7 +10,11 @@ cyclic garbage collector off (how much of the growth is the collector's). `--pro
 cProfile of size N with its self time grouped by where the code lives (program, harness, SDK).
 The issue's target: 1,000 namespaces under 2 s, linear from 50 to 2,000.
 
-Run from the repository root: .venv/bin/python -m benchmarks.registration [--sizes 50 200 1000 2000] [--profile 1000]
+`--per-type N` times N resources of each kind a namespace registers, alone (bare component, label patch,
+dynamic resource), each in a fresh interpreter.
+
+Run from the repository root:
+.venv/bin/python -m benchmarks.registration [--sizes 50 200 1000 2000] [--per-type 1000] [--profile 1000]
 
 Measured on the 2-core development machine (Python 3.11.7, pulumi 3.272.0, load average 4-5 from
 other work), about 4 resources per namespace (binding, label patch, legacy-label guard, Rollout):
@@ -39,17 +43,21 @@ import subprocess
 import sys
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 from unittest.mock import patch
 
+import pulumi
 from pulumi.runtime.mocks import MockMonitor
+from pulumi_kubernetes.core.v1 import NamespacePatch
+from pulumi_kubernetes.meta.v1 import ObjectMetaPatchArgs
 
-from harness.simulation import simulate
+from harness.simulation import mocked, simulate
 from mesh.program import spec_from_config
+from mesh.providers.legacy_label import LegacyInjectionLabel
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -95,6 +103,39 @@ def measure(namespaces: int) -> dict[str, float]:
         resources = len(simulate(config))
         seconds = time.perf_counter() - start
     return {"seconds": seconds, "validation": validation, "engine": engine[0], "resources": resources}
+
+
+class _Bare(pulumi.ComponentResource):
+    def __init__(self, name: str) -> None:
+        super().__init__("bench:index:Bare", name, None, None)
+        self.register_outputs({})
+
+
+def _patch(i: int) -> None:
+    NamespacePatch(f"team-{i:04d}", metadata=ObjectMetaPatchArgs(
+        name=f"team-{i:04d}", labels={"istio.io/rev": "stable"}, annotations={"pulumi.com/patchForce": "true"}))
+
+
+PER_TYPE: dict[str, Callable[[int], object]] = {
+    "ComponentResource (bare)": lambda i: _Bare(f"c-{i}"),
+    "NamespacePatch": _patch,
+    "dynamic (LegacyInjectionLabel)": lambda i: LegacyInjectionLabel(f"team-{i:04d}-legacy", namespace=f"team-{i:04d}"),
+}
+"""One resource of each kind a namespace registers, built as the components build them."""
+
+
+def per_type(kind: str, count: int) -> float:
+    """Seconds to register `count` resources of one kind alone, under the same mocks."""
+    with mocked({}, preview=True):
+
+        @pulumi.runtime.test
+        def register() -> None:
+            for i in range(count):
+                PER_TYPE[kind](i)
+
+        start = time.perf_counter()
+        register()
+        return time.perf_counter() - start
 
 
 def in_fresh_interpreter(namespaces: int, gc_off: bool) -> dict[str, float]:
@@ -180,9 +221,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sizes", type=int, nargs="+", default=[50, 200, 1000, 2000])
     parser.add_argument("--profile", type=int, metavar="N", help="also profile the run with N namespaces")
+    parser.add_argument("--per-type", type=int, metavar="N", help="also time N resources of each kind alone")
     parser.add_argument("--one", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--kind", help=argparse.SUPPRESS)
     parser.add_argument("--gc-off", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.kind:
+        print(json.dumps(per_type(args.kind, args.one)))
+        return
     if args.one:
         if args.gc_off:
             gc.disable()
@@ -207,6 +253,13 @@ def main() -> None:
         print(f"{size:>10} {on['resources']:>9} {on['validation']:>9.3f}s {on['seconds']:>7.2f}s"
               f" {on['engine']:>14.2f}s {on_ms:>7.2f}"
               f" {on_growth:>6.2f} | {off['seconds']:>14.2f}s {off_ms:>7.2f} {off_growth:>6.2f}")
+    if args.per_type:
+        print(f"\n{args.per_type} resources of one kind alone, each kind in a fresh interpreter:")
+        for kind in PER_TYPE:
+            seconds = json.loads(subprocess.run(
+                [sys.executable, "-m", "benchmarks.registration", "--one", str(args.per_type), "--kind", kind],
+                cwd=ROOT, capture_output=True, text=True, check=True).stdout)
+            print(f"  {1000 * seconds / args.per_type:6.2f} ms each  {kind}")
     if args.profile:
         profile(args.profile)
 
