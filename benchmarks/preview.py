@@ -35,9 +35,9 @@ import contextlib
 import json
 import os
 import platform
-import resource
 import sys
 import tempfile
+import threading
 import time
 from importlib.metadata import version
 from pathlib import Path
@@ -49,6 +49,8 @@ from kubernetes.client.rest import ApiException
 from harness.control_plane import ControlPlane
 from harness.mesh_stack import MeshStack
 from harness.toolchain import Tools, describe_missing, locate
+
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
 TIMELINE_ENV = "ISTIO_MESH_BENCH_TIMELINE"
 """Where the timed __main__.py of the benchmark's project copy writes its timeline (JSON)."""
@@ -128,9 +130,82 @@ def create_namespaces(api: k8s.ApiClient, namespaces: list[str]) -> None:
     assert set(namespaces) <= existing
 
 
-def children_cpu() -> float:
-    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return usage.ru_utime + usage.ru_stime
+KINDS = (
+    ("pulumi-language-python-exec", "program (language host's Python)"),
+    ("-m pulumi.dynamic", "dynamic providers' host (Python)"),
+    ("pulumi-resource-kubernetes", "Kubernetes provider"),
+    ("pulumi-language-python", "language host (Go)"),
+    ("/pulumi ", "engine (pulumi CLI)"),
+    ("kube-apiserver", "cluster: kube-apiserver"),
+    ("etcd", "cluster: etcd"),
+)
+"""Which process is which, by a piece of its command line (first match wins); the rest is "other"."""
+
+
+class ProcessCpu(threading.Thread):
+    """CPU seconds used meanwhile by every process under this one, by kind, sampled from /proc (a process
+    that exits counts up to one interval short): which of engine, providers, program and cluster pays."""
+
+    def __init__(self, interval: float = 0.2) -> None:
+        super().__init__(daemon=True)
+        self.interval = interval
+        self.first: dict[int, float] = {}
+        self.last: dict[int, tuple[str, float]] = {}
+        self.done = threading.Event()
+
+    def __enter__(self) -> ProcessCpu:
+        self.first = {pid: cpu for pid, (_kind, cpu) in self.sample().items()}
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.done.set()
+        self.join()
+        self.last.update(self.sample())
+
+    def run(self) -> None:
+        while not self.done.wait(self.interval):
+            self.last.update(self.sample())
+
+    def by_kind(self) -> dict[str, float]:
+        spent: dict[str, float] = {}
+        for pid, (kind, cpu) in self.last.items():
+            spent[kind] = spent.get(kind, 0.0) + cpu - self.first.get(pid, 0.0)
+        return spent
+
+    @staticmethod
+    def sample() -> dict[int, tuple[str, float]]:
+        parents: dict[int, int] = {}
+        cpu: dict[int, float] = {}
+        for entry in os.scandir("/proc"):
+            if not entry.name.isdigit():
+                continue
+            try:
+                with open(f"/proc/{entry.name}/stat") as f:
+                    fields = f.read().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            pid = int(entry.name)
+            parents[pid] = int(fields[1])
+            cpu[pid] = (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+        mine, found = {os.getpid()}, True
+        while found:
+            found = False
+            for pid, parent in parents.items():
+                if parent in mine and pid not in mine:
+                    mine.add(pid)
+                    found = True
+        mine.discard(os.getpid())
+        kinds = {}
+        for pid in mine:
+            try:
+                with open(f"/proc/{pid}/cmdline", "rb") as f:
+                    command = f.read().replace(b"\0", b" ").decode(errors="replace")
+            except OSError:
+                continue
+            kind = next((name for piece, name in KINDS if piece in command), "other")
+            kinds[pid] = (kind, cpu[pid])
+        return kinds
 
 
 def measure(tools: Tools, cluster: ControlPlane, stack: MeshStack, size: int, workdir: Path) -> dict[str, Any]:
@@ -150,13 +225,13 @@ def measure(tools: Tools, cluster: ControlPlane, stack: MeshStack, size: int, wo
 
     stack.write_config(stack_config(tools, namespaces, moved=1))
     load_before = load()
-    cpu_before = children_cpu()
     started = time.time()
     start = time.perf_counter()
-    changes = stack.preview_changes()
+    with ProcessCpu() as processes:
+        changes = stack.preview_changes()
     wall = time.perf_counter() - start
     ended = time.time()
-    cpu = children_cpu() - cpu_before
+    spent = processes.by_kind()
     program = json.loads(timeline.read_text())
 
     start = time.perf_counter()
@@ -165,7 +240,7 @@ def measure(tools: Tools, cluster: ControlPlane, stack: MeshStack, size: int, wo
     assert done.returncode == 0, done.stdout + done.stderr
     return {
         "size": size, "resources": resources, "up": up, "changes": changes, "wall": wall,
-        "load": f"{load_before} -> {load()}", "cpu": cpu,
+        "load": f"{load_before} -> {load()}", "cpu": sum(spent.values()), "spent": spent,
         "before": program["started"] - started, "import": program["import"], "config": program["config"],
         "construct": program["construct"], "program": program["ended"] - program["started"],
         "program_cpu": program["cpu"], "after": ended - program["ended"], "review": review,
@@ -173,19 +248,16 @@ def measure(tools: Tools, cluster: ControlPlane, stack: MeshStack, size: int, wo
 
 
 def summary(results: list[dict[str, Any]]) -> None:
-    """Growth: each size's cost per namespace over the smallest (the fixed part, charts and all)."""
+    """Growth: what each size costs per namespace over the smallest (the fixed part, charts and all)."""
     base = results[0]
-    print(f"\ngrowth over {base['size']} namespaces (the fixed part: {base['wall']:.1f}s wall, "
-          f"{base['program_cpu']:.1f}s program CPU, {base['cpu']:.1f}s CPU in all):")
-    print(f"{'namespaces':>10} {'resources':>9} {'wall':>7} {'ms/ns':>6} {'program CPU ms/ns':>17}"
-          f" {'other CPU ms/ns':>15}")
+    kinds = sorted({kind for r in results for kind in r["spent"]}, key=lambda k: -results[-1]["spent"].get(k, 0.0))
+    print(f"\nper namespace over {base['size']} namespaces (the fixed part: {base['wall']:.1f}s wall, "
+          f"{base['cpu']:.1f}s CPU), ms wall and ms CPU of each process kind:")
+    print(f"{'namespaces':>10} {'wall':>7} | " + " | ".join(kinds))
     for r in results[1:]:
         extra = r["size"] - base["size"]
-        program = r["program_cpu"] - base["program_cpu"]
-        other = r["cpu"] - r["program_cpu"] - (base["cpu"] - base["program_cpu"])
-        wall = r["wall"] - base["wall"]
-        print(f"{r['size']:>10} {r['resources']:>9} {r['wall']:>6.1f}s {1000 * wall / extra:>6.1f}"
-              f" {1000 * program / extra:>17.1f} {1000 * other / extra:>15.1f}")
+        print(f"{r['size']:>10} {1000 * (r['wall'] - base['wall']) / extra:>7.1f} | " + " | ".join(
+            f"{1000 * (r['spent'].get(k, 0.0) - base['spent'].get(k, 0.0)) / extra:.1f}" for k in kinds))
 
 
 def tools_or_exit() -> Tools:
@@ -223,8 +295,8 @@ def main(argv: list[str] | None = None) -> None:
                       f"{r['import']:.2f}s, config+validation {r['config']:.3f}s, "
                       f"constructing the resources {r['construct']:.2f}s")
                 print(f"  engine after the program exited: {r['after']:.2f}s")
-                print(f"  CPU of every process of the preview: {r['cpu']:.1f}s; not the program's: "
-                      f"{r['cpu'] - r['program_cpu']:.1f}s (engine, Kubernetes and dynamic providers)")
+                print(f"  CPU meanwhile, {r['cpu']:.1f}s in all: " + ", ".join(
+                    f"{kind} {cpu:.1f}s" for kind, cpu in sorted(r["spent"].items(), key=lambda kv: -kv[1])))
                 print(f"  mesh review of the same move: {r['review']:.2f}s", flush=True)
         summary(results)
     finally:
