@@ -147,6 +147,16 @@ class GatewayServiceSpec(_Model):
     """None keeps the chart's default ports (15021, 80, 443)."""
 
 
+class GatewayCanarySpec(_Model):
+    """A second Deployment of a gateway, on another revision, behind the gateway's own Service."""
+
+    shape = "a mapping such as {revision: canary, replicas: 1}"
+    revision: str
+    """A tag or a revision name; promoting makes it the gateway's `revision` and removes `canary`."""
+    replicas: int = Field(default=1, ge=1)
+    """Its share of the traffic is replicas / (replicas + the gateway's replicas)."""
+
+
 class GatewaySpec(_Model):
     """A gateway Deployment+Service from the `gateway` chart, pinned to a tag or revision."""
 
@@ -158,6 +168,8 @@ class GatewaySpec(_Model):
     service: GatewayServiceSpec = Field(default_factory=GatewayServiceSpec)
     strategy: Strategy | None = None
     values: dict[str, Any] = Field(default_factory=dict)
+    canary: GatewayCanarySpec | None = None
+    """None: one Deployment. Set: a second one on the canary revision, selected by the same Service."""
 
 
 class RolloutDefaults(_Model):
@@ -166,6 +178,9 @@ class RolloutDefaults(_Model):
     shape = "a mapping such as {strategy: rolling, concurrency: 4}"
     strategy: Strategy = ROLLING
     concurrency: int = Field(default=4, ge=1)
+    """Across the whole stack: how many workloads restart at the same time in one `up`."""
+    per_namespace: int | None = Field(default=None, ge=1)
+    """At most this many of them in one namespace (unset: only `concurrency` limits)."""
     timeout_seconds: int = Field(default=600, ge=1)
     """Per workload: how long a restarted workload may take to become ready."""
     drain_timeout_seconds: int = Field(default=0, ge=0)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 from collections.abc import Collection, Mapping
 
-from mesh.charts import PROGRAM_OWNED_VALUES
+from mesh.charts import CANARY_SUFFIX, PROGRAM_OWNED_VALUES, gateway_workload
 from mesh.istio_vocabulary import DEFAULT_TAG, NEVER_INJECTED_NAMESPACES
 from mesh.platform import (
     CONFIGURATION_PROFILES,
@@ -48,9 +48,11 @@ def validate(spec: MeshSpec, deployed_revisions: Collection[str] | None = None) 
         *_references(spec, deployed_revisions),
         *_gateway_namespaces(spec),
         *_gateway_ports(spec),
+        *_gateway_canaries(spec),
         *_canary_skew(spec),
         *_owned_values(spec),
         *_platform(spec),
+        *_rollout(spec),
     ]
 
 
@@ -110,6 +112,7 @@ def _references(spec: MeshSpec, deployed: Collection[str] | None) -> list[Config
             ))
     refs = [(f"namespaces.{ns}", b.revision) for ns, b in spec.namespaces.items()]
     refs += [(f"gateways.{name}.revision", g.revision) for name, g in spec.gateways.items()]
+    refs += [(f"gateways.{name}.canary.revision", g.canary.revision) for name, g in spec.gateways.items() if g.canary]
     for key, target in refs:
         if target not in spec.revisions and target not in spec.tags:
             errors.append(ConfigError(
@@ -185,6 +188,44 @@ def _gateway_ports(spec: MeshSpec) -> list[ConfigError]:
                     f"{port.port}/{port.protocol} is also the port of ports[{first}], and a Service serves a port "
                     "number once per protocol: change the port or remove one of the two entries",
                 ))
+    return errors
+
+
+def _gateway_canaries(spec: MeshSpec) -> list[ConfigError]:
+    """A canary is a second Deployment `<gateway>-canary` next to the gateway, injected by another revision."""
+    errors = []
+    known = {*spec.revisions, *spec.tags}
+    workloads = {(gw.namespace, gateway_workload(name, gw)): name for name, gw in spec.gateways.items()}
+    for name, gw in sorted(spec.gateways.items()):
+        if gw.canary is None:
+            continue
+        key = f"gateways.{name}.canary"
+        deployment = gateway_workload(name, gw) + CANARY_SUFFIX
+        if gw.canary.revision in known and gw.revision in known:  # unknown names are reported by _references
+            canary, main = spec.resolve(gw.canary.revision), spec.resolve(gw.revision)
+            if canary == main:
+                errors.append(ConfigError(
+                    f"{key}.revision",
+                    f'is "{gw.canary.revision}", which is revision {canary}, the one the gateway already runs '
+                    f'("{gw.revision}"): point the canary at the revision to try, or, to promote it, set '
+                    f"gateways.{name}.revision to it and remove gateways.{name}.canary",
+                ))
+        if (binding := spec.namespaces.get(gw.namespace)) is not None:
+            errors.append(ConfigError(
+                key,
+                f'cannot run in {gw.namespace}, which is bound to "{binding.revision}": a namespace binding '
+                "overrides a pod's revision label, so the canary's pods would get the namespace's revision, not "
+                f'"{gw.canary.revision}": move the gateway to a namespace that is not in namespaces, or upgrade '
+                "it with its namespace",
+            ))
+        if problem := dns_label_problem(deployment, 63):
+            errors.append(ConfigError(key, f"the canary's Deployment name {problem}: shorten the gateway's name"))
+        if (other := workloads.get((gw.namespace, deployment))) is not None:
+            errors.append(ConfigError(
+                key,
+                f'would create Deployment {deployment} in {gw.namespace}, which is gateway "{other}"\'s: '
+                "rename one of the two gateways",
+            ))
     return errors
 
 
@@ -311,3 +352,15 @@ def _platform(spec: MeshSpec) -> list[ConfigError]:
                     "cni.enabled is false: set cni.enabled to true (which also sets this value), or remove it",
                 ))
     return errors
+
+
+def _rollout(spec: MeshSpec) -> list[ConfigError]:
+    """A per-namespace cap above the stack-wide one could never be reached: almost surely a mix-up of the two."""
+    cap, total = spec.rollout.per_namespace, spec.rollout.concurrency
+    if cap is not None and cap > total:
+        return [ConfigError(
+            "rollout.perNamespace",
+            f"is {cap}, above rollout.concurrency ({total}), the limit for the whole stack, so it could never "
+            f"apply: lower it to at most {total}, raise rollout.concurrency, or remove the key",
+        )]
+    return []

@@ -454,10 +454,19 @@ class RolloutRun:
         self.total = len(self.queue) + len(self.in_flight)
 
     def tick(self, snapshot: Mapping[str, Workload], now: float) -> list[Workload]:
-        """Account for what completed or got stuck, then return the workloads to restart now.
+        """Account for what completed or got stuck, then return the workloads to restart now, keeping at
+        most `concurrency` in flight. The caller patches each returned workload; they are already counted
+        as in flight."""
+        self.account(snapshot, now)
+        starts: list[Workload] = []
+        while self.can_start and len(self.in_flight) < self.concurrency:
+            _took_slot, w = self.start_next(snapshot, now)
+            if w is not None:
+                starts.append(w)
+        return starts
 
-        The caller patches each returned workload; they are already counted as in flight.
-        """
+    def account(self, snapshot: Mapping[str, Workload], now: float) -> None:
+        """Move in-flight workloads that completed to `done`, and those stuck or on the wrong target to `failed`."""
         for key, deadline in list(self.in_flight.items()):
             w = snapshot.get(key)
             if w is None:
@@ -475,21 +484,28 @@ class RolloutRun:
             elif now >= deadline:
                 del self.in_flight[key]
                 self.failed[key] = f"timed out after {self.timeout_seconds:g}s: {describe_wait(w)}"
-        starts: list[Workload] = []
-        while self.queue and not self.failed and len(self.in_flight) < self.concurrency:
-            key = self.queue.pop(0)
-            w = snapshot.get(key)
-            d = decide(w, self.target) if w is not None else Decision(Action.SKIP, "deleted")
-            if d.action is Action.RESTART:
-                self.in_flight[key] = now + self.timeout_seconds
-                self.restarted.append(key)
-                starts.append(w)  # type: ignore[arg-type]
-            elif d.action is Action.WAIT:
-                self.in_flight[key] = now + self.timeout_seconds
-            else:
-                self.skipped[key] = d.reason
-                self.total -= 1
-        return starts
+
+    @property
+    def can_start(self) -> bool:
+        """Work is queued and nothing failed (a failure stops further restarts)."""
+        return bool(self.queue) and not self.failed
+
+    def start_next(self, snapshot: Mapping[str, Workload], now: float) -> tuple[bool, Workload | None]:
+        """Take the next queued workload, decided again on `snapshot`: whether it now takes a slot (restarted,
+        or found restarting already), and the workload to patch (None unless it needs a restart)."""
+        key = self.queue.pop(0)
+        w = snapshot.get(key)
+        d = decide(w, self.target) if w is not None else Decision(Action.SKIP, "deleted")
+        if d.action is Action.RESTART:
+            self.in_flight[key] = now + self.timeout_seconds
+            self.restarted.append(key)
+            return True, w
+        if d.action is Action.WAIT:
+            self.in_flight[key] = now + self.timeout_seconds
+            return True, None
+        self.skipped[key] = d.reason
+        self.total -= 1
+        return False, None
 
     def _wrong_target(self, stale: list[Pod]) -> str:
         """Why restarted pods can still be off target, and where to look."""

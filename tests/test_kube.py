@@ -32,7 +32,7 @@ from pulumi.runtime.proto import provider_pb2, provider_pb2_grpc
 
 from mesh import kube
 from mesh.providers.drain_guard import DrainGuard, DrainGuardProvider
-from mesh.providers.rollout import Rollout, RolloutProvider
+from mesh.providers.rollout import MeshRollout, MeshRolloutProvider, RolloutSettings, RolloutTarget
 
 ROOT = Path(__file__).resolve().parent.parent
 TOKEN = "s3cret-token-do-not-store"
@@ -141,7 +141,7 @@ def test_kubeconfig_path_list_from_environment(apiserver: FakeApiServer, tmp_pat
     assert apiserver.auth[0] == f"Bearer {TOKEN}"
 
 
-@pytest.mark.parametrize("provider_class", [RolloutProvider, DrainGuardProvider])
+@pytest.mark.parametrize("provider_class", [MeshRolloutProvider, DrainGuardProvider])
 def test_configured_provider_pickles_without_credentials(provider_class: type, tmp_path: Path) -> None:
     provider = provider_class()
     path = tmp_path / "kubeconfig"
@@ -177,13 +177,13 @@ def test_resources_register_a_provider_without_credentials(monkeypatch: pytest.M
 
     @pulumi.runtime.test
     def program() -> Any:
-        rollout = Rollout("shop", namespace="shop", revision="b", proxy_image="docker.io/istio/proxyv2:1.31.0",
-                          strategy="rolling", concurrency=2, timeout_seconds=60)
+        target = RolloutTarget("shop", "b", RolloutSettings("docker.io/istio/proxyv2:1.31.0", "rolling"))
+        rollout = MeshRollout("shop", targets=[target], concurrency=2, per_namespace=None, timeout_seconds=60)
         guard = DrainGuard("b-guard", revision="b", drain_timeout_seconds=0)
         return pulumi.Output.all(rollout.urn, guard.urn)
 
     program()
-    assert seen["shop"]["type"] == "pulumi-python:dynamic/mesh:Rollout"
+    assert seen["shop"]["type"] == "pulumi-python:dynamic/mesh:MeshRollout"
     assert seen["b-guard"]["type"] == "pulumi-python:dynamic/mesh:DrainGuard"
     for props in seen.values():
         pickled = base64.b64decode(props["__provider"]["value"])  # a secret, as the SDK makes it

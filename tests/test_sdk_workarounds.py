@@ -27,7 +27,7 @@ from mesh import providers
 from mesh.kube import KUBECONFIG_KEY
 from mesh.providers import KubeProvider
 from mesh.providers.drain_guard import DrainGuard
-from mesh.providers.rollout import Rollout
+from mesh.providers.rollout import MeshRollout, RolloutSettings, RolloutTarget
 from mesh.providers.sdk_workaround import PATCHED_METHODS, pickled_as_class_alone
 from mesh.providers.version_gate import VersionGate
 
@@ -94,8 +94,8 @@ def test_serialized_providers_are_identical_across_registrations_and_to_a_fresh_
             for i in range(20):
                 VersionGate(f"gate-{i}", versions={"r": "1.30.0"})
                 DrainGuard(f"guard-{i}", revision="r", drain_timeout_seconds=0)
-                Rollout(f"ns-{i}-rollout", namespace=f"ns-{i}", revision="r", strategy="rolling",
-                        proxy_image="docker.io/istio/proxyv2:1.30.0", concurrency=4, timeout_seconds=600)
+                target = RolloutTarget(f"ns-{i}", "r", RolloutSettings("docker.io/istio/proxyv2:1.30.0", "rolling"))
+                MeshRollout(f"rollout-{i}", targets=[target], concurrency=4, per_namespace=None, timeout_seconds=600)
 
         register()
     serialized: dict[str, set[str]] = {}
@@ -109,10 +109,10 @@ def test_serialized_providers_are_identical_across_registrations_and_to_a_fresh_
             "import json\n"
             "from pulumi.dynamic.dynamic import serialize_provider\n"
             "from mesh.providers.drain_guard import DrainGuardProvider\n"
-            "from mesh.providers.rollout import RolloutProvider\n"
+            "from mesh.providers.rollout import MeshRolloutProvider\n"
             "from mesh.providers.version_gate import VersionGateProvider\n"
             "providers = {'VersionGate': VersionGateProvider, 'DrainGuard': DrainGuardProvider,"
-            " 'Rollout': RolloutProvider}\n"
+            " 'MeshRollout': MeshRolloutProvider}\n"
             "print(json.dumps({name: serialize_provider(cls()) for name, cls in providers.items()}))"
         )],
         cwd=ROOT, capture_output=True, text=True, check=True,
@@ -149,7 +149,8 @@ def test_every_provider_of_ours_pickles_as_its_class_alone_whatever_its_instance
     """Fails if the SDK's pickle of one of our providers starts to depend on the instance: then it may
     not be reused per class (see mesh/providers/sdk_workaround.py)."""
     classes = _mesh_provider_classes()
-    assert {"RolloutProvider", "LegacyInjectionLabelProvider", "VersionGateProvider"} <= {c.__name__ for c in classes}
+    assert {"MeshRolloutProvider", "LegacyInjectionLabelProvider", "VersionGateProvider"} <= {
+        c.__name__ for c in classes}
     for cls in classes:
         used = cls()
         if isinstance(used, KubeProvider):  # what configure leaves in the provider process

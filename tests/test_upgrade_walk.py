@@ -21,7 +21,7 @@ CHART = "kubernetes:helm.sh/v4:Chart"
 MWC = "kubernetes:admissionregistration.k8s.io/v1:MutatingWebhookConfiguration"
 SERVICE = "kubernetes:core/v1:Service"
 NS_PATCH = "kubernetes:core/v1:NamespacePatch"
-ROLLOUT = "pulumi-python:dynamic/mesh:Rollout"
+ROLLOUT = "pulumi-python:dynamic/mesh:MeshRollout"
 LEGACY_LABEL = "pulumi-python:dynamic/mesh:LegacyInjectionLabel"
 DRAIN_GUARD = "pulumi-python:dynamic/mesh:DrainGuard"
 VERSION_GATE = "pulumi-python:dynamic/mesh:VersionGate"
@@ -79,12 +79,22 @@ def tag_objects(tag: str) -> set[str]:
     return {k((TAG, tag), (MWC, f"istio-revision-tag-{tag}")), k((TAG, tag), (SERVICE, f"istiod-revision-tag-{tag}"))}
 
 
-def binding_objects(ns: str) -> set[str]:
-    return {k((BINDING, ns), (NS_PATCH, ns)), k((BINDING, ns), (ROLLOUT, f"{ns}-rollout"))}
-
-
 GATE = k((VERSION_GATE, "versions"))
 BASE = k((CHART, "istio-base"))
+DATA_PLANE = k((ROLLOUT, "data-plane-rollout"))
+"""The one MeshRollout of the stack: its entries say which namespaces and gateways move."""
+
+
+def entries(records: dict[str, Registration]) -> dict[str, dict[str, str]]:
+    """The MeshRollout's targets: namespace, or `<namespace>/<gateway>`, -> revision, proxy image, strategy."""
+    inputs = records[DATA_PLANE].inputs
+    return {**inputs["namespaces"], **inputs["gateways"]}
+
+
+def moved(before: dict[str, Registration], after: dict[str, Registration]) -> set[str]:
+    """Entries added, changed or removed: what the preview shows under the MeshRollout."""
+    old, new = entries(before), entries(after)
+    return {e for e in old.keys() | new.keys() if old.get(e) != new.get(e)}
 
 
 @pytest.fixture(scope="module")
@@ -106,11 +116,13 @@ def test_moving_one_namespace_updates_only_its_label_patch_and_rollout(
     recordings: list[dict[str, Registration]],
 ) -> None:
     d = diff(recordings[1], recordings[2])
-    assert d == Diff(added=set(), updated=binding_objects("payments"), deleted=set())
+    assert d == Diff(added=set(), updated={k((BINDING, "payments"), (NS_PATCH, "payments")), DATA_PLANE},
+                     deleted=set())
     patch = recordings[2][k((BINDING, "payments"), (NS_PATCH, "payments"))]
     assert patch.inputs["metadata"]["labels"] == {"istio.io/rev": "canary"}
-    rollout = recordings[2][k((BINDING, "payments"), (ROLLOUT, "payments-rollout"))]
-    assert rollout.inputs["revision"] == "1-31-0"
+    assert moved(recordings[1], recordings[2]) == {"payments"}
+    assert entries(recordings[2])["payments"] == {
+        "revision": "1-31-0", "proxy_image": "mirror.example/istio/proxyv2:1.31.0", "strategy": "rolling"}
 
 
 def test_moving_the_stable_and_default_tags_updates_their_webhooks_in_place_and_moves_their_workloads(
@@ -121,11 +133,10 @@ def test_moving_the_stable_and_default_tags_updates_their_webhooks_in_place_and_
     assert d.updated == (
         tag_objects("stable") | tag_objects("default")
         | {BASE}  # defaultRevision follows the default tag
-        | {k((BINDING, "checkout"), (ROLLOUT, "checkout-rollout")),
-           k((BINDING, "reporting"), (ROLLOUT, "reporting-rollout")),
-           k((GATEWAY, "ingress"), (CHART, "ingress")),
-           k((GATEWAY, "ingress"), (ROLLOUT, "ingress-rollout"))}
+        | {DATA_PLANE, k((GATEWAY, "ingress"), (CHART, "ingress"))}
     )
+    assert moved(recordings[2], recordings[3]) == {"checkout", "reporting", "istio-ingress/ingress"}
+    assert entries(recordings[3])["reporting"]["strategy"] == "natural"
     hook = recordings[3][k((TAG, "stable"), (MWC, "istio-revision-tag-stable"))].inputs
     services = {w["clientConfig"]["service"]["name"] for w in hook["webhooks"]}
     assert services == {"istiod-1-31-0"}
@@ -167,8 +178,10 @@ def test_install_order_base_then_revisions_then_tags_then_bindings_and_gateways(
     # Label set, then the legacy label removed, then pods restarted: pods stay injected throughout.
     legacy = mid[k((BINDING, "payments"), (LEGACY_LABEL, "payments-legacy-label"))]
     assert legacy.dependencies == {f"{NS_PATCH}::payments"} and legacy.inputs["namespace"] == "payments"
-    assert mid[k((BINDING, "payments"), (ROLLOUT, "payments-rollout"))].dependencies == {
-        f"{LEGACY_LABEL}::payments-legacy-label"}
+    # Pods move once every binding's labels are set and every gateway chart is applied.
+    assert mid[DATA_PLANE].dependencies == {
+        *(f"{LEGACY_LABEL}::{ns}-legacy-label" for ns in ("payments", "checkout", "reporting")),
+        f"{CHART}::ingress"}
     gateway_chart = mid[k((GATEWAY, "ingress"), (CHART, "ingress"))]
     expected = {f"{MWC}::istio-revision-tag-stable", "kubernetes:core/v1:Namespace::istio-ingress"}
     assert expected <= gateway_chart.dependencies

@@ -427,3 +427,13 @@ def test_an_empty_list_of_gateway_ports_is_refused_with_its_key() -> None:
     errors = validate(spec)
     assert [e.key for e in errors] == ["gateways.in.service.ports"]
     assert "at least one port" in errors[0].message
+
+
+def test_per_namespace_above_the_stack_wide_concurrency_is_refused() -> None:
+    assert only_error(with_(rollout={"concurrency": 20, "perNamespace": 30})) == (
+        "istio-mesh:rollout.perNamespace: is 30, above rollout.concurrency (20), the limit for the whole stack, "
+        "so it could never apply: lower it to at most 20, raise rollout.concurrency, or remove the key"
+    )
+    assert errors_of(with_(rollout={"concurrency": 20, "perNamespace": 5})) == []
+    assert "istio-mesh:rollout.perNamespace: must be at least 1, but is 0" in errors_of(
+        with_(rollout={"perNamespace": 0}))

@@ -1,4 +1,4 @@
-"""Planning rules of the Rollout: what to restart, when a rollout is done, when to give up."""
+"""Planning rules of the MeshRollout: what to restart, when a rollout is done, when to give up."""
 
 from __future__ import annotations
 
@@ -10,8 +10,9 @@ import pytest
 from pulumi.runtime.rpc import UNKNOWN
 
 from mesh.istio_vocabulary import INJECT_KEY
-from mesh.providers.rollout import POLL_SECONDS, RolloutProvider, roll
+from mesh.providers.rollout import MeshRolloutProvider, RolloutError, roll
 from mesh.proxy_image import PodProxy
+from mesh.restart_budget import Schedule
 from mesh.workloads import (
     RESTARTED_AT,
     RESTARTED_FOR,
@@ -557,47 +558,54 @@ def test_revision_report_counts_stale_proxies_and_names_the_ones_left_alone() ->
 
 # --- the provider around the plan --------------------------------------------------------------
 
-OLDS = {
-    "namespace": NS, "workload": None, "revision": "a", "proxy_image": TARGETS["a"].proxy_image,
-    "strategy": "rolling", "concurrency": 2.0,
-}
+
+def entry(revision: str = "a", strategy: str = "rolling", proxy_image: str | None = None) -> dict[str, str]:
+    return {"revision": revision, "proxy_image": proxy_image or TARGETS[revision].proxy_image, "strategy": strategy}
+
+
+def props(namespaces: dict[str, dict[str, str]], gateways: dict[str, dict[str, str]] | None = None,
+          **settings: Any) -> dict[str, Any]:
+    return {"namespaces": namespaces, "gateways": gateways or {}, "concurrency": 2.0, "per_namespace": 0.0,
+            "timeout_seconds": 300.0, **settings}
+
+
+OLDS = props({NS: entry("a"), "other": entry("a")}, {"edge/ingress": entry("a")})
 
 
 @pytest.mark.parametrize(
-    ("change", "changes", "replaces"),
+    ("news", "changes"),
     [
-        ({}, False, []),
-        ({"concurrency": 8.0, "timeout_seconds": 900.0}, False, []),  # shapes the next rollout only
-        ({"revision": "b"}, True, []),
-        ({"strategy": "natural"}, True, []),
-        ({"namespace": "other"}, True, ["namespace"]),
-        ({"workload": "gw"}, True, ["workload"]),
-        ({"revision": UNKNOWN}, True, []),  # preview of a tag moving to a computed revision
-        ({"proxy_image": "docker.io/istio/proxyv2:1.30.1"}, True, []),  # in place: new version, hub or variant
+        (OLDS, False),
+        ({**OLDS, "concurrency": 8.0, "per_namespace": 2.0, "timeout_seconds": 900.0}, False),  # next rollout only
+        (props({NS: entry("b"), "other": entry("a")}, OLDS["gateways"]), True),
+        (props({NS: entry("a", "natural"), "other": entry("a")}, OLDS["gateways"]), True),
+        (props({NS: entry("a")}, OLDS["gateways"]), True),  # unbound: recorded, so a later rebind moves again
+        (props({**OLDS["namespaces"], "new": entry("a")}, OLDS["gateways"]), True),
+        (props(OLDS["namespaces"], {"edge/ingress": entry("b")}), True),
+        ({**OLDS, "namespaces": UNKNOWN}, True),
+        (props({NS: entry("a", proxy_image="docker.io/istio/proxyv2:1.30.1"), "other": entry("a")}, OLDS["gateways"]),
+         True),  # in place: new version, hub or variant
     ],
 )
-def test_rollout_diff(change: dict, changes: bool, replaces: list[str]) -> None:
-    result = RolloutProvider().diff(
-        NS, {**OLDS, "timeout_seconds": 300.0}, {**OLDS, "timeout_seconds": 300.0, **change}
-    )
-    assert (result.changes, result.replaces) == (changes, replaces)
+def test_rollout_diff_is_a_change_of_entries_only(news: dict, changes: bool) -> None:
+    result = MeshRolloutProvider().diff("mesh-rollout", OLDS, news)
+    assert (result.changes, result.replaces) == (changes, [])
 
 
 @pytest.mark.parametrize(
     ("change", "failed"),
     [
         ({}, []),
-        ({"strategy": "fast"}, ["strategy"]),
+        ({"namespaces": {NS: entry("a", "fast")}}, [f"namespaces.{NS}.strategy"]),
+        ({"gateways": {"edge/ingress": {**entry("a"), "proxy_image": ""}}}, ["gateways.edge/ingress.proxy_image"]),
         ({"concurrency": 0.0}, ["concurrency"]),
+        ({"per_namespace": -1.0}, ["per_namespace"]),
         ({"timeout_seconds": "soon"}, ["timeout_seconds"]),
-        ({"namespace": ""}, ["namespace"]),
-        ({"proxy_image": ""}, ["proxy_image"]),
-        ({"strategy": UNKNOWN, "concurrency": UNKNOWN}, []),
+        ({"namespaces": {NS: entry("a", UNKNOWN)}, "concurrency": UNKNOWN}, []),
     ],
 )
 def test_rollout_check(change: dict, failed: list[str]) -> None:
-    news = {**OLDS, "timeout_seconds": 300.0, **change}
-    assert [f.property for f in RolloutProvider().check({}, news).failures] == failed
+    assert [f.property for f in MeshRolloutProvider().check({}, {**OLDS, **change}).failures] == failed
 
 
 def test_strategy_none_never_reaches_the_cluster(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -605,54 +613,126 @@ def test_strategy_none_never_reaches_the_cluster(monkeypatch: pytest.MonkeyPatch
         raise AssertionError("strategy none must not talk to the cluster")
 
     monkeypatch.setattr("mesh.kube.api_client", no_cluster)
-    outs = RolloutProvider().create({**OLDS, "strategy": "none", "timeout_seconds": 300.0}).outs
-    assert outs is not None and outs["restarted"] == [] and outs["revision"] == "a"
+    outs = MeshRolloutProvider().create(props({NS: entry("b", "none")})).outs
+    assert outs is not None and outs["results"][NS]["restarted"] == [] and outs["namespaces"][NS]["revision"] == "b"
 
 
-class FakeNamespace:
-    """Stands in for NamespaceReader: a controller that completes a restart `ticks` polls later."""
+def in_ns(ns: str, workloads: dict[str, Workload]) -> dict[str, Workload]:
+    return {k: replace(w, namespace=ns) for k, w in workloads.items()}
 
-    namespace, workload = NS, None
 
-    def __init__(self, count: int, ticks: int, workloads: dict[str, Workload] | None = None) -> None:
-        self.workloads = namespace(count) if workloads is None else workloads
+class FakeCluster:
+    """Stands in for ClusterReader: a controller that completes a restart `ticks` reads later, and a watcher
+    counting the workloads restarting at once."""
+
+    def __init__(self, namespaces: dict[str, dict[str, Workload]], ticks: int = 1) -> None:
+        self.workloads = {ns: dict(ws) for ns, ws in namespaces.items()}
         self.ticks = ticks
-        self.pending: dict[str, int] = {}
+        self.pending: dict[tuple[str, str], int] = {}
         self.restarts: list[str] = []
         self.max_in_flight = 0
 
-    def snapshot(self) -> tuple[dict[str, Workload], list[Pod]]:
-        for key in list(self.pending):
-            self.pending[key] -= 1
-            if not self.pending[key]:
-                del self.pending[key]
-                self.workloads[key] = rolled(self.workloads[key], "b")
-        return dict(self.workloads), [p for w in self.workloads.values() for p in w.pods]
+    def snapshots(self, entries: list[str]) -> dict[str, tuple[dict[str, Workload], list[Pod]]]:
+        for where in list(self.pending):
+            self.pending[where] -= 1
+            if not self.pending[where]:
+                del self.pending[where]
+                ns, key = where
+                self.workloads[ns][key] = rolled(self.workloads[ns][key], "b")
+        result = {}
+        for e in entries:
+            ns, _, gateway = e.partition("/")
+            ws = {k: w for k, w in self.workloads[ns].items() if not gateway or k == f"Deployment/{gateway}"}
+            result[e] = (ws, [p for w in ws.values() for p in w.pods])
+        return result
 
     def restart(self, w: Workload, target: Target) -> None:
-        self.restarts.append(w.key)
-        self.workloads[w.key] = restarting(w, target.revision, target.proxy_image)
-        self.pending[w.key] = self.ticks
+        self.restarts.append(f"{w.namespace}: {w.key}")
+        self.workloads[w.namespace][w.key] = restarting(w, target.revision, target.proxy_image)
+        self.pending[(w.namespace, w.key)] = self.ticks
         self.max_in_flight = max(self.max_in_flight, len(self.pending))
 
 
-def test_roll_keeps_n_in_flight_and_logs_progress(capsys: pytest.CaptureFixture[str]) -> None:
-    fake = FakeNamespace(count=5, ticks=3)
-    clock = [0.0]
-    roll(fake, RolloutRun(B, 2, 60), clock=lambda: clock[0], sleep=lambda s: clock.__setitem__(0, clock[0] + s))  # type: ignore[arg-type]
-    assert sorted(fake.restarts) == sorted(namespace(5))
-    assert fake.max_in_flight == 2
-    # ceil(5/2) = 3 waves of 3 polls each: no idle poll between a completion and the next start
-    assert clock[0] == pytest.approx(3 * 3 * POLL_SECONDS)
+@pytest.fixture
+def fake_cluster(monkeypatch: pytest.MonkeyPatch) -> list[FakeCluster]:
+    """The provider's cluster I/O replaced by the FakeCluster the test appends."""
+    clusters: list[FakeCluster] = []
+    monkeypatch.setattr("mesh.kube.api_client", lambda _settings: contextlib.nullcontext())
+    monkeypatch.setattr("mesh.providers.rollout.POLL_SECONDS", 0)
+    monkeypatch.setattr("mesh.providers.rollout.ClusterReader", lambda _api: clusters[0])
+    return clusters
+
+
+def test_an_update_moves_only_the_changed_entries_under_one_budget(
+    fake_cluster: list[FakeCluster], capsys: pytest.CaptureFixture[str]
+) -> None:
+    gateway = {"Deployment/ingress": replace(deployment("ingress", "a"), namespace="edge")}
+    fake_cluster.append(FakeCluster({
+        **{f"ns{i}": in_ns(f"ns{i}", namespace(4)) for i in range(5)},
+        "still": in_ns("still", namespace(2)),
+        "edge": gateway,
+    }, ticks=3))
+    olds = {**props({**{f"ns{i}": entry("a") for i in range(5)}, "still": entry("a")}, {"edge/ingress": entry("a")}),
+            "results": {"still": {"restarted": ["Deployment/earlier"]}, "gone": {"restarted": []}}}
+    news = props({**{f"ns{i}": entry("b") for i in range(5)}, "still": entry("a")}, {"edge/ingress": entry("b")},
+                 concurrency=3.0)
+    outs = MeshRolloutProvider().update("mesh-rollout", olds, news).outs
+    cluster = fake_cluster[0]
+    assert len(cluster.restarts) == len(set(cluster.restarts)) == 21
+    assert not any(r.startswith("still:") for r in cluster.restarts)
+    assert cluster.max_in_flight == 3
+    # round-robin: the first restarts come from different namespaces
+    assert [r.split(":")[0] for r in cluster.restarts[:3]] == ["edge", "ns0", "ns1"]
+    assert outs["results"]["edge/ingress"]["restarted"] == ["Deployment/ingress"]
+    assert outs["results"]["ns3"]["restarted"] == [f"Deployment/w{i}" for i in range(4)]
+    assert outs["results"]["still"] == {"restarted": ["Deployment/earlier"]}  # untouched: last results kept
+    assert "gone" not in outs["results"]
+    assert outs["namespaces"] == news["namespaces"] and outs["concurrency"] == 3.0
     err = capsys.readouterr().err
-    assert f"info: {NS} -> {B}: 5 to restart, 0 already restarting, 0 left alone, concurrency 2" in err
-    lines = [line for line in err.splitlines() if line.startswith(f"info: {NS}: ")]
-    assert lines[:3] == [
-        f"info: {NS}: restarted Deployment/w0 (1 restarted, 2 rolling, 3 not started yet)",
-        f"info: {NS}: restarted Deployment/w1 (2 restarted, 2 rolling, 3 not started yet)",
-        f"info: {NS}: Deployment/w0 runs {B} (1 of 5 done)",
-    ]
-    assert lines[-1] == f"info: {NS}: Deployment/w4 runs {B} (5 of 5 done)"
+    assert "rolling 6 namespaces/gateways: 21 workloads to restart, 0 already restarting, 0 left alone; " \
+        "concurrency 3 across the stack" in err
+    assert "info: moved 21/21 workloads, 0 waiting on readiness, eta 0s" in err
+    assert "info: restarted 21 workloads in 6 namespaces/gateways: edge/ingress: Deployment/ingress; ns0: " in err
+
+
+def test_per_namespace_caps_each_namespace(fake_cluster: list[FakeCluster]) -> None:
+    fake_cluster.append(FakeCluster({"one": in_ns("one", namespace(6))}, ticks=2))
+    outs = MeshRolloutProvider().create(props({"one": entry("b")}, concurrency=4.0, per_namespace=2.0)).outs
+    assert fake_cluster[0].max_in_flight == 2
+    assert len(outs["results"]["one"]["restarted"]) == 6
+
+
+def test_first_create_over_a_converged_stack_restarts_nothing(
+    fake_cluster: list[FakeCluster], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Upgrading the program: the per-namespace Rollouts go (a no-op delete) and the MeshRollout is created with
+    every entry. Rolling namespaces already on target, a natural one still on the old revision, a none one: no
+    restart, the natural one reported."""
+    fake_cluster.append(FakeCluster({
+        "done": in_ns("done", namespace(3, "b")),
+        "lazy": in_ns("lazy", namespace(2, "a")),
+        "manual": in_ns("manual", namespace(2, "a")),
+        "edge": {"Deployment/ingress": replace(deployment("ingress", "b"), namespace="edge")},
+    }))
+    outs = MeshRolloutProvider().create(props(
+        {"done": entry("b"), "lazy": entry("b", "natural"), "manual": entry("b", "none")},
+        {"edge/ingress": entry("b")})).outs
+    assert fake_cluster[0].restarts == []
+    assert outs["results"]["lazy"]["pods_on_other_revisions"] == 2
+    assert outs["results"]["done"]["skipped"] == {f"Deployment/w{i}": f"all pods already run {B}" for i in range(3)}
+    assert "info: restarted nothing" in capsys.readouterr().err
+
+
+def test_a_failure_raises_naming_namespace_and_workload_and_keeps_the_state(fake_cluster: list[FakeCluster]) -> None:
+    stuck = {k: replace(w, namespace="bad", manual_update="updateStrategy OnDelete", kind="StatefulSet")
+             for k, w in namespace(1).items()}
+    fake_cluster.append(FakeCluster({"bad": {"StatefulSet/w0": stuck["Deployment/w0"]},
+                                     "fine": in_ns("fine", namespace(2))}))
+    with pytest.raises(RolloutError) as failed:
+        MeshRolloutProvider().update("mesh-rollout", OLDS, props({"bad": entry("b"), "fine": entry("b")}))
+    assert "rollout of namespace bad to revision b did not complete:\n  StatefulSet/w0: 1 pods not on" in str(
+        failed.value)
+    assert len(fake_cluster[0].restarts) == 2  # a workload to delete by hand does not stop the others
 
 
 def in_place(workloads: dict[str, Workload]) -> dict[str, Workload]:
@@ -660,64 +740,58 @@ def in_place(workloads: dict[str, Workload]) -> dict[str, Workload]:
     return {k: replace(w, pods=stale_pods("b", len(w.pods), owner=w.uid)) for k, w in workloads.items()}
 
 
-@pytest.fixture
-def fake_cluster(monkeypatch: pytest.MonkeyPatch) -> list[FakeNamespace]:
-    """The provider's cluster I/O replaced by FakeNamespaces, one per NamespaceReader it opens."""
-    readers: list[FakeNamespace] = []
-    monkeypatch.setattr("mesh.kube.api_client", lambda _settings: contextlib.nullcontext())
-    monkeypatch.setattr("mesh.providers.rollout.POLL_SECONDS", 0)
-    monkeypatch.setattr("mesh.providers.rollout.NamespaceReader", lambda _api, _ns, _workload: readers[0])
-    return readers
+BOUND_TO_B = props({NS: entry("b")})
 
 
-BOUND_TO_B = {**OLDS, "revision": "b", "proxy_image": B.proxy_image, "timeout_seconds": 300.0}
-
-
-def test_an_in_place_upgrade_restarts_every_workload_on_the_old_proxy_once(fake_cluster: list[FakeNamespace]) -> None:
-    fake_cluster.append(FakeNamespace(3, ticks=1, workloads=in_place(namespace(3, "b"))))
-    olds = {**BOUND_TO_B, "proxy_image": OLD_B}
-    assert RolloutProvider().diff(NS, olds, BOUND_TO_B).changes
-    outs = RolloutProvider().update(NS, olds, BOUND_TO_B).outs
-    assert fake_cluster[0].restarts == ["Deployment/w0", "Deployment/w1", "Deployment/w2"]
-    assert outs["restarted"] == fake_cluster[0].restarts
-    assert (outs["proxy_image"], outs["pods_with_stale_proxy"], outs["pods_on_other_revisions"]) == (
-        B.proxy_image, 0, 0)
-
-
-def test_a_state_from_before_proxy_images_shows_an_update_that_restarts_only_stale_pods(
-    fake_cluster: list[FakeNamespace],
-) -> None:
-    """Upgrading the program: the old state has no proxy_image. The preview shows the key added; the
-    update restarts the pods an earlier in-place upgrade left on the old proxy, and nothing else."""
-    current = namespace(2, "b", prefix="current")
-    fake_cluster.append(FakeNamespace(3, ticks=1, workloads={**current, **in_place(namespace(1, "b"))}))
-    olds = {k: v for k, v in BOUND_TO_B.items() if k != "proxy_image"}
-    assert RolloutProvider().diff(NS, olds, BOUND_TO_B).changes
-    outs = RolloutProvider().update(NS, olds, BOUND_TO_B).outs
-    assert fake_cluster[0].restarts == ["Deployment/w0"]
-    assert outs["skipped"] == {key: f"all pods already run {B}" for key in current}
+def test_an_in_place_upgrade_restarts_every_workload_on_the_old_proxy_once(fake_cluster: list[FakeCluster]) -> None:
+    fake_cluster.append(FakeCluster({NS: in_place(namespace(3, "b"))}))
+    olds = props({NS: entry("b", proxy_image=OLD_B)})
+    assert MeshRolloutProvider().diff("mesh-rollout", olds, BOUND_TO_B).changes
+    outs = MeshRolloutProvider().update("mesh-rollout", olds, BOUND_TO_B).outs
+    assert fake_cluster[0].restarts == [f"{NS}: Deployment/w{i}" for i in range(3)]
+    result = outs["results"][NS]
+    assert result["restarted"] == ["Deployment/w0", "Deployment/w1", "Deployment/w2"]
+    assert (result["pods_with_stale_proxy"], result["pods_on_other_revisions"]) == (0, 0)
 
 
 def test_natural_reports_the_pods_on_the_old_proxy_and_restarts_nothing(
-    fake_cluster: list[FakeNamespace], capsys: pytest.CaptureFixture[str]
+    fake_cluster: list[FakeCluster], capsys: pytest.CaptureFixture[str]
 ) -> None:
-    workloads = {**in_place(namespace(2, "b")), **namespace(1, "b", prefix="current")}
-    fake_cluster.append(FakeNamespace(0, ticks=1, workloads=workloads))
-    outs = RolloutProvider().update(NS, BOUND_TO_B, {**BOUND_TO_B, "strategy": "natural"}).outs
+    fake_cluster.append(FakeCluster({NS: {**in_place(namespace(2, "b")), **namespace(1, "b", prefix="current")}}))
+    olds = props({NS: entry("b", proxy_image=OLD_B)})
+    outs = MeshRolloutProvider().update("mesh-rollout", olds, props({NS: entry("b", "natural")})).outs
     assert fake_cluster[0].restarts == []
-    assert (outs["pods_with_stale_proxy"], outs["pods_on_other_revisions"], outs["restarted"]) == (2, 0, [])
+    result = outs["results"][NS]
+    assert (result["pods_with_stale_proxy"], result["pods_on_other_revisions"], result["restarted"]) == (2, 0, [])
     assert (
         f"info: {NS}: 2 run b with another proxy image, 1 run {B}; they move when next recreated"
     ) in capsys.readouterr().err
 
 
 def test_pods_with_a_proxy_set_by_hand_are_left_alone_and_reported(
-    fake_cluster: list[FakeNamespace], capsys: pytest.CaptureFixture[str]
+    fake_cluster: list[FakeCluster], capsys: pytest.CaptureFixture[str]
 ) -> None:
     [w] = namespace(1, "b").values()
     pinned = Pod(NS, "own-proxy", "b", w.uid, True, True, proxy=PodProxy(OLD_B, pinned="registry.example/own/p:1"))
-    fake_cluster.append(FakeNamespace(0, ticks=1, workloads={w.key: replace(w, pods=(pinned,))}))
-    outs = RolloutProvider().update(NS, BOUND_TO_B, BOUND_TO_B).outs
+    fake_cluster.append(FakeCluster({NS: {w.key: replace(w, pods=(pinned,))}}))
+    outs = MeshRolloutProvider().create(BOUND_TO_B).outs
     assert fake_cluster[0].restarts == []
-    assert outs["proxies_left_alone"] == {"own-proxy": "proxy image set by hand (sidecar.istio.io/proxyImage)"}
+    assert outs["results"][NS]["proxies_left_alone"] == {
+        "own-proxy": "proxy image set by hand (sidecar.istio.io/proxyImage)"}
     assert f"warning: {NS}: proxies left alone: own-proxy: proxy image set by hand" in capsys.readouterr().err
+
+
+def test_progress_lines_are_throttled(capsys: pytest.CaptureFixture[str]) -> None:
+    """Polls a second apart, each restart taking 4 polls: one line per 5s at most, however many polls, and a last
+    line once all moved."""
+    cluster = FakeCluster({NS: namespace(10)}, ticks=4)
+    run = RolloutRun(B, 1, 300)
+    run.plan(namespace(10).values(), 0)
+    clock = [0.0]
+    roll(cluster, Schedule({NS: run}, concurrency=1), clock=lambda: clock[0],  # type: ignore[arg-type]
+         sleep=lambda _s: clock.__setitem__(0, clock[0] + 1))
+    lines = [line for line in capsys.readouterr().err.splitlines() if "waiting on readiness" in line]
+    assert clock[0] == 40
+    assert len(lines) == 8  # at 5s, 10s, ... 35s, and the last
+    assert lines[0] == "info: moved 1/10 workloads, 1 waiting on readiness, eta 45s"
+    assert lines[-1] == "info: moved 10/10 workloads, 0 waiting on readiness, eta 0s"

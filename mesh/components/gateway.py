@@ -1,14 +1,27 @@
-"""Gateway: the `gateway` chart pinned to a tag or revision, and the rollout that moves its pods."""
+"""Gateway: the `gateway` chart pinned to a tag or revision, the rollout that moves its pods, and
+optionally a canary: a second release of the chart on another revision behind the same Service."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import pulumi
 
-from mesh.charts import ChartRef
+from mesh.charts import CANARY_SUFFIX, ChartRef
 from mesh.components.helm import install_chart
-from mesh.providers.rollout import Rollout, RolloutSettings
+from mesh.providers.rollout import RolloutSettings, RolloutTarget
+
+
+@dataclass(frozen=True)
+class CanaryRelease:
+    """A gateway's canary, resolved: its chart (at the canary revision's version), its values (Deployment
+    only, the gateway's selector labels; `mesh.charts.canary_values`), and what must exist first."""
+
+    chart: ChartRef
+    values: dict[str, Any]
+    revision: str
+    depends_on: list[pulumi.Resource]
 
 
 class Gateway(pulumi.ComponentResource):
@@ -18,7 +31,7 @@ class Gateway(pulumi.ComponentResource):
     revision: str
 
     def __init__(self, name: str, *, namespace: str, chart: ChartRef, values: dict[str, Any], revision: str,
-                 rollout: RolloutSettings, depends_on: list[pulumi.Resource],
+                 rollout: RolloutSettings, depends_on: list[pulumi.Resource], canary: CanaryRelease | None = None,
                  opts: pulumi.ResourceOptions | None = None) -> None:
         """`values` pin the pods to the configured tag or revision; `revision` is what that resolves to."""
         super().__init__("istio-mesh:index:Gateway", name, None, opts)
@@ -27,15 +40,16 @@ class Gateway(pulumi.ComponentResource):
         self.chart = install_chart(
             name, chart, values, namespace, pulumi.ResourceOptions(parent=self, depends_on=depends_on)
         )
-        self.rollout = Rollout(
-            f"{name}-rollout",
-            namespace=namespace,
-            revision=revision,
-            proxy_image=rollout.proxy_image,
-            strategy=rollout.strategy,
-            concurrency=rollout.concurrency,
-            timeout_seconds=rollout.timeout_seconds,
-            workload=name,
-            opts=pulumi.ResourceOptions(parent=self, depends_on=[self.chart]),
-        )
-        self.register_outputs({"namespace": self.namespace, "revision": self.revision})
+        # Its Deployment (named as the release) is moved by the stack's MeshRollout once the chart is applied.
+        self.rollout_targets = [RolloutTarget(namespace, revision, rollout, workload=name)]
+        self.rollout_after: list[pulumi.Resource] = [self.chart]
+        # Its pods start on the canary revision (a new Deployment, re-rendered on every version change of that
+        # revision), so it needs no rollout target. Promoting deletes it, and the engine deletes only after every
+        # create and update is done: the gateway's Deployment has rolled to the canary's revision by then.
+        self.canary = canary.revision if canary else None
+        self.canary_chart = install_chart(
+            name + CANARY_SUFFIX, canary.chart, canary.values, namespace,
+            pulumi.ResourceOptions(parent=self, depends_on=[*canary.depends_on, self.chart]),
+        ) if canary else None
+        self.register_outputs({"namespace": self.namespace, "revision": self.revision,
+                               **({"canary": self.canary} if self.canary else {})})

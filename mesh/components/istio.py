@@ -10,8 +10,17 @@ from __future__ import annotations
 import pulumi
 from pulumi_kubernetes.core.v1 import Namespace
 
-from mesh.charts import base_values, chart_ref, cni_values, gateway_values, gateway_version, istiod_values
-from mesh.components.gateway import Gateway
+from mesh.charts import (
+    base_values,
+    canary_values,
+    canary_version,
+    chart_ref,
+    cni_values,
+    gateway_values,
+    gateway_version,
+    istiod_values,
+)
+from mesh.components.gateway import CanaryRelease, Gateway
 from mesh.components.helm import install_chart
 from mesh.components.istio_cni import IstioCNI
 from mesh.components.istio_revision import IstioRevision
@@ -20,7 +29,7 @@ from mesh.components.namespace_binding import NamespaceBinding
 from mesh.components.platform_privileges import PlatformPrivileges
 from mesh.istio_vocabulary import ISTIO_NAMESPACE
 from mesh.platform import cni_namespace, needs_network_attachments, network_attachment, scc_grants
-from mesh.providers.rollout import RolloutSettings
+from mesh.providers.rollout import MeshRollout, RolloutSettings
 from mesh.providers.version_gate import VersionGate
 from mesh.proxy_image import proxy_image_from_values
 from mesh.spec import BindingSpec, GatewaySpec, MeshSpec
@@ -28,7 +37,8 @@ from mesh.spec import BindingSpec, GatewaySpec, MeshSpec
 
 class Istio(pulumi.ComponentResource):
     """Order: version gate -> base (CRDs, at the newest version) -> platform grants, istio-cni (when the
-    profile and `cni` ask for them) -> revisions -> tags -> bindings, gateways.
+    profile and `cni` ask for them) -> revisions -> tags -> bindings, gateways -> the data-plane rollout
+    (one MeshRollout moving the pods of every binding and gateway, from their `rollout_targets`).
     Deletes run in reverse, so a revision goes only after everything that referred to it has moved."""
 
     revisions: dict[str, IstioRevision]
@@ -36,6 +46,7 @@ class Istio(pulumi.ComponentResource):
     namespaces: dict[str, NamespaceBinding]
     gateways: dict[str, Gateway]
     cni: IstioCNI | None
+    rollout: MeshRollout
 
     def __init__(self, name: str, spec: MeshSpec, opts: pulumi.ResourceOptions | None = None) -> None:
         super().__init__("istio-mesh:index:Istio", name, None, opts)
@@ -86,10 +97,7 @@ class Istio(pulumi.ComponentResource):
 
         def rollout(binding: BindingSpec | GatewaySpec) -> RolloutSettings:
             return RolloutSettings(
-                proxy_image=proxies[spec.resolve(binding.revision)],
-                strategy=spec.strategy_of(binding),
-                concurrency=spec.rollout.concurrency,
-                timeout_seconds=spec.rollout.timeout_seconds,
+                proxy_image=proxies[spec.resolve(binding.revision)], strategy=spec.strategy_of(binding)
             )
 
         self.revisions = {
@@ -132,6 +140,17 @@ class Istio(pulumi.ComponentResource):
             )
             for ns, b in sorted(spec.namespaces.items())
         }
+        def canary(name: str, g: GatewaySpec) -> CanaryRelease | None:
+            """A gateway's second Deployment, on its canary revision, behind the gateway's Service."""
+            if g.canary is None:
+                return None
+            return CanaryRelease(
+                chart=chart_ref(spec.charts, "gateway", canary_version(spec, g)),
+                values=canary_values(spec, name, g),
+                revision=spec.resolve(g.canary.revision),
+                depends_on=[installed(g.canary.revision), owned_namespaces[g.namespace]],
+            )
+
         self.gateways = {
             name: Gateway(
                 name,
@@ -142,8 +161,19 @@ class Istio(pulumi.ComponentResource):
                 rollout=rollout(g),
                 depends_on=[installed(g.revision), owned_namespaces[g.namespace],
                             *([self.namespaces[g.namespace]] if g.namespace in self.namespaces else [])],
+                canary=canary(name, g),
                 opts=child,
             )
             for name, g in sorted(spec.gateways.items())
         }
+        # One budget for every namespace and gateway that moves: after all labels are set and charts applied.
+        movers = [*self.namespaces.values(), *self.gateways.values()]
+        self.rollout = MeshRollout(
+            "data-plane-rollout",
+            targets=[t for m in movers for t in m.rollout_targets],
+            concurrency=spec.rollout.concurrency,
+            per_namespace=spec.rollout.per_namespace,
+            timeout_seconds=spec.rollout.timeout_seconds,
+            opts=pulumi.ResourceOptions(parent=self, depends_on=[r for m in movers for r in m.rollout_after]),
+        )
         self.register_outputs({})

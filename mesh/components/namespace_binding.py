@@ -1,4 +1,4 @@
-"""NamespaceBinding: a namespace's `istio.io/rev` label, and the rollout that moves its running pods."""
+"""NamespaceBinding: a namespace's `istio.io/rev` label, and the rollout target that moves its running pods."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from pulumi_kubernetes.meta.v1 import ObjectMetaPatchArgs
 from mesh.components.helm import PATCH_FORCE
 from mesh.istio_vocabulary import REV_LABEL
 from mesh.providers.legacy_label import LegacyInjectionLabel
-from mesh.providers.rollout import Rollout, RolloutSettings
+from mesh.providers.rollout import RolloutSettings, RolloutTarget
 
 FIELD_MANAGER = "istio-mesh"
 PATCH_FIELD_MANAGER = "pulumi.com/patchFieldManager"
@@ -65,14 +65,7 @@ class NamespaceBinding(pulumi.ComponentResource):
             f"{namespace}-legacy-label", namespace=namespace,
             opts=pulumi.ResourceOptions(parent=self, depends_on=[self.patch]),
         )
-        self.rollout = Rollout(
-            f"{namespace}-rollout",
-            namespace=namespace,
-            revision=revision,
-            proxy_image=rollout.proxy_image,
-            strategy=rollout.strategy,
-            concurrency=rollout.concurrency,
-            timeout_seconds=rollout.timeout_seconds,
-            opts=pulumi.ResourceOptions(parent=self, depends_on=[self.legacy_label]),
-        )
+        # Moved by the stack's MeshRollout (Istio collects these), after the labels are set.
+        self.rollout_targets = [RolloutTarget(namespace, revision, rollout)]
+        self.rollout_after: list[pulumi.Resource] = [self.legacy_label]
         self.register_outputs({"revision": self.revision})

@@ -1,19 +1,25 @@
-"""Rollout: moves the running pods of a namespace (or of one gateway) onto the revision it is bound to.
+"""MeshRollout: moves the running pods of every bound namespace and gateway onto their revision, under one
+restart budget for the whole stack.
 
 Binding a namespace changes nothing for running pods, and neither does an in-place upgrade of the
-revision (a new version or hub): each pod keeps its proxy until recreated. With strategy `rolling`
-this resource's create/update restarts the workloads whose pods run another revision, or another
-proxy image than `proxy_image` (what the revision injects now, computed from the config by
-mesh.proxy_image), the way `kubectl rollout restart` does, at most `concurrency` at a time, each
-given `timeout_seconds` to complete; `natural` only reports what still runs elsewhere or an older
-proxy; `none` does nothing. Decisions come from mesh.workloads; this module only reads and patches
-the cluster.
+revision (a new version or hub): each pod keeps its proxy until recreated. One MeshRollout per stack
+holds a target per namespace (`namespaces`) and per gateway Deployment (`gateways`, keyed
+`<namespace>/<name>`): the revision, the proxy image it injects now (mesh.proxy_image) and the
+strategy. Its create/update plans only the entries that are new or changed: with strategy `rolling`
+it restarts the workloads whose pods run another revision or proxy image, the way
+`kubectl rollout restart` does, at most `concurrency` at a time across the stack (and `per_namespace`
+per namespace), shared round-robin (mesh.restart_budget), each given `timeout_seconds` to complete;
+`natural` only reports what still runs elsewhere; `none` does nothing. Decisions come from
+mesh.workloads and mesh.restart_budget; this module only reads and patches the cluster.
+
+An interrupted or failed `up` leaves the previous inputs in the state, so the next `up` plans the same
+entries again; the restart annotations make finished workloads skipped and in-flight ones waited on.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -24,8 +30,9 @@ from kubernetes.client.exceptions import ApiException
 from pulumi.dynamic import CheckFailure, CheckResult, CreateResult, DiffResult, UpdateResult
 
 from mesh import kube
-from mesh.istio_vocabulary import NATURAL, NONE, STRATEGIES, Strategy
+from mesh.istio_vocabulary import NATURAL, NONE, ROLLING, STRATEGIES, Strategy
 from mesh.providers import KubeProvider, is_unknown, progress
+from mesh.restart_budget import Schedule, Throttle, final_line, namespace_of, progress_line
 from mesh.workloads import (
     KINDS,
     Kind,
@@ -35,7 +42,6 @@ from mesh.workloads import (
     Target,
     Workload,
     attach_pods,
-    describe_wait,
     pod_from_object,
     restart_patch,
     revision_report,
@@ -43,193 +49,281 @@ from mesh.workloads import (
 )
 
 POLL_SECONDS = 0.5
-HEARTBEAT_SECONDS = 30.0
-INPUTS = ("namespace", "workload", "revision", "proxy_image", "strategy", "concurrency", "timeout_seconds")
-REPLACE_ON = ("namespace", "workload")
-"""Which pods the resource is about: another namespace or gateway is another rollout."""
-UPDATE_ON = ("revision", "proxy_image", "strategy")
-"""What is worth restarting pods for. Concurrency and timeouts only shape the next rollout, so a
-change of them alone is no change: nothing is restarted, nothing shows in the preview.
-
-A state written before `proxy_image` existed has no such key: that counts as a change, once. The
-update then restarts only the pods whose proxy differs from what their revision injects now (those
-an earlier in-place upgrade left behind), none when every pod is current; the preview shows it as
-`proxy_image` added."""
+PROGRESS_SECONDS = 5.0
+"""At most one progress line this often."""
+BULK_NAMESPACES = 4
+"""Above this many namespaces in flight, one cluster-wide list per kind beats one list per namespace."""
+ENTRY_KEYS = ("revision", "proxy_image", "strategy")
+"""What is worth restarting pods for. Concurrency and timeouts only shape the next rollout, so a change
+of them alone is no change: nothing is restarted, nothing shows in the preview."""
+SETTINGS = ("concurrency", "per_namespace", "timeout_seconds")
+LISTS: dict[str, tuple[str, str, str]] = {
+    # kind -> (API, namespaced list call, cluster-wide list call)
+    "Deployment": ("apps", "list_namespaced_deployment", "list_deployment_for_all_namespaces"),
+    "StatefulSet": ("apps", "list_namespaced_stateful_set", "list_stateful_set_for_all_namespaces"),
+    "DaemonSet": ("apps", "list_namespaced_daemon_set", "list_daemon_set_for_all_namespaces"),
+    "ReplicaSet": ("apps", "list_namespaced_replica_set", "list_replica_set_for_all_namespaces"),
+    "Pod": ("core", "list_namespaced_pod", "list_pod_for_all_namespaces"),
+}
 
 
 @dataclass(frozen=True)
 class RolloutSettings:
-    """How a Rollout moves pods, resolved from the config once (`mesh.components.Istio`): onto which proxy
-    image (what the bound revision injects now), with which strategy, how many at a time, how long each."""
+    """How one binding's or gateway's pods move, resolved from the config once (`mesh.components.Istio`):
+    onto which proxy image (what the bound revision injects now) and with which strategy."""
 
     proxy_image: str
     strategy: Strategy
-    concurrency: int
-    timeout_seconds: int
+
+
+@dataclass(frozen=True)
+class RolloutTarget:
+    """What a component contributes to the stack's MeshRollout: a namespace (workload None) or one
+    Deployment of it (a gateway), and what its pods must run."""
+
+    namespace: str
+    revision: str
+    settings: RolloutSettings
+    workload: str | None = None
+
+    @property
+    def entry(self) -> str:
+        return f"{self.namespace}/{self.workload}" if self.workload else self.namespace
+
+    def props(self) -> dict[str, str]:
+        return {"revision": self.revision, "proxy_image": self.settings.proxy_image,
+                "strategy": self.settings.strategy}
 
 
 class RolloutError(Exception):
-    """A rollout that did not bring every workload onto the revision."""
+    """A rollout that did not bring every workload onto its revision."""
 
 
-class NamespaceReader:
-    """Reads one namespace (or one Deployment of it) into the snapshots mesh.workloads plans on."""
+def split_entry(entry: str) -> tuple[str, str | None]:
+    ns, _, workload = entry.partition("/")
+    return ns, workload or None
 
-    def __init__(self, api: client.ApiClient, namespace: str, workload: str | None) -> None:
-        self.apps = client.AppsV1Api(api)
-        self.core = client.CoreV1Api(api)
-        self.namespace = namespace
-        self.workload = workload
 
-    def _list(self, kind: str, **kwargs: Any) -> list[dict[str, Any]]:
-        calls: dict[str, Callable[..., Any]] = {
-            "Deployment": self.apps.list_namespaced_deployment,
-            "StatefulSet": self.apps.list_namespaced_stateful_set,
-            "DaemonSet": self.apps.list_namespaced_daemon_set,
-            "ReplicaSet": self.apps.list_namespaced_replica_set,
-            "Pod": self.core.list_namespaced_pod,
-        }
-        return list(kube.list_objects(calls[kind], namespace=self.namespace, **kwargs))
+def snapshot_of(
+    entry: str, objects: Mapping[str, list[dict[str, Any]]]
+) -> tuple[dict[str, Workload], list[Pod]]:
+    """An entry's workloads with their pods, and the pods it is about, from objects listed in its namespace
+    (or cluster-wide: other namespaces' objects are ignored)."""
+    ns, workload = split_entry(entry)
 
-    def snapshot(self) -> tuple[dict[str, Workload], list[Pod]]:
-        """The namespace's workloads with their pods, and the pods this rollout is about."""
-        kinds: tuple[Kind, ...] = ("Deployment",) if self.workload else KINDS
-        only = {"field_selector": f"metadata.name={self.workload}"} if self.workload else {}
-        workloads = [workload_from_object(kind, obj) for kind in kinds for obj in self._list(kind, **only)]
-        if self.workload and not workloads:
-            raise RolloutError(f"Deployment {self.namespace}/{self.workload} not found")
-        owners = {
-            rs["metadata"]["uid"]: ref["uid"]
-            for rs in self._list("ReplicaSet")
-            for ref in rs["metadata"].get("ownerReferences") or []
-            if ref.get("controller") and ref.get("kind") == "Deployment"
-        }
-        pods = [pod_from_object(p) for p in self._list("Pod")]
-        attached = attach_pods(workloads, pods, owners)
-        if self.workload:
-            pods = [p for w in attached for p in w.pods]
-        return {w.key: w for w in attached}, pods
+    def mine(kind: str) -> list[dict[str, Any]]:
+        return [o for o in objects.get(kind, []) if (o.get("metadata") or {}).get("namespace", ns) == ns]
+
+    kinds: tuple[Kind, ...] = ("Deployment",) if workload else KINDS
+    workloads = [workload_from_object(kind, obj) for kind in kinds for obj in mine(kind)
+                 if workload is None or obj["metadata"]["name"] == workload]
+    if workload and not workloads:
+        raise RolloutError(f"Deployment {entry} not found")
+    owners = {
+        rs["metadata"]["uid"]: ref["uid"]
+        for rs in mine("ReplicaSet")
+        for ref in rs["metadata"].get("ownerReferences") or []
+        if ref.get("controller") and ref.get("kind") == "Deployment"
+    }
+    pods = [pod_from_object(p) for p in mine("Pod")]
+    attached = attach_pods(workloads, pods, owners)
+    if workload:
+        pods = [p for w in attached for p in w.pods]
+    return {w.key: w for w in attached}, pods
+
+
+class ClusterReader:
+    """Reads the entries of a run into the snapshots mesh.workloads plans on, and patches workloads."""
+
+    def __init__(self, api: client.ApiClient) -> None:
+        self.apis = {"apps": client.AppsV1Api(api), "core": client.CoreV1Api(api)}
+
+    def _list(self, kind: str, namespace: str | None, **kwargs: Any) -> list[dict[str, Any]]:
+        api, namespaced, everywhere = LISTS[kind]
+        if namespace is None:
+            return list(kube.list_objects(getattr(self.apis[api], everywhere), **kwargs))
+        return list(kube.list_objects(getattr(self.apis[api], namespaced), namespace=namespace, **kwargs))
+
+    def snapshots(self, entries: Iterable[str]) -> dict[str, tuple[dict[str, Workload], list[Pod]]]:
+        """One list per kind and namespace, or per kind cluster-wide when many namespaces are read."""
+        entries = list(entries)
+        namespaces = sorted({namespace_of(e) for e in entries})
+        if len(namespaces) > BULK_NAMESPACES:
+            everything = {kind: self._list(kind, None) for kind in LISTS}
+            return {e: snapshot_of(e, everything) for e in entries}
+        result = {}
+        for ns in namespaces:
+            objects = {kind: self._list(kind, ns) for kind in LISTS}
+            result.update({e: snapshot_of(e, objects) for e in entries if namespace_of(e) == ns})
+        return result
 
     def restart(self, w: Workload, target: Target) -> None:
         """Patch the pod template like `kubectl rollout restart`; a deleted workload is no error."""
+        apps = self.apis["apps"]
         patch = {
-            "Deployment": self.apps.patch_namespaced_deployment,
-            "StatefulSet": self.apps.patch_namespaced_stateful_set,
-            "DaemonSet": self.apps.patch_namespaced_daemon_set,
+            "Deployment": apps.patch_namespaced_deployment,
+            "StatefulSet": apps.patch_namespaced_stateful_set,
+            "DaemonSet": apps.patch_namespaced_daemon_set,
         }[w.kind]
         now = datetime.now(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
         try:
-            patch(
-                w.name,
-                w.namespace,
-                restart_patch(target, now),
-                _content_type="application/strategic-merge-patch+json",
-            )
+            patch(w.name, w.namespace, restart_patch(target, now),
+                  _content_type="application/strategic-merge-patch+json")
         except ApiException as e:
             if e.status != 404:
                 raise
 
 
+class NamespaceReader:
+    """One namespace (or one Deployment of it), read as the MeshRollout reads it (for `mesh review`)."""
+
+    def __init__(self, api: client.ApiClient, namespace: str, workload: str | None) -> None:
+        self.reader = ClusterReader(api)
+        self.entry = f"{namespace}/{workload}" if workload else namespace
+
+    def snapshot(self) -> tuple[dict[str, Workload], list[Pod]]:
+        return self.reader.snapshots([self.entry])[self.entry]
+
+
 def roll(
-    reader: NamespaceReader,
-    run: RolloutRun,
+    reader: ClusterReader,
+    schedule: Schedule,
     *,
     clock: Callable[[], float] = time.monotonic,
     sleep: Callable[[float], None] = time.sleep,
-) -> list[Pod]:
-    """Drive `run` to its end against the cluster: restart, poll, log. Returns the last pods seen."""
-    where = reader.namespace + (f"/{reader.workload}" if reader.workload else "")
-    snapshot, pods = reader.snapshot()
-    run.plan(snapshot.values(), clock())
-    progress(
-        f"{where} -> {run.target}: {len(run.queue)} to restart, {len(run.in_flight)} already "
-        f"restarting, {len(run.skipped)} left alone, concurrency {run.concurrency}"
-    )
-    last_heartbeat = clock()
+) -> dict[str, list[Pod]]:
+    """Drive `schedule` to its end against the cluster: restart, poll, log. Returns the last pods seen per entry."""
+    started = clock()
+    throttle = Throttle(PROGRESS_SECONDS)
+    throttle.due(started)
+    pods: dict[str, list[Pod]] = {}
+    reported: set[str] = set()
     while True:
-        done_before, failed_before = len(run.done), set(run.failed)
-        starts = run.tick(snapshot, clock())
-        for count, key in enumerate(run.done[done_before:], done_before + 1):
-            progress(f"{where}: {key} runs {run.target} ({count} of {run.total} done)")
-        for key in sorted(set(run.failed) - failed_before):
-            pulumi.log.warn(f"{where}: {key} {run.failed[key]}")
-        for count, w in enumerate(starts, len(run.restarted) - len(starts) + 1):
-            reader.restart(w, run.target)
-            progress(
-                f"{where}: restarted {w.key} ({count} restarted, {len(run.in_flight)} rolling, "
-                f"{len(run.queue)} not started yet)"
-            )
-        if run.finished:
+        read = reader.snapshots(schedule.active())
+        pods.update({e: p for e, (_w, p) in read.items()})
+        starts = schedule.tick({e: w for e, (w, _p) in read.items()}, clock())
+        for entry, run in sorted(schedule.runs.items()):
+            for key in sorted(set(run.failed) - reported):
+                reported.add(key)
+                pulumi.log.warn(f"{entry}: {key} {run.failed[key]}")
+        for entry, w in starts:
+            reader.restart(w, schedule.runs[entry].target)
+        if schedule.finished:
+            progress(progress_line(schedule.done, schedule.total, 0, clock() - started))
             return pods
-        if clock() - last_heartbeat >= HEARTBEAT_SECONDS:
-            last_heartbeat = clock()
-            waits = ", ".join(f"{k} ({describe_wait(snapshot[k])})" for k in run.in_flight if k in snapshot)
-            progress(f"{where}: {run.remaining} remaining; waiting on {waits}")
+        if throttle.due(clock()):
+            progress(progress_line(schedule.done, schedule.total, schedule.in_flight, clock() - started))
         sleep(POLL_SECONDS)
-        snapshot, pods = reader.snapshot()
 
 
-class RolloutProvider(KubeProvider):
+def entries_of(props: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
+    """Namespaces and gateway Deployments (`<namespace>/<name>`) in one map."""
+    return {**(props.get("namespaces") or {}), **(props.get("gateways") or {})}
+
+
+def changed_entries(olds: Mapping[str, Any], news: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
+    """Entries new or with another revision, proxy image or strategy than the state has: what to move."""
+    before = entries_of(olds)
+    return {e: t for e, t in entries_of(news).items()
+            if {k: (before.get(e) or {}).get(k) for k in ENTRY_KEYS} != {k: t.get(k) for k in ENTRY_KEYS}}
+
+
+EMPTY_RESULT: dict[str, Any] = {
+    "restarted": [], "skipped": {}, "pods_on_other_revisions": 0, "other_revisions": {},
+    "pods_with_stale_proxy": 0, "proxies_left_alone": {},
+}
+
+
+class MeshRolloutProvider(KubeProvider):
     def check(self, _olds: dict[str, Any], news: dict[str, Any]) -> CheckResult:
         failures = []
-        strategy = news.get("strategy")
-        if not is_unknown(strategy) and strategy not in STRATEGIES:
-            failures.append(CheckFailure("strategy", f"must be one of {', '.join(STRATEGIES)}, not {strategy!r}"))
         for key in ("concurrency", "timeout_seconds"):
             value = news.get(key)
             if not is_unknown(value) and (not isinstance(value, int | float) or value < 1):
                 failures.append(CheckFailure(key, f"must be a number >= 1, not {value!r}"))
-        for key in ("namespace", "revision", "proxy_image"):
-            if not news.get(key):
-                failures.append(CheckFailure(key, "must not be empty"))
+        cap = news.get("per_namespace")
+        if not is_unknown(cap) and (not isinstance(cap, int | float) or cap < 0):
+            failures.append(CheckFailure("per_namespace", f"must be a number >= 0 (0: no cap), not {cap!r}"))
+        for group in ("namespaces", "gateways"):
+            entries = news.get(group) or {}
+            if is_unknown(entries):
+                continue
+            for entry, target in entries.items():
+                if is_unknown(target):
+                    continue
+                strategy = target.get("strategy")
+                if not is_unknown(strategy) and strategy not in STRATEGIES:
+                    failures.append(CheckFailure(
+                        f"{group}.{entry}.strategy", f"must be one of {', '.join(STRATEGIES)}, not {strategy!r}"))
+                for key in ("revision", "proxy_image"):
+                    if not target.get(key):
+                        failures.append(CheckFailure(f"{group}.{entry}.{key}", "must not be empty"))
         return CheckResult(news, failures)
 
     def diff(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> DiffResult:
-        replaces = [k for k in REPLACE_ON if olds.get(k) != news.get(k)]
-        changed = replaces or [k for k in UPDATE_ON if olds.get(k) != news.get(k)]
-        return DiffResult(changes=bool(changed), replaces=replaces, delete_before_replace=False)
+        """A change of any entry (added, moved, removed); settings alone are no change."""
+        groups = ("namespaces", "gateways")
+        unknown = any(is_unknown(news.get(g)) for g in groups)
+        changed = unknown or any((olds.get(g) or {}) != (news.get(g) or {}) for g in groups)
+        return DiffResult(changes=changed, replaces=[], delete_before_replace=False)
 
     def create(self, props: dict[str, Any]) -> CreateResult:
-        ns, workload = props["namespace"], props.get("workload")
-        return CreateResult(id_=f"{ns}/{workload}" if workload else ns, outs=self.apply(props))
+        return CreateResult(id_="mesh-rollout", outs=self.apply({}, props))
 
-    def update(self, _id: str, _olds: dict[str, Any], news: dict[str, Any]) -> UpdateResult:
-        return UpdateResult(outs=self.apply(news))
+    def update(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> UpdateResult:
+        return UpdateResult(outs=self.apply(olds, news))
 
     def delete(self, _id: str, _props: dict[str, Any]) -> None:
-        """Pods stay as they are: unbinding a namespace is not a reason to restart anything."""
+        """Pods stay as they are: removing the mesh's rollout is not a reason to restart anything."""
 
-    def apply(self, props: dict[str, Any]) -> dict[str, Any]:
-        """Restart (rolling) or report (natural); the outputs say what was done and what remains."""
-        outs: dict[str, Any] = {k: props.get(k) for k in INPUTS}
-        outs.update(
-            restarted=[], skipped={}, pods_on_other_revisions=0, other_revisions={},
-            pods_with_stale_proxy=0, proxies_left_alone={},
-        )
-        ns, strategy = props["namespace"], props["strategy"]
-        target = Target(props["revision"], props["proxy_image"])
-        where = ns + (f"/{props['workload']}" if props.get("workload") else "")
-        if strategy == NONE:
+    def apply(self, olds: dict[str, Any], news: dict[str, Any]) -> dict[str, Any]:
+        """Move (rolling) or report (natural) the changed entries; the outputs say, per entry, what was done
+        and what remains (entries this run did not touch keep their last results)."""
+        entries = entries_of(news)
+        changed = {e: t for e, t in changed_entries(olds, news).items() if t["strategy"] != NONE}
+        results = {e: r for e, r in (olds.get("results") or {}).items() if e in entries}
+        results.update({e: dict(EMPTY_RESULT) for e in changed_entries(olds, news)})
+        outs = {**{k: news.get(k) for k in ("namespaces", "gateways", *SETTINGS)}, "results": results}
+        if not changed:
             return outs
+        targets = {e: Target(t["revision"], t["proxy_image"]) for e, t in changed.items()}
         with kube.api_client(self.kube_settings()) as api:
-            reader = NamespaceReader(api, ns, props.get("workload"))
-            if strategy == NATURAL:
-                report = _reported(revision_report(reader.snapshot()[1], target), where)
-                progress(report.summary(where))
-                return {**outs, **_report_outs(report)}
-            run = RolloutRun(target, int(props["concurrency"]), float(props["timeout_seconds"]))
-            pods = roll(reader, run)
-        failure = run.failure_message(where)
+            reader = ClusterReader(api)
+            read = reader.snapshots(changed)
+            for entry in sorted(e for e, t in changed.items() if t["strategy"] == NATURAL):
+                report = _reported(revision_report(read[entry][1], targets[entry]), entry)
+                progress(report.summary(entry))
+                results[entry] = {**EMPTY_RESULT, **_report_outs(report)}
+            rolling = sorted(e for e, t in changed.items() if t["strategy"] == ROLLING)
+            if not rolling:
+                return outs
+            timeout = float(news["timeout_seconds"])
+            cap = int(news.get("per_namespace") or 0) or None
+            schedule = Schedule({}, int(news["concurrency"]), cap)
+            for entry in rolling:
+                run = RolloutRun(targets[entry], cap or int(news["concurrency"]), timeout)
+                run.plan(read[entry][0].values(), time.monotonic())
+                schedule.runs[entry] = run
+            queued = sum(len(r.queue) for r in schedule.runs.values())
+            waiting = sum(len(r.in_flight) for r in schedule.runs.values())
+            left = sum(len(r.skipped) for r in schedule.runs.values())
+            progress(
+                f"rolling {len(rolling)} namespaces/gateways: {queued} workloads to restart, {waiting} already "
+                f"restarting, {left} left alone; concurrency {schedule.concurrency} across the stack"
+                + (f", {cap} per namespace" if cap else ""))
+            pods = {**{e: p for e, (_w, p) in read.items()}, **roll(reader, schedule)}
+        failure = schedule.failure_message()
         if failure:
             raise RolloutError(failure)
-        report = _reported(revision_report(pods, target), where)
-        if report.on_other or report.stale_proxies:
-            pulumi.log.warn(report.summary(where) + " (pods no Deployment/StatefulSet/DaemonSet owns)")
-        progress(
-            f"{where}: every workload runs {target}: {len(run.restarted)} restarted, "
-            f"{len(run.done) - len(run.restarted)} finished rollouts already under way, {len(run.skipped)} left alone"
-        )
-        return {**outs, "restarted": run.restarted, "skipped": run.skipped, **_report_outs(report)}
+        for entry in rolling:
+            run = schedule.runs[entry]
+            report = _reported(revision_report(pods[entry], run.target), entry)
+            if report.on_other or report.stale_proxies:
+                pulumi.log.warn(report.summary(entry) + " (pods no Deployment/StatefulSet/DaemonSet owns)")
+            results[entry] = {**EMPTY_RESULT, "restarted": run.restarted, "skipped": run.skipped,
+                              **_report_outs(report)}
+        progress(final_line(schedule.restarted()))
+        return outs
 
 
 def _reported(report: RevisionReport, where: str) -> RevisionReport:
@@ -249,56 +343,46 @@ def _report_outs(report: RevisionReport) -> dict[str, Any]:
     }
 
 
-class Rollout(pulumi.dynamic.Resource, module="mesh", name="Rollout"):
-    """Moves a namespace's (or one gateway Deployment's) pods onto `revision`; see module doc."""
+class MeshRollout(pulumi.dynamic.Resource, module="mesh", name="MeshRollout"):
+    """Moves every bound namespace's and gateway's pods onto its revision under one budget; see module doc."""
 
-    namespace: pulumi.Output[str]
-    workload: pulumi.Output[str | None]
-    revision: pulumi.Output[str]
-    proxy_image: pulumi.Output[str]
-    """The image `revision` injects now: an in-place upgrade changes it, and restarts the pods that lack it."""
-    strategy: pulumi.Output[str]
+    namespaces: pulumi.Output[dict[str, dict[str, str]]]
+    """Namespace -> {revision, proxy_image, strategy}."""
+    gateways: pulumi.Output[dict[str, dict[str, str]]]
+    """`<namespace>/<Deployment>` -> {revision, proxy_image, strategy}."""
     concurrency: pulumi.Output[int]
+    per_namespace: pulumi.Output[int]
     timeout_seconds: pulumi.Output[int]
-    restarted: pulumi.Output[list[str]]
-    """Workloads this run restarted, as Kind/name."""
-    skipped: pulumi.Output[dict[str, str]]
-    """Workloads left alone, with the reason (opted out, already on the revision, no pods)."""
-    pods_on_other_revisions: pulumi.Output[int]
-    """Injectable pods still on another revision (or not injected) after the run."""
-    other_revisions: pulumi.Output[dict[str, int]]
-    """Those pods by revision."""
-    pods_with_stale_proxy: pulumi.Output[int]
-    """Injectable pods on `revision` that still run another proxy image than `proxy_image` after the run."""
-    proxies_left_alone: pulumi.Output[dict[str, str]]
-    """Pods on `revision` whose proxy image is not compared, by name, with the reason (set by hand, digest only)."""
+    results: pulumi.Output[dict[str, dict[str, Any]]]
+    """Per entry: restarted (Kind/name), skipped (with the reason), pods_on_other_revisions, other_revisions,
+    pods_with_stale_proxy, proxies_left_alone, as of the last run that moved it."""
 
     def __init__(
         self,
         name: str,
         *,
-        namespace: pulumi.Input[str],
-        revision: pulumi.Input[str],
-        proxy_image: pulumi.Input[str],
-        strategy: pulumi.Input[str],
-        concurrency: pulumi.Input[int],
-        timeout_seconds: pulumi.Input[int],
-        workload: pulumi.Input[str] | None = None,
+        targets: Iterable[RolloutTarget],
+        concurrency: int,
+        per_namespace: int | None,
+        timeout_seconds: int,
         opts: pulumi.ResourceOptions | None = None,
     ) -> None:
+        targets = list(targets)
         props = {
-            "namespace": namespace,
-            "workload": workload,
-            "revision": revision,
-            "proxy_image": proxy_image,
-            "strategy": strategy,
+            "namespaces": {t.entry: t.props() for t in sorted(targets, key=lambda t: t.entry) if not t.workload},
+            "gateways": {t.entry: t.props() for t in sorted(targets, key=lambda t: t.entry) if t.workload},
             "concurrency": concurrency,
+            "per_namespace": per_namespace or 0,
             "timeout_seconds": timeout_seconds,
-            "restarted": None,
-            "skipped": None,
-            "pods_on_other_revisions": None,
-            "other_revisions": None,
-            "pods_with_stale_proxy": None,
-            "proxies_left_alone": None,
+            "results": None,
         }
-        super().__init__(RolloutProvider(), name, props, opts)
+        super().__init__(MeshRolloutProvider(), name, props, opts)
+
+
+class RolloutProvider(KubeProvider):
+    """The per-namespace Rollout of earlier versions of this program. Kept only so that `up` on a stack
+    deployed by them can delete those resources (the engine loads this class from their state); deleting
+    one never touched pods, and still does not."""
+
+    def delete(self, _id: str, _props: dict[str, Any]) -> None:
+        """Pods stay as they are."""
