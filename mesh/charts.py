@@ -114,6 +114,60 @@ def gateway_version(spec: MeshSpec, gateway: GatewaySpec) -> str:
     return spec.revisions[spec.resolve(gateway.revision)].version
 
 
+CANARY_SUFFIX = "-canary"
+"""A gateway's canary release (and its Deployment) is the gateway's name with this suffix."""
+
+
+def gateway_workload(name: str, gateway: GatewaySpec) -> str:
+    """What the chart names the gateway's Deployment and Service: `values.name`, else the release (gateway) name."""
+    return str(gateway.values.get("name") or name)
+
+
+def gateway_selector(name: str, gateway: GatewaySpec) -> dict[str, str]:
+    """The chart's selector labels (of the Service and the Deployment): `app` and `istio` from `values.labels`,
+    else from the workload name (`istio` without an `istio-` prefix), as the chart's `gateway.selectorLabels`."""
+    labels = gateway.values.get("labels") or {}
+    workload = gateway_workload(name, gateway)
+    return {
+        "app": str(labels.get("app") or workload),
+        "istio": str(labels.get("istio") or workload.removeprefix("istio-")),
+    }
+
+
+def gateway_service_account(name: str, gateway: GatewaySpec) -> str:
+    """The service account the chart gives the gateway's pods (`gateway.serviceAccountName`)."""
+    account = gateway.values.get("serviceAccount") or {}
+    if account.get("create", True):
+        return str(account.get("name") or gateway_workload(name, gateway))
+    return str(account.get("name") or "default")
+
+
+def canary_values(spec: MeshSpec, name: str, gateway: GatewaySpec) -> dict[str, Any]:
+    """The gateway's own values, made into a second Deployment on the canary revision behind the gateway's
+    Service: the gateway's selector labels (so its Service sends the canary a share of the traffic by replica
+    count), no Service of its own (`service.type: None`, which the chart skips), and the gateway's service
+    account (same workload identity for policies; its Role stays the main release's, so no RBAC here). No
+    PodDisruptionBudget: one over the same pods as the gateway's would make every eviction fail."""
+    assert gateway.canary is not None
+    values = deep_merge(gateway_values(spec, gateway), {
+        "name": gateway_workload(name, gateway) + CANARY_SUFFIX,
+        "revision": gateway.canary.revision,
+        "replicaCount": gateway.canary.replicas,
+        "labels": gateway_selector(name, gateway),
+        "service": {"type": "None"},
+        "serviceAccount": {"create": False, "name": gateway_service_account(name, gateway)},
+        "rbac": {"enabled": False},
+    })
+    values["podDisruptionBudget"] = {}
+    return values
+
+
+def canary_version(spec: MeshSpec, gateway: GatewaySpec) -> str:
+    """The canary's chart follows the canary revision, as the gateway's follows its own."""
+    assert gateway.canary is not None
+    return spec.revisions[spec.resolve(gateway.canary.revision)].version
+
+
 def cni_values(spec: MeshSpec) -> dict[str, Any]:
     """istio-cni follows the newest revision's version, as base does; `cni.values` merged over ours."""
     ours = {"global": {"hub": spec.hub, "tag": spec.newest_version}}

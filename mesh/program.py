@@ -39,6 +39,7 @@ def deploy(spec: MeshSpec) -> Istio:
     pulumi.export("tags", {tag: t.revision for tag, t in mesh.tags.items()})
     pulumi.export("namespaces", {ns: b.revision for ns, b in mesh.namespaces.items()})
     pulumi.export("gateways", {
-        name: {"namespace": g.namespace, "revision": g.revision} for name, g in mesh.gateways.items()
+        name: {"namespace": g.namespace, "revision": g.revision, **({"canary": g.canary} if g.canary else {})}
+        for name, g in mesh.gateways.items()
     })
     return mesh

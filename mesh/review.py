@@ -13,10 +13,11 @@ from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from mesh.charts import CANARY_SUFFIX, gateway_workload
 from mesh.drain import pods_using
 from mesh.istio_vocabulary import LEGACY_INJECTION_LABEL, NATURAL, NONE, REV_LABEL, Strategy
 from mesh.proxy_image import proxy_image
-from mesh.spec import MeshSpec, parse_version
+from mesh.spec import GatewaySpec, MeshSpec, parse_version
 from mesh.webhook_overlap import Overlap
 from mesh.workloads import Action, Pod, Target, Workload, decide, revision_report
 
@@ -78,10 +79,28 @@ def control_plane(deployed: Deployed, spec: MeshSpec) -> list[str]:
         if old != new:
             lines.append(f"tag `{tag}`: {old or '(none)'} -> {new or '(removed)'}")
     for name, gw in sorted(spec.gateways.items()):
-        old = (deployed.gateways.get(name) or {}).get("revision")
-        new = spec.resolve(gw.revision)
-        if old != new:
-            lines.append(f"gateway `{name}` ({gw.namespace}): {old or '(new)'} -> {new}")
+        lines += _gateway_lines(name, gw, deployed.gateways.get(name) or {}, spec)
+    return lines
+
+
+def _gateway_lines(name: str, gw: GatewaySpec, before: Mapping[str, str], spec: MeshSpec) -> list[str]:
+    """A gateway's re-pin, and its canary added, moved, removed or promoted (the canary's revision becomes the
+    gateway's and the canary goes: the gateway's Deployment rolls first, its Service stays as it is)."""
+    where = f"gateway `{name}` ({gw.namespace})"
+    old, new = before.get("revision"), spec.resolve(gw.revision)
+    old_canary = before.get("canary")
+    new_canary = spec.resolve(gw.canary.revision) if gw.canary else None
+    canary_deployment = gateway_workload(name, gw) + CANARY_SUFFIX
+    if old_canary and not new_canary and old != new == old_canary:
+        return [f"{where}: canary promoted, {old} -> {new}: the gateway's Deployment rolls to {new}, then "
+                f"`{canary_deployment}` is deleted; the Service stays"]
+    lines = [f"{where}: {old or '(new)'} -> {new}"] if old != new else []
+    if old_canary and not new_canary:
+        lines.append(f"{where}: canary on {old_canary} removed (`{canary_deployment}` deleted)")
+    elif gw.canary and new_canary != old_canary:
+        share = f"{gw.canary.replicas} of {gw.canary.replicas + gw.replicas} pods behind its Service"
+        change = f"moves {old_canary} -> {new_canary}" if old_canary else f"added on {new_canary}"
+        lines.append(f"{where}: canary {change} (`{canary_deployment}`, {share})")
     return lines
 
 

@@ -124,9 +124,16 @@ def _drop_verdict(name: str, deployed: Deployed, users: Mapping[str, list[str]])
     refs = [f"tag `{t}`" for t, r in sorted(deployed.tags.items()) if r == name]
     refs += [f"namespace `{ns}`" for ns, r in sorted(deployed.namespaces.items()) if r == name]
     refs += [f"gateway `{g}`" for g, v in sorted(deployed.gateways.items()) if v.get("revision") == name]
+    refs += [f"gateway `{g}`'s canary" for g, v in sorted(deployed.gateways.items()) if v.get("canary") == name]
     if refs:
         return True, f"no pod runs it; first point {', '.join(refs)} elsewhere"
     return True, "no pod runs it and nothing points at it"
+
+
+def _gateways_on(deployed: Deployed, revision: str) -> list[str]:
+    """Gateways pinned to the revision, and gateways whose canary runs it (`<gateway> (canary)`)."""
+    pinned = [g for g, v in deployed.gateways.items() if v.get("revision") == revision]
+    return sorted([*pinned, *(f"{g} (canary)" for g, v in deployed.gateways.items() if v.get("canary") == revision)])
 
 
 def installed_revisions(webhooks: Mapping[str, Mapping[str, Any]]) -> dict[str, str]:
@@ -158,7 +165,7 @@ def status(stack: str, deployed: Deployed, pod_objects: Iterable[Mapping[str, An
             name=name, version=version, proxy=deployed.proxies.get(name),
             tags=sorted(t for t, r in deployed.tags.items() if r == name),
             bound=sorted(ns for ns, r in deployed.namespaces.items() if r == name),
-            gateways=sorted(g for g, v in deployed.gateways.items() if v.get("revision") == name),
+            gateways=_gateways_on(deployed, name),
             pods={ns: _namespace_pods(names, pods, ns, deployed.proxies.get(name)) for ns, names in using.items()},
             can_drop=can_drop, why=why, in_stack=name in deployed.versions,
         ))
