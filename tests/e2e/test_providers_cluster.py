@@ -1,4 +1,4 @@
-"""The Rollout and DrainGuard providers against a real kube-apiserver (no Pulumi engine).
+"""The MeshRollout and DrainGuard providers against a real kube-apiserver (no Pulumi engine).
 
 The provider methods are called in-process (and once in a subprocess that gets killed, as an
 interrupted `pulumi up` would be). Pods really roll: KWOK runs them on fake nodes, and the
@@ -27,8 +27,8 @@ from harness.control_plane import KubeCluster, wait_for
 from harness.fake_revision import install_fake_revision
 from mesh.kube import KUBECONFIG_KEY
 from mesh.providers.drain_guard import DrainGuardProvider, RevisionInUseError
-from mesh.providers.rollout import RolloutError, RolloutProvider
-from mesh.workloads import RESTARTED_AT, RESTARTED_FOR
+from mesh.providers.rollout import MeshRolloutProvider, RolloutError
+from mesh.workloads import RESTARTED_AT, RESTARTED_FOR, waiting_for, workload_from_object
 from tests.e2e.cluster_objects import new_namespace
 
 pytestmark = pytest.mark.e2e
@@ -92,7 +92,7 @@ def namespace(api: k8s.ApiClient, revisions: tuple[str, str]) -> Iterator[str]:
     k8s.CoreV1Api(api).delete_namespace(ns)
 
 
-def provider(kube_cluster: KubeCluster, cls: type = RolloutProvider) -> Any:
+def provider(kube_cluster: KubeCluster, cls: type = MeshRolloutProvider) -> Any:
     """A provider configured the way the engine does it: stack config `kubernetes:kubeconfig`."""
     p = cls()
     p.configure(ConfigureRequest(Config({KUBECONFIG_KEY: str(kube_cluster.kubeconfig)}, "istio-mesh")))
@@ -174,20 +174,26 @@ def templates(api: k8s.ApiClient, ns: str) -> dict[str, dict[str, str]]:
 
 
 def bind(api: k8s.ApiClient, ns: str, rev: str) -> None:
-    """What the program's namespace patch does before the Rollout runs."""
+    """What the program's namespace patch does before the MeshRollout runs."""
     k8s.CoreV1Api(api).patch_namespace(ns, {"metadata": {"labels": {"istio.io/rev": rev}}})
 
 
-def props(ns: str, rev: str, strategy: str = "rolling", **kw: Any) -> dict[str, Any]:
+def target(rev: str, strategy: str = "rolling") -> dict[str, str]:
+    # What the stand-in injects for the fake revisions (install_fake_revision's hub, their tags).
+    return {"revision": rev, "proxy_image": f"docker.io/istio/proxyv2:{'1.31.0' if rev == NEW else '1.30.0'}",
+            "strategy": strategy}
+
+
+def props(ns: str | list[str], rev: str, strategy: str = "rolling", **kw: Any) -> dict[str, Any]:
+    """The MeshRollout's inputs moving `ns` (or several, or the gateway Deployment `workload` of it) to `rev`."""
+    entries = {n: target(rev, strategy) for n in ([ns] if isinstance(ns, str) else ns)}
+    workload = kw.get("workload")
     return {
-        "namespace": ns,
-        "revision": rev,
-        # What the stand-in injects for the fake revisions (install_fake_revision's hub, their tags).
-        "proxy_image": f"docker.io/istio/proxyv2:{'1.31.0' if rev == NEW else '1.30.0'}",
-        "strategy": strategy,
+        "namespaces": {} if workload else entries,
+        "gateways": {f"{ns}/{workload}": target(rev, strategy)} if workload else {},
         "concurrency": kw.get("concurrency", 2),
+        "per_namespace": kw.get("per_namespace", 0),
         "timeout_seconds": kw.get("timeout_seconds", 120),
-        "workload": kw.get("workload"),
     }
 
 
@@ -210,12 +216,13 @@ def test_rolling_moves_every_pod_of_the_namespace(
 
     bind(api, ns, NEW)
     outs = provider(kube_cluster).create(props(ns, NEW, concurrency=2)).outs
+    result = outs["results"][ns]
 
-    assert sorted(outs["restarted"]) == sorted(
+    assert sorted(result["restarted"]) == sorted(
         ["Deployment/web", "Deployment/api", "Deployment/worker", "StatefulSet/db", "DaemonSet/agent"]
     )
-    assert "opted out" in outs["skipped"]["Deployment/legacy"]
-    assert outs["pods_on_other_revisions"] == 0
+    assert "opted out" in result["skipped"]["Deployment/legacy"]
+    assert result["pods_on_other_revisions"] == 0
     revs = revisions_of(api, ns)
     assert len(revs) == total
     assert {rev for name, rev in revs.items() if not name.startswith("legacy-")} == {NEW}
@@ -223,10 +230,67 @@ def test_rolling_moves_every_pod_of_the_namespace(
     assert RESTARTED_AT not in templates(api, ns)["Deployment/legacy"]
     stamps = {key: t.get(RESTARTED_AT) for key, t in templates(api, ns).items()}
 
-    # A second run (a later `pulumi up`) restarts nothing.
-    again = provider(kube_cluster).update(ns, outs, props(ns, NEW, concurrency=2)).outs
-    assert again["restarted"] == []
+    # A second run that plans the namespace again (as after a failed `up`) restarts nothing.
+    again = provider(kube_cluster).update("mesh-rollout", props(ns, OLD), props(ns, NEW, concurrency=2)).outs
+    assert again["results"][ns]["restarted"] == []
+    # A later `up` with the same entries does not even plan it.
+    assert not provider(kube_cluster).diff("mesh-rollout", outs, props(ns, NEW, concurrency=5)).changes
     assert {key: t.get(RESTARTED_AT) for key, t in templates(api, ns).items()} == stamps
+
+
+class RestartWatcher:
+    """Counts, every few milliseconds, the workloads restarting (our restart annotation for NEW, rollout not
+    complete) per namespace: what the stack-wide budget limits."""
+
+    def __init__(self, api: k8s.ApiClient, namespaces: list[str]) -> None:
+        self.apps = k8s.AppsV1Api(api)
+        self.namespaces = namespaces
+        self.peak, self.peak_per_ns, self.together = 0, 0, 0
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._watch, daemon=True)
+
+    def _watch(self) -> None:
+        while not self.stop.is_set():
+            per_ns = {}
+            for ns in self.namespaces:
+                listed = self.apps.api_client.sanitize_for_serialization(self.apps.list_namespaced_deployment(ns))
+                workloads = [workload_from_object("Deployment", o) for o in listed["items"]]
+                per_ns[ns] = sum(1 for w in workloads if w.restarted_for is not None
+                                 and w.restarted_for.revision == NEW and waiting_for(w) is not None)
+            self.peak = max(self.peak, sum(per_ns.values()))
+            self.peak_per_ns = max(self.peak_per_ns, *per_ns.values())
+            self.together = max(self.together, sum(1 for n in per_ns.values() if n))
+            time.sleep(0.05)
+
+    def __enter__(self) -> RestartWatcher:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.stop.set()
+        self.thread.join()
+
+
+def test_one_budget_across_namespaces_shared_round_robin(
+    kube_cluster: KubeCluster, api: k8s.ApiClient, revisions: tuple[str, str]
+) -> None:
+    namespaces = [new_namespace(api, {"istio.io/rev": OLD}) for _ in range(3)]
+    try:
+        for ns in namespaces:
+            for name in ("a", "b"):
+                create_deployment(api, ns, name, minReadySeconds=2)
+        for ns in namespaces:
+            wait_for("workloads ready", all_ready(api, ns, 2))
+            bind(api, ns, NEW)
+        with RestartWatcher(api, namespaces) as watcher:
+            outs = provider(kube_cluster).create(props(namespaces, NEW, concurrency=2, per_namespace=1)).outs
+        assert all(sorted(outs["results"][ns]["restarted"]) == ["Deployment/a", "Deployment/b"] for ns in namespaces)
+        assert all(set(revisions_of(api, ns).values()) == {NEW} for ns in namespaces)
+        assert watcher.peak == 2 and watcher.peak_per_ns == 1
+        assert watcher.together == 2  # two namespaces at once: none waited for another to finish
+    finally:
+        for ns in namespaces:
+            k8s.CoreV1Api(api).delete_namespace(ns)
 
 
 def test_interrupted_run_resumes_without_restarting_finished_workloads(
@@ -242,8 +306,8 @@ def test_interrupted_run_resumes_without_restarting_finished_workloads(
 
     # The first run, in its own process (as the Pulumi provider runs), killed mid-way.
     code = (
-        "from mesh.providers.rollout import RolloutProvider\n"
-        f"RolloutProvider().create({props(ns, NEW, concurrency=1)!r})\n"
+        "from mesh.providers.rollout import MeshRolloutProvider\n"
+        f"MeshRolloutProvider().create({props(ns, NEW, concurrency=1)!r})\n"
     )
     first = subprocess.Popen([sys.executable, "-c", code], cwd=ROOT, env=kube_cluster.env(), stderr=subprocess.PIPE)
     try:
@@ -261,11 +325,12 @@ def test_interrupted_run_resumes_without_restarting_finished_workloads(
     assert before["Deployment/w1"].get(RESTARTED_FOR) == NEW
     assert RESTARTED_AT not in before["Deployment/w2"] and RESTARTED_AT not in before["Deployment/w3"]
 
-    outs = provider(kube_cluster).update(ns, props(ns, OLD), props(ns, NEW, concurrency=1)).outs
+    # The killed create left no state: the next `up` creates again, with the same entries.
+    result = provider(kube_cluster).create(props(ns, NEW, concurrency=1)).outs["results"][ns]
 
     after = templates(api, ns)
-    assert outs["restarted"] == ["Deployment/w2", "Deployment/w3"]
-    assert outs["skipped"] == {"Deployment/w0": f"all pods already run {NEW} (docker.io/istio/proxyv2:1.31.0)"}
+    assert result["restarted"] == ["Deployment/w2", "Deployment/w3"]
+    assert result["skipped"] == {"Deployment/w0": f"all pods already run {NEW} (docker.io/istio/proxyv2:1.31.0)"}
     for key in ("Deployment/w0", "Deployment/w1"):  # w1 was waited on, not restarted again
         assert after[key][RESTARTED_AT] == before[key][RESTARTED_AT]
     assert set(revisions_of(api, ns).values()) == {NEW}
@@ -305,8 +370,8 @@ def test_natural_reports_and_restarts_nothing(kube_cluster: KubeCluster, api: k8
     create_deployment(api, ns, "web", replicas=3)
     wait_for("web ready", all_ready(api, ns, 3))
     bind(api, ns, NEW)
-    outs = provider(kube_cluster).create(props(ns, NEW, strategy="natural")).outs
-    assert (outs["pods_on_other_revisions"], outs["other_revisions"], outs["restarted"]) == (3, {OLD: 3}, [])
+    result = provider(kube_cluster).create(props(ns, NEW, strategy="natural")).outs["results"][ns]
+    assert (result["pods_on_other_revisions"], result["other_revisions"], result["restarted"]) == (3, {OLD: 3}, [])
     assert RESTARTED_AT not in templates(api, ns)["Deployment/web"]
 
 
@@ -319,7 +384,8 @@ def test_gateway_rollout_touches_only_its_deployment(
     wait_for("ready", all_ready(api, ns, 2))
     bind(api, ns, NEW)
     outs = provider(kube_cluster).create(props(ns, NEW, workload="gateway")).outs
-    assert outs["restarted"] == ["Deployment/gateway"]
+    assert list(outs["results"]) == [f"{ns}/gateway"]
+    assert outs["results"][f"{ns}/gateway"]["restarted"] == ["Deployment/gateway"]
     assert set(revisions_of(api, ns, "gateway-").values()) == {NEW}
     assert set(revisions_of(api, ns, "other-").values()) == {OLD}
 
