@@ -77,7 +77,7 @@ def injectors(api: Any) -> dict[str, dict[str, Any]]:
 
 
 def cluster_part(spec: MeshSpec, deployed: Deployed, raw: dict[str, Any]) -> dict[str, Any] | str:
-    """Read only what the review needs: the moving namespaces (the Rollout's own reader), every pod
+    """Read only what the review needs: the moving namespaces (the MeshRollout's own reader), every pod
     only when a revision goes (as the drain guard reads them), one list of namespaces and one of
     webhooks. The Review's cluster fields, or why the cluster could not be read."""
     from kubernetes import client, config
@@ -128,10 +128,11 @@ def build_review(stack: str, raw: dict[str, Any], outputs: dict[str, Any],
     if state_note:
         lines.insert(0, f"(compared with an empty mesh: {state_note})")
     settings = (spec.rollout.concurrency, spec.rollout.timeout_seconds)
+    cap = spec.rollout.per_namespace
     if isinstance(cluster, str):
-        return 0, Review(stack, lines, None, {}, {}, *settings, cluster_note=cluster)
+        return 0, Review(stack, lines, None, {}, {}, *settings, cluster_note=cluster, per_namespace=cap)
     return 0, Review(stack, lines, cluster["data_plane"], cluster["refusals"], cluster["unmanaged"], *settings,
-                     overlaps=cluster["overlaps"])
+                     overlaps=cluster["overlaps"], per_namespace=cap)
 
 
 def review(stack: str) -> tuple[int, Review | str]:

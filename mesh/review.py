@@ -2,7 +2,7 @@
 outputs) and the config in the work tree, plus what the cluster runs in the namespaces that move.
 
 Pure: `mesh/__main__.py` reads the stack outputs and the cluster and hands them in. The data-plane
-numbers come from the Rollout's own decisions (`mesh.workloads.decide`, `revision_report`) and the
+numbers come from the MeshRollout's own decisions (`mesh.workloads.decide`, `revision_report`) and the
 removal refusals from the drain guard's (`mesh.drain.pods_using`), so the review names what `up` does.
 """
 
@@ -105,7 +105,7 @@ def _gateway_lines(name: str, gw: GatewaySpec, before: Mapping[str, str], spec: 
 
 
 def moves(deployed: Deployed, spec: MeshSpec) -> list[Move]:
-    """Bindings and gateways whose resolved revision or proxy image changes (what updates a Rollout)."""
+    """Bindings and gateways whose resolved revision or proxy image changes (the MeshRollout entries that change)."""
     result = []
     targets = [(ns, None, b.revision, spec.strategy_of(b)) for ns, b in spec.namespaces.items()]
     targets += [(g.namespace, name, g.revision, spec.strategy_of(g)) for name, g in spec.gateways.items()]
@@ -130,14 +130,14 @@ class DataPlane:
 
     move: Move
     restart: Mapping[str, int]
-    """`<Kind>/<name>` -> live pods, the workloads the Rollout restarts."""
+    """`<Kind>/<name>` -> live pods, the workloads the MeshRollout restarts."""
     waiting: int
     pending_pods: int
     """For `natural`: pods not on the target yet."""
 
 
 def data_plane(move: Move, workloads: Iterable[Workload], pods: Iterable[Pod]) -> DataPlane:
-    """The Rollout's own decision for each workload of the namespace."""
+    """The MeshRollout's own decision for each workload of the namespace."""
     if move.strategy == NATURAL:
         report = revision_report(pods, move.target)
         return DataPlane(move, {}, 0, report.on_other + report.stale_proxies)
@@ -185,15 +185,25 @@ class Review:
     cluster_note: str | None = None
     overlaps: list[Overlap] = field(default_factory=list)
     """Injection webhooks that would both inject one pod once the change is applied (IST0139)."""
+    per_namespace: int | None = None
 
     @property
     def restarts(self) -> int:
         return sum(len(d.restart) for d in self.data_plane or [])
 
     def estimate(self) -> str:
-        """Batches of `concurrency` workloads, each batch taking at most `timeoutSeconds`."""
+        """Waves of up to `concurrency` workloads across the stack (the MeshRollout's one budget), each taking at
+        most `timeoutSeconds`; a `perNamespace` cap makes the namespace with the most restarts take as many waves
+        as it needs on its own."""
         batches = math.ceil(self.restarts / self.concurrency) if self.restarts else 0
-        return f"{batches} batch(es) of up to {self.concurrency}, at most {batches * self.timeout_seconds}s"
+        if self.per_namespace:
+            per_ns: dict[str, int] = {}
+            for d in self.data_plane or []:
+                per_ns[d.move.namespace] = per_ns.get(d.move.namespace, 0) + len(d.restart)
+            batches = max([batches, *(math.ceil(n / self.per_namespace) for n in per_ns.values())])
+        cap = f" ({self.per_namespace} per namespace)" if self.per_namespace else ""
+        return (f"{batches} batch(es) of up to {self.concurrency} across the stack{cap}, "
+                f"at most {batches * self.timeout_seconds}s")
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)

@@ -2,7 +2,17 @@
 
 from __future__ import annotations
 
-from mesh.review import Deployed, Review, control_plane, data_plane, moves, refusals, unmanaged_labels
+from mesh.review import (
+    DataPlane,
+    Deployed,
+    Move,
+    Review,
+    control_plane,
+    data_plane,
+    moves,
+    refusals,
+    unmanaged_labels,
+)
 from mesh.spec import load_spec
 from mesh.workloads import Target, Workload, attach_pods, pod_from_object
 
@@ -71,7 +81,18 @@ def test_the_data_plane_names_the_workloads_the_rollout_would_restart() -> None:
     assert plane.restart == {"Deployment/api": 2}
     review = Review("prod", [], [plane], {}, {}, concurrency=4, timeout_seconds=600)
     assert "`payments`: 1-30-2 -> 1-31-0, rolling: restarts Deployment/api (2 pods)" in review.markdown()
-    assert review.estimate() == "1 batch(es) of up to 4, at most 600s"
+    assert review.estimate() == "1 batch(es) of up to 4 across the stack, at most 600s"
+
+
+def test_the_estimate_takes_the_stack_wide_budget_and_the_per_namespace_cap() -> None:
+    moving = [Move(ns, None, "1-30-2", Target("1-31-0", "docker.io/istio/proxyv2:1.31.0"), "rolling", "")
+              for ns in ("a", "b", "c")]
+    planes = [DataPlane(m, {f"Deployment/w{i}": 1 for i in range(n)}, 0, 0)
+              for m, n in zip(moving, (10, 4, 6), strict=True)]
+    assert Review("prod", [], planes, {}, {}, concurrency=5, timeout_seconds=60).estimate() == (
+        "4 batch(es) of up to 5 across the stack, at most 240s")  # 20 restarts, 5 at a time
+    assert Review("prod", [], planes, {}, {}, concurrency=5, timeout_seconds=60, per_namespace=2).estimate() == (
+        "5 batch(es) of up to 5 across the stack (2 per namespace), at most 300s")  # a's 10, 2 at a time
 
 
 def test_natural_namespaces_report_pending_pods() -> None:
