@@ -1,4 +1,4 @@
-"""How long the Rollout provider takes to move W workloads onto a new revision, against the best
+"""How long the MeshRollout provider takes to move W workloads onto a new revision, against the best
 possible time and against the manual runbook, all measured in one run on one cluster.
 
 For each W (default 10, 50, 200) with concurrency N (default 10) and pods that take R seconds
@@ -6,7 +6,7 @@ to count as available (`minReadySeconds: R`, so every rollout waits R after its 
 whichever tool drives it):
 
 * ours: one namespace with W one-replica Deployments, bound to the new revision, moved by
-  `RolloutProvider.create` (strategy rolling, concurrency N), as `pulumi up` would run it;
+  `MeshRolloutProvider.create` (strategy rolling, concurrency N), as `pulumi up` would run it;
 * lower bound: ceil(W / N) x R, i.e. N rollouts always in flight, each taking exactly R;
 * kubectl: the same W Deployments spread over namespaces of N, moved namespace by namespace
   with `kubectl rollout restart deployment -n NS` then `kubectl rollout status` on each of its
@@ -48,7 +48,7 @@ from harness.control_plane import ControlPlane
 from harness.fake_revision import install_fake_revision
 from harness.toolchain import Tools, describe_missing, locate
 from mesh.kube import KUBECONFIG_KEY
-from mesh.providers.rollout import RolloutProvider
+from mesh.providers.rollout import MeshRolloutProvider
 
 OLD, NEW = "bench-old", "bench-new"
 IMAGE = "example.invalid/app:1"
@@ -180,16 +180,16 @@ class Bench:
             self.drop(namespaces)
 
     def ours(self, ns: str, concurrency: int) -> float:
-        provider = RolloutProvider()
+        provider = MeshRolloutProvider()
         provider.configure(ConfigureRequest(Config({KUBECONFIG_KEY: str(self.kubeconfig)}, "istio-mesh")))
+        # What the stand-in injects for NEW (its hub and tag).
+        target = {"revision": NEW, "proxy_image": "docker.io/istio/proxyv2:1.31.0", "strategy": "rolling"}
         props = {
-            "namespace": ns,
-            "revision": NEW,
-            "proxy_image": "docker.io/istio/proxyv2:1.31.0",  # what the stand-in injects for NEW (its hub and tag)
-            "strategy": "rolling",
+            "namespaces": {ns: target},
+            "gateways": {},
             "concurrency": concurrency,
+            "per_namespace": 0,
             "timeout_seconds": 10 * self.ready_seconds + 120,
-            "workload": None,
         }
         log = io.StringIO()
         started = time.monotonic()
