@@ -203,6 +203,8 @@ class ProcessCpu(threading.Thread):
                     command = f.read().replace(b"\0", b" ").decode(errors="replace")
             except OSError:
                 continue
+            if not command:  # exiting: its last sample already says what it was
+                continue
             kind = next((name for piece, name in KINDS if piece in command), "other")
             kinds[pid] = (kind, cpu[pid])
         return kinds
