@@ -18,18 +18,14 @@ dynamic resource), each in a fresh interpreter.
 Run from the repository root:
 .venv/bin/python -m benchmarks.registration [--sizes 50 200 1000 2000] [--per-type 1000] [--profile 1000]
 
-Measured on the 2-core development machine (Python 3.11.7, pulumi 3.272.0, load average 4-5 from
-other work), about 4 resources per namespace (binding, label patch, legacy-label guard, Rollout):
-50 namespaces 0.79 s (15.7 ms each), 200: 3.42 s (17.1), 1,000: 16.7 s (16.7), 2,000: 35.4 s (17.7);
-with the collector off 14.9, 14.3, 13.9, 14.4 ms per namespace. So registration is linear (the
-1.06-1.12 growth is the cyclic collector walking the SDK's growing graph of pending outputs), but
-about 8 times over the 2 s target. Without mesh.providers.sdk_workaround it was quadratic and failed
-with RecursionError from about 500 namespaces. The profile of 1,000 namespaces puts 68% of the time
-in the Pulumi SDK and 20% in asyncio running its tasks, 4% in dill, 0.7% in mesh/ and 0.5% in the
-harness; the mock engine's threads use 1.0 s CPU. In the SDK, per resource: the stack trace it
-captures (22%), resolving inputs and dependencies (12%), reading output types from annotations (9%),
-serializing inputs (7%), pickling dynamic providers (4%). The SDK costs about 4 ms per resource
-here, so 2 s for 1,000 namespaces needs far fewer resources per namespace.
+Measured on the 2-core development machine (Python 3.11.7, pulumi 3.272.0) with the stack-wide restart
+budget (3 resources per namespace: binding, label patch, legacy-label guard), load average 8 from other
+work (so compare CPU, not wall): the program's CPU per namespace 9.5 ms at 50 namespaces, 10.2 at 200,
+9.9 at 1,000 (9.9 s), 11.0 at 2,000; collector off 10.8, 7.9, 8.1, 8.7: linear, about 5 times over the
+2 s target. --per-type 1000: bare component 2.1 ms CPU, NamespacePatch 3.5, dynamic resource 3.4.
+--profile 1000: 77% SDK, 18% asyncio, 1.2% mesh/; the stack trace the SDK captures per resource 35%,
+resolving inputs 11%, serializing them 6%, provider pickling 0% (once per class, sdk_workaround).
+Before the budget (4 resources per namespace, load 4-5): 15.7-17.7 ms wall per namespace.
 """
 
 from __future__ import annotations
