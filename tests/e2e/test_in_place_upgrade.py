@@ -22,23 +22,29 @@ from typing import Any
 import pytest
 from kubernetes import client as k8s
 from pulumi import automation as auto
+from pulumi.dynamic.dynamic import serialize_provider
 
 from harness.control_plane import ControlPlane, KubeCluster, wait_for
 from harness.mesh_stack import MeshStack
 from harness.toolchain import Tools
+from mesh.providers.rollout import RolloutProvider
 
 REVISION = "stable-ip"
 TAG = "inplace"
 BY_TAG, BY_NAME, NATURAL = "inplace-a", "inplace-b", "inplace-natural"
 GATEWAY, GATEWAY_NS = "inplace-ingress", "inplace-gw"
 ROLLING = (BY_TAG, BY_NAME, GATEWAY_NS)
-"""Namespaces whose injected pods the program restarts (the gateway's through its own Rollout)."""
+"""Namespaces whose injected pods the program restarts (the gateway's through its own MeshRollout entry)."""
 PINNED = "pinned"
 """A Deployment in BY_NAME whose pods chose their proxy by hand (sidecar.istio.io/proxyImage)."""
 OWN_PROXY = "registry.example/own/proxyv2:1.29.0"
 APP_IMAGE = "registry.example/app:1"
-ROLLOUT = "pulumi-python:dynamic/mesh:Rollout"
-ROLLOUTS = {f"{ns}-rollout" for ns in (BY_TAG, BY_NAME, NATURAL)} | {f"{GATEWAY}-rollout"}
+ROLLOUT = "pulumi-python:dynamic/mesh:MeshRollout"
+ROLLOUT_NAME = "data-plane-rollout"
+ENTRIES = {BY_TAG, BY_NAME, NATURAL, f"{GATEWAY_NS}/{GATEWAY}"}
+"""The MeshRollout's entries: each binding, and the gateway's Deployment."""
+OLD_ROLLOUT = "pulumi-python:dynamic/mesh:Rollout"
+"""The per-namespace resource of the program's earlier versions."""
 
 
 def config(tools: Tools, version: str = "1.30.0", hub: str = "docker.io/istio") -> dict[str, Any]:
@@ -158,7 +164,9 @@ class InPlace:
         return steps
 
     def rollout_outputs(self) -> dict[str, dict[str, Any]]:
-        return {r["urn"].split("::")[-1]: r["outputs"] for r in self.stack.resources() if r["type"] == ROLLOUT}
+        """The MeshRollout's results, by entry."""
+        [rollout] = [r for r in self.stack.resources() if r["type"] == ROLLOUT]
+        return rollout["outputs"]["results"]
 
     def injections_since(self, since: float) -> dict[str, int]:
         """Pods the stand-in injected since `since`, by namespace (reinvocations, which patch nothing, aside)."""
@@ -247,7 +255,7 @@ def test_2_an_in_place_version_change_restarts_every_injected_pod_once(walk: InP
 
     steps = walk.preview_updates()
     rollouts = {step: keys for step, keys in steps.items() if ROLLOUT in step}
-    assert rollouts == {f"update {ROLLOUT}::{name}": ["proxy_image"] for name in ROLLOUTS}, steps
+    assert rollouts == {f"update {ROLLOUT}::{ROLLOUT_NAME}": ["gateways", "namespaces"]}, steps
     # The Kubernetes provider replaces a ConfigMap whose data changes (its ConfigMaps are immutable unless
     # enableConfigMapMutable): the revision's values and injector config. Nothing else but updates.
     replaced = {f"{op} kubernetes:core/v1:ConfigMap::istiod-{REVISION}:istio-system/{name}"
@@ -257,22 +265,27 @@ def test_2_an_in_place_version_change_restarts_every_injected_pod_once(walk: InP
     assert others == replaced, "\n".join(sorted(others))
     assert not [s for s in steps if "NamespacePatch" in s or f"istio-revision-tag-{TAG}" in s], "bindings stay"
     shown = [line for line in walk.stack.log if "proxy_image" in line]
-    assert any("docker.io/istio/proxyv2:1.30.0" in line and "docker.io/istio/proxyv2:1.30.1" in line
-               for line in shown), shown or walk.stack.log[-40:]
+    moved = [line for line in shown if "docker.io/istio/proxyv2:1.30.0" in line and "docker.io/istio/proxyv2:1.30.1"
+             in line]
+    assert len(moved) == len(ENTRIES), shown or walk.stack.log[-40:]  # one per entry: the preview names each
 
     since = time.time()
     walk.stack.up()
     walk.assert_restarted_once_onto("docker.io/istio/proxyv2:1.30.1", before, sets, since)
 
     outputs = walk.rollout_outputs()
-    assert outputs[f"{NATURAL}-rollout"]["pods_with_stale_proxy"] == 2
-    assert outputs[f"{NATURAL}-rollout"]["restarted"] == []
+    assert outputs[NATURAL]["pods_with_stale_proxy"] == 2
+    assert outputs[NATURAL]["restarted"] == []
     assert f"{NATURAL}: 2 run {REVISION} with another proxy image" in "\n".join(walk.stack.log)
     [pinned] = [name for name, _, _ in before[BY_NAME].values() if name.startswith(f"{PINNED}-")]
-    assert outputs[f"{BY_NAME}-rollout"]["proxies_left_alone"] == {
+    assert outputs[BY_NAME]["proxies_left_alone"] == {
         pinned: "proxy image set by hand (sidecar.istio.io/proxyImage)"}
-    assert sorted(outputs[f"{BY_NAME}-rollout"]["restarted"]) == ["Deployment/billing", "StatefulSet/db"]
-    assert sorted(outputs[f"{BY_TAG}-rollout"]["restarted"]) == ["Deployment/api", "Deployment/web"]
+    assert sorted(outputs[BY_NAME]["restarted"]) == ["Deployment/billing", "StatefulSet/db"]
+    assert sorted(outputs[BY_TAG]["restarted"]) == ["Deployment/api", "Deployment/web"]
+    # The gateway chart follows the version: its own update re-created the gateway's pods before the MeshRollout ran.
+    assert outputs[f"{GATEWAY_NS}/{GATEWAY}"]["restarted"] == []
+    assert (f"restarted 4 workloads in 2 namespaces/gateways: {BY_TAG}: Deployment/api, Deployment/web; "
+            f"{BY_NAME}: Deployment/billing, StatefulSet/db") in "\n".join(walk.stack.log)
     walk.check_converged()
 
 
@@ -283,26 +296,46 @@ def test_3_a_hub_change_alone_restarts_every_injected_pod_of_the_revision(walk: 
     since = time.time()
     walk.stack.up()
     walk.assert_restarted_once_onto("mirror.example/istio/proxyv2:1.30.1", before, sets, since)
-    assert walk.rollout_outputs()[f"{NATURAL}-rollout"]["pods_with_stale_proxy"] == 2
+    assert walk.rollout_outputs()[NATURAL]["pods_with_stale_proxy"] == 2
     walk.check_converged()
 
 
-def test_4_a_state_written_before_proxy_images_restarts_nothing(walk: InPlace) -> None:
-    """Upgrading the program over an existing stack: its Rollouts have no proxy_image yet. The preview
-    shows it added to each; the update restarts no pod that already runs the revision's image."""
+def test_4_upgrading_from_per_namespace_rollouts_restarts_nothing(walk: InPlace) -> None:
+    """A stack deployed by the program's earlier versions: one Rollout per binding and gateway, no MeshRollout
+    (the state rewritten so). The preview deletes those Rollouts (a no-op: the engine loads their provider class
+    from the state) and creates the MeshRollout with every entry; `up` restarts no pod, the natural namespace
+    included, although its pods still run the old proxy."""
     deployment = walk.stack.stack.export_stack()
     state = json.loads(json.dumps(deployment.deployment))
-    for resource in state["resources"]:
-        if resource["type"] == ROLLOUT:
-            for part in ("inputs", "outputs"):
-                resource[part].pop("proxy_image", None)
+    resources = state["resources"]
+    [at] = [i for i, r in enumerate(resources) if r["type"] == ROLLOUT]
+    mesh = resources.pop(at)
+    parents = {r["urn"].rsplit("::", 1)[-1]: r["urn"] for r in resources
+                if r["type"] in ("istio-mesh:index:NamespaceBinding", "istio-mesh:index:Gateway")}
+    legacy: list[dict[str, Any]] = []
+    for entry, target in {**mesh["outputs"]["namespaces"], **mesh["outputs"]["gateways"]}.items():
+        ns, _, workload = entry.partition("/")
+        parent = parents[workload or ns]
+        props = {"__provider": serialize_provider(RolloutProvider()), "namespace": ns, "workload": workload or None,
+                 **target, "concurrency": 4, "timeout_seconds": 180}
+        legacy.append({
+            "urn": f"{parent.rpartition('::')[0]}${OLD_ROLLOUT}::{workload or ns}-rollout", "custom": True,
+            "id": entry, "type": OLD_ROLLOUT, "inputs": props, "outputs": {**props, "restarted": []},
+            "parent": parent, "provider": mesh["provider"], "dependencies": [],
+        })
+    resources[at:at] = legacy
     walk.stack.stack.import_stack(auto.Deployment(version=deployment.version, deployment=state))
 
     steps = walk.preview_updates()
-    assert steps == {f"update {ROLLOUT}::{name}": ["proxy_image"] for name in ROLLOUTS}, steps
+    assert set(steps) == {f"create {ROLLOUT}::{ROLLOUT_NAME}"} | {
+        f"delete {OLD_ROLLOUT}::{name}"
+        for name in (f"{BY_TAG}-rollout", f"{BY_NAME}-rollout", f"{NATURAL}-rollout", f"{GATEWAY}-rollout")
+    }, steps
     before = walk.snapshot()
     since = time.time()
     walk.stack.up()
     assert walk.snapshot() == before
     assert walk.injections_since(since) == {}
+    assert walk.rollout_outputs()[NATURAL]["restarted"] == []
+    assert "restarted nothing" in "\n".join(walk.stack.log)
     walk.check_converged()
