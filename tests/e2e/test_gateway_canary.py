@@ -3,7 +3,8 @@ same Service, the promotion (the canary's revision becomes the gateway's, the ca
 (`git revert`: the canary comes back, the gateway returns to its revision). Throughout, a watcher polls the
 gateway's Service and EndpointSlices every 0.2 s: the Service keeps its uid and clusterIP and always has ready
 endpoints. Real engine, real Kubernetes provider rendering the real gateway charts (1.30.0 and 1.31.0), pods
-made Ready by KWOK and injected by the stand-in injector through the revisions' real webhooks.
+made Ready by KWOK and injected by the stand-in injector through the revisions' real webhooks. A preview
+after the last step shows no changes.
 
 Its own control plane: its stack owns `istio-base` and `istio-system`, one stack per cluster.
 """
@@ -182,7 +183,6 @@ def test_2_a_canary_adds_a_deployment_on_the_next_revision_behind_the_same_servi
     wait_for("the Service sends the canary its share",
              lambda: c.watcher.samples[-1].ready == {*main_before, *canary_pods}, timeout=30)
     assert_service_kept_and_served(c, start)
-    assert c.stack.preview_changes() == {}
 
 
 def test_3_promoting_rolls_the_gateway_first_then_removes_the_canary_and_keeps_the_service(canary: Canary) -> None:
@@ -192,10 +192,9 @@ def test_3_promoting_rolls_the_gateway_first_then_removes_the_canary_and_keeps_t
     c.stack.write_config(config(c.cluster.tools, NEW))
     review = c.stack.review()
     assert "canary promoted, 1-30-0 -> 1-31-0" in review.stdout, review.stdout
-    changes = c.stack.preview_changes()
-    assert "replace" not in changes and changes.get("delete", 0) >= 1, changes
     start = time.monotonic()
-    c.stack.up()
+    changes = c.stack.up().summary.resource_changes or {}
+    assert "replace" not in changes and changes.get("delete", 0) >= 1, changes
     assert deployments(c.api) == {GATEWAY}
     wait_for("the promoted gateway rolled out", lambda: rolled_out(c.api, GATEWAY))
     after = deployment_pods(c.api, GATEWAY)
@@ -203,10 +202,9 @@ def test_3_promoting_rolls_the_gateway_first_then_removes_the_canary_and_keeps_t
     samples = assert_service_kept_and_served(c, start)
     # The canary left the endpoints only once the gateway's new pods were serving: the first sample without it
     # already has the gateway's new pods ready and none of the old ones.
-    gone = next(s for s in samples if not s.ready & canary_pods)
-    assert gone.ready and not gone.ready & main_before, (gone.ready, main_before)
+    gone = next((s for s in samples if not s.ready & canary_pods), None)
+    assert gone is not None and gone.ready and not gone.ready & main_before, (gone.ready, main_before)
     wait_for("the Service serves the new pods only", lambda: c.watcher.samples[-1].ready == set(after), timeout=30)
-    assert c.stack.preview_changes() == {}
 
 
 def test_4_rolling_back_the_promotion_brings_the_canary_back_and_the_gateway_back_to_its_revision(
