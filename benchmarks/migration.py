@@ -31,7 +31,6 @@ import argparse
 import math
 import os
 import platform
-import sys
 import tempfile
 import threading
 import time
@@ -43,7 +42,7 @@ from pulumi import automation as auto
 
 from harness.control_plane import ControlPlane, wait_for
 from harness.mesh_stack import MeshStack
-from harness.toolchain import Tools, describe_missing, locate
+from harness.toolchain import Tools, locate_or_exit
 from mesh.workloads import waiting_for, workload_from_object
 
 OLD, NEW = "1-30-0", "1-31-0"
@@ -114,10 +113,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--concurrency", type=int, default=20)
     parser.add_argument("--ready-seconds", type=int, default=15, help="minReadySeconds of every pod")
     args = parser.parse_args(argv)
-    found = locate()
-    if not isinstance(found, Tools):
-        sys.exit(describe_missing(found))
-    tools = found
+    tools = locate_or_exit()
     workloads = args.namespaces * args.per_namespace
     lower = math.ceil(workloads / args.concurrency) * args.ready_seconds
     print(f"{platform.node()}: {os.cpu_count()} cores, load {os.getloadavg()[0]:.1f}; {args.namespaces} namespaces x "

@@ -41,7 +41,6 @@ import contextlib
 import json
 import os
 import platform
-import sys
 import tempfile
 import threading
 import time
@@ -54,7 +53,7 @@ from kubernetes.client.rest import ApiException
 
 from harness.control_plane import ControlPlane
 from harness.mesh_stack import MeshStack
-from harness.toolchain import Tools, describe_missing, locate
+from harness.toolchain import Tools, locate_or_exit
 
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
@@ -268,19 +267,12 @@ def summary(results: list[dict[str, Any]]) -> None:
             f"{1000 * (r['spent'].get(k, 0.0) - base['spent'].get(k, 0.0)) / extra:.1f}" for k in kinds))
 
 
-def tools_or_exit() -> Tools:
-    found = locate()
-    if isinstance(found, Tools):
-        return found
-    sys.exit(describe_missing(found))
-
-
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sizes", type=int, nargs="+", default=[0, 50, 200, 1000])
     args = parser.parse_args(argv)
 
-    tools = tools_or_exit()
+    tools = locate_or_exit()
     print(f"machine: {os.cpu_count()} CPUs shared, {platform.machine()}, Python {platform.python_version()}, "
           f"pulumi SDK {version('pulumi')}, CLI {tools.pulumi_bin_dir.parent.name}, load average {load()}",
           flush=True)

@@ -32,7 +32,6 @@ import io
 import math
 import shutil
 import subprocess
-import sys
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -46,7 +45,7 @@ from pulumi.dynamic import Config, ConfigureRequest
 
 from harness.control_plane import ControlPlane
 from harness.fake_revision import install_fake_revision
-from harness.toolchain import Tools, describe_missing, locate
+from harness.toolchain import locate_or_exit
 from mesh.kube import KUBECONFIG_KEY
 from mesh.providers.rollout import MeshRolloutProvider
 
@@ -221,13 +220,6 @@ def measure(bench: Bench, workloads: int, concurrency: int) -> Result:
     return Result(workloads, ours, kubectl, lower)
 
 
-def tools_or_exit() -> Tools:
-    found = locate(pulumi=False, charts=False)
-    if isinstance(found, Tools):
-        return found
-    sys.exit(describe_missing(found))
-
-
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sizes", type=int, nargs="+", default=[10, 50, 200])
@@ -240,7 +232,7 @@ def main(argv: list[str] | None = None) -> None:
     kubectl = shutil.which("kubectl") or "kubectl"
     kubeconfig = args.kubeconfig
     if kubeconfig is None:
-        tools = tools_or_exit()
+        tools = locate_or_exit(pulumi=False, charts=False)
         kubectl = str(tools.kubectl or kubectl)
         control_plane = ControlPlane(tools)  # KWOK nodes hold any number of pods
         control_plane.start()

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -35,7 +34,7 @@ from kubernetes.client.rest import ApiException
 
 from harness.control_plane import ControlPlane
 from harness.fake_revision import HUB, install_fake_revision
-from harness.toolchain import Tools, describe_missing, locate
+from harness.toolchain import locate_or_exit
 from mesh.__main__ import build_review, build_status
 from mesh.kube import KUBECONFIG_KEY
 from mesh.review import Review
@@ -155,20 +154,13 @@ def timed(what: str, run: Callable[[], Any]) -> Any:
     return result
 
 
-def tools_or_exit() -> Tools:
-    found = locate(pulumi=False, charts=False)
-    if isinstance(found, Tools):
-        return found
-    sys.exit(describe_missing(found))
-
-
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--namespaces", type=int, default=200)
     parser.add_argument("--pods", type=int, default=3, help="pods per namespace (one Deployment)")
     args = parser.parse_args(argv)
 
-    control_plane = ControlPlane(tools_or_exit())
+    control_plane = ControlPlane(locate_or_exit(pulumi=False, charts=False))
     control_plane.start()
     try:
         kubeconfig = control_plane.kubeconfig

@@ -306,3 +306,11 @@ def describe_missing(missing: list[Missing]) -> str:
     lines = [f"e2e tools missing; build them with `{BUILD_ALL}` (cache: {cache_dir()}):"]
     lines += [f"  - {m}" for m in missing]
     return "\n".join(lines)
+
+
+def locate_or_exit(*, pulumi: bool = True, cluster: bool = True, charts: bool = True) -> Tools:
+    """The tools for a command-line entry point (benchmarks): exits with `describe_missing`'s message."""
+    found = locate(pulumi=pulumi, cluster=cluster, charts=charts)
+    if isinstance(found, Tools):
+        return found
+    raise SystemExit(describe_missing(found))
