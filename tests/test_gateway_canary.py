@@ -21,7 +21,7 @@ from mesh.review import Deployed, control_plane
 from mesh.spec import MeshSpec, load_spec
 from mesh.status import status
 from mesh.validation import validate
-from tests.test_upgrade_walk import CHART, GATEWAY, k
+from tests.test_upgrade_walk import CHART, DATA_PLANE, GATEWAY, entries, k
 
 GATEWAY_KEY = (GATEWAY, "ingress")
 MAIN = k(GATEWAY_KEY, (CHART, "ingress"))
@@ -249,7 +249,14 @@ def test_adding_a_canary_registers_only_a_second_release_without_a_service(
     walk: dict[str, dict[str, Registration]],
 ) -> None:
     change = diff(walk["steady"], walk["canary"])
-    assert change.added == {CANARY} and change.deleted == set() and change.updated == set()
+    assert change.added == {CANARY} and change.deleted == set() and change.updated == {DATA_PLANE}
+    # The MeshRollout gains the canary's Deployment (its pods start on target, so nothing restarts then;
+    # the entry moves them when the canary revision's proxy image changes in place).
+    before, after = entries(walk["steady"]), entries(walk["canary"])
+    assert {key: value for key, value in after.items() if key not in before} == {
+        "istio-ingress/ingress-canary": {"revision": "1-31-0", "proxy_image": "docker.io/istio/proxyv2:1.31.0",
+                                         "strategy": "rolling"}}
+    assert {key: value for key, value in after.items() if key in before} == before
     canary = walk["canary"][CANARY]
     assert canary.inputs["chart"] == "/mirror/istio-1.31.0/gateway"
     assert canary.inputs["namespace"] == "istio-ingress"

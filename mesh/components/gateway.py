@@ -21,7 +21,13 @@ class CanaryRelease:
     chart: ChartRef
     values: dict[str, Any]
     revision: str
+    rollout: RolloutSettings
     depends_on: list[pulumi.Resource]
+
+    @property
+    def workload(self) -> str:
+        """The canary Deployment's name, as its values give it to the chart."""
+        return str(self.values["name"])
 
 
 class Gateway(pulumi.ComponentResource):
@@ -43,13 +49,19 @@ class Gateway(pulumi.ComponentResource):
         # Its Deployment (named as the release) is moved by the stack's MeshRollout once the chart is applied.
         self.rollout_targets = [RolloutTarget(namespace, revision, rollout, workload=name)]
         self.rollout_after: list[pulumi.Resource] = [self.chart]
-        # Its pods start on the canary revision (a new Deployment, re-rendered on every version change of that
-        # revision), so it needs no rollout target. Promoting deletes it, and the engine deletes only after every
-        # create and update is done: the gateway's Deployment has rolled to the canary's revision by then.
+        # Promoting deletes the canary, and the engine deletes only after every create and update is done:
+        # the gateway's Deployment has rolled to the canary's revision by then.
         self.canary = canary.revision if canary else None
         self.canary_chart = install_chart(
             name + CANARY_SUFFIX, canary.chart, canary.values, namespace,
             pulumi.ResourceOptions(parent=self, depends_on=[*canary.depends_on, self.chart]),
         ) if canary else None
+        if canary and self.canary_chart:
+            # Its pods start on the canary revision, so a new canary restarts nothing; the entry moves them
+            # when that revision's proxy image changes without its chart version (an in-place hub change).
+            self.rollout_targets.append(
+                RolloutTarget(namespace, canary.revision, canary.rollout, workload=canary.workload)
+            )
+            self.rollout_after.append(self.canary_chart)
         self.register_outputs({"namespace": self.namespace, "revision": self.revision,
                                **({"canary": self.canary} if self.canary else {})})

@@ -140,6 +140,7 @@ class Istio(pulumi.ComponentResource):
             )
             for ns, b in sorted(spec.namespaces.items())
         }
+
         def canary(name: str, g: GatewaySpec) -> CanaryRelease | None:
             """A gateway's second Deployment, on its canary revision, behind the gateway's Service."""
             if g.canary is None:
@@ -148,6 +149,9 @@ class Istio(pulumi.ComponentResource):
                 chart=chart_ref(spec.charts, "gateway", canary_version(spec, g)),
                 values=canary_values(spec, name, g),
                 revision=spec.resolve(g.canary.revision),
+                rollout=RolloutSettings(
+                    proxy_image=proxies[spec.resolve(g.canary.revision)], strategy=spec.strategy_of(g)
+                ),
                 depends_on=[installed(g.canary.revision), owned_namespaces[g.namespace]],
             )
 
