@@ -42,4 +42,10 @@ def deploy(spec: MeshSpec) -> Istio:
         name: {"namespace": g.namespace, "revision": g.revision, **({"canary": g.canary} if g.canary else {})}
         for name, g in mesh.gateways.items()
     })
+    if spec.profile or spec.cni.enabled:
+        # Only when set, so stacks without either keep their outputs (and their review) as they were.
+        pulumi.export("platform", {
+            **({"profile": spec.profile} if spec.profile else {}),
+            **({"cni": spec.newest_version} if spec.cni.enabled else {}),
+        })
     return mesh

@@ -31,6 +31,9 @@ class Deployed:
     tags: Mapping[str, str] = field(default_factory=dict)
     namespaces: Mapping[str, str] = field(default_factory=dict)
     gateways: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
+    profile: str | None = None
+    cni: str | None = None
+    """The istio-cni chart's version, None when CNI was off."""
 
     @classmethod
     def from_outputs(cls, outputs: Mapping[str, Any]) -> Deployed:
@@ -41,6 +44,8 @@ class Deployed:
             tags=dict(outputs.get("tags") or {}),
             namespaces=dict(outputs.get("namespaces") or {}),
             gateways=dict(outputs.get("gateways") or {}),
+            profile=(outputs.get("platform") or {}).get("profile"),
+            cni=(outputs.get("platform") or {}).get("cni"),
         )
 
 
@@ -74,12 +79,30 @@ def control_plane(deployed: Deployed, spec: MeshSpec) -> list[str]:
             lines.append(f"base chart and CRDs {old_base} -> {spec.newest_version}")
     else:
         lines.append(f"base chart and CRDs installed at {spec.newest_version}")
+    lines += _platform_lines(deployed, spec)
     for tag in sorted({*deployed.tags, *spec.tags}):
         old, new = deployed.tags.get(tag), spec.tags.get(tag)
         if old != new:
             lines.append(f"tag `{tag}`: {old or '(none)'} -> {new or '(removed)'}")
     for name, gw in sorted(spec.gateways.items()):
         lines += _gateway_lines(name, gw, deployed.gateways.get(name) or {}, spec)
+    return lines
+
+
+def _platform_lines(deployed: Deployed, spec: MeshSpec) -> list[str]:
+    """The platform profile and the istio-cni node agent (which follows the newest revision, like base)."""
+    lines = []
+    if deployed.profile != spec.profile:
+        lines.append(f"platform profile: {deployed.profile or '(none)'} -> {spec.profile or '(none)'} "
+                     "(every chart is re-rendered with it)")
+    cni = spec.newest_version if spec.cni.enabled else None
+    if deployed.cni != cni:
+        if deployed.cni is None:
+            lines.append(f"istio-cni node agent installed at {cni}; every revision's pods use it once restarted")
+        elif cni is None:
+            lines.append(f"istio-cni node agent removed (was {deployed.cni}); revisions go back to istio-init")
+        else:
+            lines.append(f"istio-cni node agent {deployed.cni} -> {cni} (its DaemonSet rolls node by node)")
     return lines
 
 

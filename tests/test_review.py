@@ -124,3 +124,24 @@ def test_labels_no_binding_manages_are_named() -> None:
 def test_without_a_cluster_the_review_says_what_it_skipped() -> None:
     md = Review("dev", ["tag `canary`: (none) -> 1-31-0"], None, {}, {}, 4, 600, "no kubeconfig").markdown()
     assert "cluster part skipped: no kubeconfig" in md and "not checked (no cluster)" in md
+
+
+def test_the_platform_profile_and_the_cni_agent_are_reviewed_when_they_change() -> None:
+    """Turning CNI on for openshift, then an upgrade that moves the agent, then CNI off again."""
+    on = spec(profile="openshift", cni={"enabled": True})
+    assert control_plane(DEPLOYED, on)[2:4] == [
+        "platform profile: (none) -> openshift (every chart is re-rendered with it)",
+        "istio-cni node agent installed at 1.31.0; every revision's pods use it once restarted",
+    ]
+    deployed_on = Deployed.from_outputs({
+        "revisions": {"1-30-2": {"version": "1.30.2"}},
+        "platform": {"profile": "openshift", "cni": "1.30.2"},
+    })
+    upgraded = [line for line in control_plane(deployed_on, on) if "cni" in line or "profile" in line]
+    assert upgraded == ["istio-cni node agent 1.30.2 -> 1.31.0 (its DaemonSet rolls node by node)"]
+    off = [line for line in control_plane(deployed_on, spec()) if "cni" in line or "profile" in line]
+    assert off == [
+        "platform profile: openshift -> (none) (every chart is re-rendered with it)",
+        "istio-cni node agent removed (was 1.30.2); revisions go back to istio-init",
+    ]
+    assert not [line for line in control_plane(DEPLOYED, spec()) if "cni" in line or "profile" in line]

@@ -158,7 +158,12 @@ def test_2_adding_a_revision_moves_istio_cni_to_its_version(walk: Walk) -> None:
     api, stack = walk.api, walk.stack
     stack.write_config(config(walk.cluster.tools, {OLD: "1.30.0", NEW: "1.31.0"}, {"stable": OLD, "canary": NEW},
                               {SHOP: "stable", OTHER: "stable"}))
+    assert stack.outputs()["platform"] == {"profile": "openshift", "cni": "1.30.0"}
+    review = stack.review()
+    assert "istio-cni node agent 1.30.0 -> 1.31.0 (its DaemonSet rolls node by node)" in review.stdout, (
+        review.stdout + review.stderr)
     stack.up()
+    assert stack.outputs()["platform"] == {"profile": "openshift", "cni": "1.31.0"}
     wait_for("istio-cni rolled to 1.31.0 on every KWOK node", lambda: cni_agent_ready(api, "1.31.0"))
     assert injector_values(api, NEW)["pilot"]["cni"]["enabled"] is True
     for ns in (SHOP, OTHER):
