@@ -43,7 +43,7 @@ from kubernetes import config as k8s_config
 from kubernetes.client.rest import ApiException
 from pulumi.dynamic import Config, ConfigureRequest
 
-from harness.control_plane import ControlPlane
+from harness.control_plane import ControlPlane, wait_for
 from harness.fake_revision import install_fake_revision
 from harness.toolchain import locate_or_exit
 from mesh.kube import KUBECONFIG_KEY
@@ -59,14 +59,6 @@ class Result:
     ours: float
     kubectl: float
     lower_bound: float
-
-
-def wait_for(what: str, check: Callable[[], bool], timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"timed out waiting for {what}")
-        time.sleep(0.5)
 
 
 class Bench:

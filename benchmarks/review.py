@@ -32,7 +32,7 @@ from kubernetes import client as k8s
 from kubernetes import config as k8s_config
 from kubernetes.client.rest import ApiException
 
-from harness.control_plane import ControlPlane
+from harness.control_plane import ControlPlane, wait_for
 from harness.fake_revision import HUB, install_fake_revision
 from harness.toolchain import locate_or_exit
 from mesh.__main__ import build_review, build_status
@@ -42,14 +42,6 @@ from mesh.review import Review
 OLD, NEW = "bench-old", "bench-new"
 VERSIONS = {OLD: "1.30.0", NEW: "1.31.0"}
 IMAGE = "example.invalid/app:1"
-
-
-def wait_for(what: str, check: Callable[[], bool], timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"timed out waiting for {what}")
-        time.sleep(1.0)
 
 
 @contextlib.contextmanager
