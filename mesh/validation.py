@@ -236,10 +236,7 @@ def _owned_values(spec: MeshSpec) -> list[ConfigError]:
     errors = []
     for key, chart, values in sources:
         for path in PROGRAM_OWNED_VALUES[chart]:
-            node: object = values
-            for part in path:
-                node = node.get(part) if isinstance(node, Mapping) else None
-            if node is not None:
+            if _get(values, path) is not None:
                 errors.append(ConfigError(
                     f"{key}.values.{'.'.join(path)}",
                     "is set by the program from the revision's name, version and replicas: remove it from "
