@@ -34,6 +34,7 @@ import re
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NoReturn
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 TOOLCHAIN = REPO_ROOT / "toolchain"
@@ -314,3 +315,17 @@ def locate_or_exit(*, pulumi: bool = True, cluster: bool = True, charts: bool = 
     if isinstance(found, Tools):
         return found
     raise SystemExit(describe_missing(found))
+
+
+def under_ci() -> bool:
+    """CI=true: a missing tool is a failure, never a skip (CI builds every tool before the tests)."""
+    return os.environ.get("CI", "").strip().lower() in ("true", "1", "yes")
+
+
+def skip_or_fail_missing(message: str) -> NoReturn:
+    """For a test that needs a built tool: skip on a machine without it, fail under CI."""
+    import pytest  # the harness is imported outside pytest too (scripts, benchmarks)
+
+    if under_ci():
+        pytest.fail(message + "\n(CI=true: tests never skip for a missing tool under CI)", pytrace=False)
+    pytest.skip(message)

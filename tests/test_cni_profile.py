@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from harness.simulation import Registration, diff, simulate
-from harness.toolchain import ISTIO_VERSIONS, cache_dir
+from harness.toolchain import ISTIO_VERSIONS, cache_dir, skip_or_fail_missing
 from mesh.charts import base_values, cni_values, gateway_values, istiod_values
 from mesh.platform import CONFIGURATION_PROFILES, PLATFORMS, cni_namespace
 from mesh.spec import load_spec
@@ -83,7 +83,7 @@ def test_the_platforms_offered_are_the_ones_every_mirrored_chart_ships(version: 
     """Compared with the charts themselves: `files/profile-platform-<p>.yaml` in base, istiod, gateway and cni."""
     root = cache_dir() / f"istio-{version}" / "charts"
     if not (root / "cni" / "Chart.yaml").is_file():
-        pytest.skip(f"no chart mirror at {root} (bash toolchain/build-charts.sh)")
+        skip_or_fail_missing(f"no chart mirror at {root} (bash toolchain/build-charts.sh)")
     for chart in ("base", "istiod", "gateway", "cni"):
         files = {p.name for p in (root / chart / "files").glob("profile-*.yaml")}
         shipped = {f.removeprefix("profile-platform-").removesuffix(".yaml") for f in files if "platform-" in f}

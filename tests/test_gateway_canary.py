@@ -1,7 +1,7 @@
 """Gateway canaries: a second Deployment of the gateway chart on another revision behind the gateway's Service.
 
-Values and the chart's rendering of them (with the cached Helm CLI, skipped without it), validation, review and
-status lines, and simulated previews of add -> promote -> rollback.
+Values and the chart's rendering of them (with the cached Helm CLI; without it skipped, under CI failed),
+validation, review and status lines, and simulated previews of add -> promote -> rollback.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import pytest
 import yaml
 
 from harness.simulation import Registration, diff, simulate
-from harness.toolchain import HELM_VERSION, cache_dir
+from harness.toolchain import HELM_VERSION, cache_dir, skip_or_fail_missing
 from mesh.charts import canary_values, gateway_selector, gateway_values
 from mesh.review import Deployed, control_plane
 from mesh.spec import MeshSpec, load_spec
@@ -93,14 +93,14 @@ def test_the_canary_follows_a_gateway_renamed_or_relabelled_by_its_values() -> N
 def _helm() -> str:
     helm = cache_dir() / f"helm-v{HELM_VERSION}" / "bin" / "helm"
     if not helm.exists():
-        pytest.skip(f"no Helm CLI at {helm} (bash toolchain/build-helm.sh)")
+        skip_or_fail_missing(f"no Helm CLI at {helm} (bash toolchain/build-helm.sh)")
     return str(helm)
 
 
 def _render(release: str, version: str, values: Mapping[str, Any], tmp_path: Any) -> list[dict[str, Any]]:
     chart = cache_dir() / f"istio-{version}" / "charts" / "gateway"
     if not chart.exists():
-        pytest.skip(f"no chart mirror at {chart} (bash toolchain/build-charts.sh)")
+        skip_or_fail_missing(f"no chart mirror at {chart} (bash toolchain/build-charts.sh)")
     values_file = tmp_path / f"{release}.yaml"
     values_file.write_text(yaml.safe_dump(dict(values)))
     done = subprocess.run([_helm(), "template", release, str(chart), "-n", "istio-ingress", "-f", str(values_file)],

@@ -19,14 +19,13 @@ message, except under CI (CI=true), where they fail: CI must never silently skip
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from harness.control_plane import ControlPlane, KubeCluster
-from harness.toolchain import BUILD_ALL, Missing, Tools, describe_missing, locate
+from harness.toolchain import BUILD_ALL, Missing, Tools, describe_missing, locate, under_ci
 
 E2E_DIR = Path(__file__).resolve().parent
 
@@ -58,17 +57,13 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     items.sort(key=rank)
 
 
-def _under_ci() -> bool:
-    return os.environ.get("CI", "").strip().lower() in ("true", "1", "yes")
-
-
 def _tools_or_skip(*, pulumi: bool) -> Tools:
     found = locate(pulumi=pulumi)
     if isinstance(found, Tools):
         return found
     missing: list[Missing] = found
     message = describe_missing(missing)
-    if _under_ci():
+    if under_ci():
         pytest.fail(message + "\n(CI=true: e2e tests never skip under CI)", pytrace=False)
     pytest.skip(message)
 
