@@ -1,31 +1,20 @@
 """How long the program's own part of a preview takes as the stack grows: config load, validation and
 resource registration under Pulumi mocks (harness/simulation.py), without an engine.
 
-For each size N (default 50, 200, 1000, 2000) it runs the program once on a stack with N bound
+For each size N (default 0, 50, 200, 1000, 2000) it runs the program once on a stack with N bound
 namespaces (a third each on the `stable` and `canary` tags and on a revision with strategy
 `natural`, two revisions, one gateway), each size in a fresh interpreter so that no size inherits
-another's heap. It prints the wall time, the time per namespace and that per-namespace time relative
-to the smallest size (1.00 everywhere is linear), and the program's CPU time per namespace (the mock
-engine's threads left out; what to compare on a loaded machine, where wall time mostly measures the
-other processes), once as the program runs and once with Python's cyclic garbage collector off (how
-much of the growth is the collector's). `--profile N` adds a cProfile of size N with its self time
-grouped by where the code lives (program, harness, SDK).
+another's heap. It prints the wall time and the program's CPU time (the mock engine's threads left
+out; what to compare on a loaded machine, where wall time mostly measures the other processes), and
+the marginal cost of a namespace from the size before (equal marginals are linear growth), once as the
+program runs and once with Python's cyclic garbage collector off. `--profile N` adds a cProfile of size
+N with its self time grouped by where the code lives (program, harness, SDK).
 The issue's target: 1,000 namespaces under 2 s, linear from 50 to 2,000.
 
-`--per-type N` times N resources of each kind a namespace registers, alone (bare component, label patch,
-dynamic resource), each in a fresh interpreter.
-
 Run from the repository root:
-.venv/bin/python -m benchmarks.registration [--sizes 50 200 1000 2000] [--per-type 1000] [--profile 1000]
+.venv/bin/python -m benchmarks.registration [--sizes 0 50 200 1000 2000] [--profile 1000]
 
-Measured on the 2-core development machine (Python 3.11.7, pulumi 3.272.0) with the stack-wide restart
-budget (3 resources per namespace: binding, label patch, legacy-label guard), load average 8 from other
-work (so compare CPU, not wall): the program's CPU per namespace 9.5 ms at 50 namespaces, 10.2 at 200,
-9.9 at 1,000 (9.9 s), 11.0 at 2,000; collector off 10.8, 7.9, 8.1, 8.7: linear, about 5 times over the
-2 s target. --per-type 1000: bare component 2.1 ms CPU, NamespacePatch 3.5, dynamic resource 3.4.
---profile 1000: 77% SDK, 18% asyncio, 1.2% mesh/; the stack trace the SDK captures per resource 35%,
-resolving inputs 11%, serializing them 6%, provider pickling 0% (once per class, sdk_workaround).
-Before the budget (4 resources per namespace, load 4-5): 15.7-17.7 ms wall per namespace.
+Measured figures: README, section Scale.
 """
 
 from __future__ import annotations
@@ -41,21 +30,17 @@ import subprocess
 import sys
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 from unittest.mock import patch
 
-import pulumi
 from pulumi.runtime.mocks import MockMonitor
-from pulumi_kubernetes.core.v1 import NamespacePatch
-from pulumi_kubernetes.meta.v1 import ObjectMetaPatchArgs
 
-from harness.simulation import mocked, simulate
+from harness.simulation import simulate
 from mesh.program import spec_from_config
-from mesh.providers.legacy_label import LegacyInjectionLabel
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -102,39 +87,6 @@ def measure(namespaces: int) -> dict[str, float]:
         seconds, cpu = time.perf_counter() - start, time.process_time() - cpu
     return {"seconds": seconds, "validation": validation, "engine": engine[0], "resources": resources,
             "cpu": cpu - engine[0]}
-
-
-class _Bare(pulumi.ComponentResource):
-    def __init__(self, name: str) -> None:
-        super().__init__("bench:index:Bare", name, None, None)
-        self.register_outputs({})
-
-
-def _patch(i: int) -> None:
-    NamespacePatch(f"team-{i:04d}", metadata=ObjectMetaPatchArgs(
-        name=f"team-{i:04d}", labels={"istio.io/rev": "stable"}, annotations={"pulumi.com/patchForce": "true"}))
-
-
-PER_TYPE: dict[str, Callable[[int], object]] = {
-    "ComponentResource (bare)": lambda i: _Bare(f"c-{i}"),
-    "NamespacePatch": _patch,
-    "dynamic (LegacyInjectionLabel)": lambda i: LegacyInjectionLabel(f"team-{i:04d}-legacy", namespace=f"team-{i:04d}"),
-}
-"""One resource of each kind a namespace registers, built as the components build them."""
-
-
-def per_type(kind: str, count: int) -> float:
-    """CPU seconds (all threads) to register `count` resources of one kind alone, under the same mocks."""
-    with mocked({}, preview=True):
-
-        @pulumi.runtime.test
-        def register() -> None:
-            for i in range(count):
-                PER_TYPE[kind](i)
-
-        start = time.process_time()
-        register()
-        return time.process_time() - start
 
 
 def in_fresh_interpreter(namespaces: int, gc_off: bool) -> dict[str, float]:
@@ -218,17 +170,12 @@ def profile(namespaces: int) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--sizes", type=int, nargs="+", default=[50, 200, 1000, 2000])
+    parser.add_argument("--sizes", type=int, nargs="+", default=[0, 50, 200, 1000, 2000])
     parser.add_argument("--profile", type=int, metavar="N", help="also profile the run with N namespaces")
-    parser.add_argument("--per-type", type=int, metavar="N", help="also time N resources of each kind alone")
     parser.add_argument("--one", type=int, help=argparse.SUPPRESS)
-    parser.add_argument("--kind", help=argparse.SUPPRESS)
     parser.add_argument("--gc-off", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
-    if args.kind:
-        print(json.dumps(per_type(args.kind, args.one)))
-        return
-    if args.one:
+    if args.one is not None:
         if args.gc_off:
             gc.disable()
         print(json.dumps(measure(args.one)))
@@ -237,30 +184,21 @@ def main() -> None:
     load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
     print(f"machine: {os.cpu_count()} CPUs (nproc {len(os.sched_getaffinity(0))}), {platform.machine()}, "
           f"Python {platform.python_version()}, pulumi {version('pulumi')}, load average {load}")
-    header = (f"{'namespaces':>10} {'resources':>9} {'config+val':>10} {'seconds':>8} {'mock engine CPU':>15}"
-              f" {'ms/ns':>7} {'growth':>6} {'CPU ms/ns':>9} | {'gc off: seconds':>15} {'ms/ns':>7} {'growth':>6}"
-              f" {'CPU ms/ns':>9}")
-    print(header)
-    base: dict[bool, float] = {}
+    print(f"{'namespaces':>10} {'resources':>9} {'config+val':>10} {'seconds':>8} {'CPU':>7} {'mock engine':>11}"
+          f" {'CPU ms/added ns':>15} | {'gc off: seconds':>15} {'CPU':>7} {'CPU ms/added ns':>15}")
+    previous: dict[bool, tuple[int, float]] = {}
     for size in sorted(args.sizes):
         cells = []
         for gc_off in (False, True):
             result = in_fresh_interpreter(size, gc_off)
-            per_namespace = 1000 * result["seconds"] / size
-            base.setdefault(gc_off, per_namespace)
-            cells.append((result, per_namespace, per_namespace / base[gc_off]))
-        (on, on_ms, on_growth), (off, off_ms, off_growth) = cells
-        print(f"{size:>10} {on['resources']:>9} {on['validation']:>9.3f}s {on['seconds']:>7.2f}s"
-              f" {on['engine']:>14.2f}s {on_ms:>7.2f}"
-              f" {on_growth:>6.2f} {1000 * on['cpu'] / size:>9.2f} | {off['seconds']:>14.2f}s {off_ms:>7.2f}"
-              f" {off_growth:>6.2f} {1000 * off['cpu'] / size:>9.2f}")
-    if args.per_type:
-        print(f"\n{args.per_type} resources of one kind alone, each kind in a fresh interpreter:")
-        for kind in PER_TYPE:
-            seconds = json.loads(subprocess.run(
-                [sys.executable, "-m", "benchmarks.registration", "--one", str(args.per_type), "--kind", kind],
-                cwd=ROOT, capture_output=True, text=True, check=True).stdout)
-            print(f"  {1000 * seconds / args.per_type:6.2f} ms CPU each  {kind}")
+            last = previous.get(gc_off)
+            marginal = f"{1000 * (result['cpu'] - last[1]) / (size - last[0]):.2f}" if last and size > last[0] else "-"
+            previous[gc_off] = (size, result["cpu"])
+            cells.append((result, marginal))
+        (on, on_marginal), (off, off_marginal) = cells
+        print(f"{size:>10} {on['resources']:>9} {on['validation']:>9.3f}s {on['seconds']:>7.2f}s {on['cpu']:>6.2f}s"
+              f" {on['engine']:>10.2f}s {on_marginal:>15} | {off['seconds']:>14.2f}s {off['cpu']:>6.2f}s"
+              f" {off_marginal:>15}")
     if args.profile:
         profile(args.profile)
 

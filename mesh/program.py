@@ -37,7 +37,7 @@ def deploy(spec: MeshSpec) -> Istio:
         for name, rev in mesh.revisions.items()
     })
     pulumi.export("tags", {tag: t.revision for tag, t in mesh.tags.items()})
-    pulumi.export("namespaces", {ns: b.revision for ns, b in mesh.namespaces.items()})
+    pulumi.export("namespaces", mesh.namespaces.revisions)
     pulumi.export("gateways", {
         name: {"namespace": g.namespace, "revision": g.revision, **({"canary": g.canary} if g.canary else {})}
         for name, g in mesh.gateways.items()

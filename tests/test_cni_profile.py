@@ -14,9 +14,11 @@ from mesh.platform import CONFIGURATION_PROFILES, PLATFORMS, cni_namespace
 from mesh.spec import load_spec
 from mesh.validation import validate
 from tests.test_upgrade_walk import (
-    BINDING,
+    BINDINGS,
     CHART,
     GATEWAY,
+    LABELS,
+    NAMESPACE_LABELS,
     REVISION,
     STEADY,
     WALK,
@@ -27,7 +29,6 @@ CNI = "istio-mesh:index:IstioCNI"
 PRIVILEGES = "istio-mesh:index:PlatformPrivileges"
 NAD = "kubernetes:k8s.cni.cncf.io/v1:NetworkAttachmentDefinition"
 ROLE_BINDING = "kubernetes:rbac.authorization.k8s.io/v1:RoleBinding"
-NS_PATCH = "kubernetes:core/v1:NamespacePatch"
 
 OPENSHIFT = {"profile": "openshift", "cni": {"enabled": True}}
 CNI_CHART = k((CNI, "istio-cni"), (CHART, "istio-cni"))
@@ -207,10 +208,9 @@ def test_openshift_gives_every_bound_namespace_its_attachment_before_its_label(
     openshift: dict[str, Registration],
 ) -> None:
     for ns in STEADY["namespaces"]:
-        nad = openshift[k((BINDING, ns), (NAD, f"{ns}-network-attachment"))]
+        nad = openshift[k((BINDINGS, "namespaces"), (NAD, f"{ns}-network-attachment"))]
         assert nad.inputs["metadata"] == {"name": "istio-cni", "namespace": ns}
-        patch = openshift[k((BINDING, ns), (NS_PATCH, ns))]
-        assert f"{NAD}::{ns}-network-attachment" in patch.dependencies
+        assert f"{NAD}::{ns}-network-attachment" in openshift[NAMESPACE_LABELS].dependencies
     assert sum(r.type == NAD for r in openshift.values()) == len(STEADY["namespaces"])
 
 
@@ -223,9 +223,9 @@ def test_turning_openshift_and_cni_on_adds_only_and_rerenders_the_charts(
     charts = {key for key in d.updated if default_profile[key].type == CHART}
     assert charts == {k((CHART, "istio-base")), k((REVISION, "1-30-2"), (CHART, "istiod-1-30-2")),
                       k((GATEWAY, "ingress"), (CHART, "ingress"))}
-    # Bindings keep their label patch; only its dependency on the new attachment is new.
-    for ns in STEADY["namespaces"]:
-        assert k((BINDING, ns), (NS_PATCH, ns)) not in d.updated
+    # Bindings keep their labels; only their dependency on the new attachments is new.
+    assert NAMESPACE_LABELS not in d.updated
+    assert openshift[NAMESPACE_LABELS].type == LABELS
 
 
 def test_the_canary_walk_with_openshift_and_cni_changes_what_it_does_without_plus_cni_following_base() -> None:

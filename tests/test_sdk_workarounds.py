@@ -149,7 +149,7 @@ def test_every_provider_of_ours_pickles_as_its_class_alone_whatever_its_instance
     """Fails if the SDK's pickle of one of our providers starts to depend on the instance: then it may
     not be reused per class (see mesh/providers/sdk_workaround.py)."""
     classes = _mesh_provider_classes()
-    assert {"MeshRolloutProvider", "LegacyInjectionLabelProvider", "VersionGateProvider"} <= {
+    assert {"MeshRolloutProvider", "NamespaceLabelsProvider", "VersionGateProvider"} <= {
         c.__name__ for c in classes}
     for cls in classes:
         used = cls()

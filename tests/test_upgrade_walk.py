@@ -15,14 +15,13 @@ from harness.simulation import Diff, Registration, diff, simulate
 ROOT = "istio-mesh:index:Istio::mesh"
 REVISION = "istio-mesh:index:IstioRevision"
 TAG = "istio-mesh:index:IstioRevisionTag"
-BINDING = "istio-mesh:index:NamespaceBinding"
+BINDINGS = "istio-mesh:index:NamespaceBindings"
 GATEWAY = "istio-mesh:index:Gateway"
 CHART = "kubernetes:helm.sh/v4:Chart"
 MWC = "kubernetes:admissionregistration.k8s.io/v1:MutatingWebhookConfiguration"
 SERVICE = "kubernetes:core/v1:Service"
-NS_PATCH = "kubernetes:core/v1:NamespacePatch"
+LABELS = "pulumi-python:dynamic/mesh:NamespaceLabels"
 ROLLOUT = "pulumi-python:dynamic/mesh:MeshRollout"
-LEGACY_LABEL = "pulumi-python:dynamic/mesh:LegacyInjectionLabel"
 DRAIN_GUARD = "pulumi-python:dynamic/mesh:DrainGuard"
 VERSION_GATE = "pulumi-python:dynamic/mesh:VersionGate"
 
@@ -81,6 +80,8 @@ def tag_objects(tag: str) -> set[str]:
 
 GATE = k((VERSION_GATE, "versions"))
 BASE = k((CHART, "istio-base"))
+NAMESPACE_LABELS = k((BINDINGS, "namespaces"), (LABELS, "namespace-labels"))
+"""The one resource holding every bound namespace's label: its inputs map namespace to tag or revision."""
 DATA_PLANE = k((ROLLOUT, "data-plane-rollout"))
 """The one MeshRollout of the stack: its entries say which namespaces and gateways move."""
 
@@ -89,6 +90,17 @@ def entries(records: dict[str, Registration]) -> dict[str, dict[str, str]]:
     """The MeshRollout's targets: namespace, or `<namespace>/<gateway>`, -> revision, proxy image, strategy."""
     inputs = records[DATA_PLANE].inputs
     return {**inputs["namespaces"], **inputs["gateways"]}
+
+
+def labels(records: dict[str, Registration]) -> dict[str, str]:
+    """Bound namespace -> the label value the stack sets."""
+    return records[NAMESPACE_LABELS].inputs["namespaces"]
+
+
+def relabelled(before: dict[str, Registration], after: dict[str, Registration]) -> set[str]:
+    """Namespaces whose label the preview shows changing (added, moved or removed)."""
+    old, new = labels(before), labels(after)
+    return {ns for ns in old.keys() | new.keys() if old.get(ns) != new.get(ns)}
 
 
 def moved(before: dict[str, Registration], after: dict[str, Registration]) -> set[str]:
@@ -112,14 +124,13 @@ def test_adding_a_canary_adds_its_revision_and_tag_and_moves_only_base_to_the_ne
     assert recordings[1][BASE].inputs["chart"] == "/mirror/istio-1.31.0/base"
 
 
-def test_moving_one_namespace_updates_only_its_label_patch_and_rollout(
+def test_moving_one_namespace_updates_only_its_label_entry_and_rollout_entry(
     recordings: list[dict[str, Registration]],
 ) -> None:
     d = diff(recordings[1], recordings[2])
-    assert d == Diff(added=set(), updated={k((BINDING, "payments"), (NS_PATCH, "payments")), DATA_PLANE},
-                     deleted=set())
-    patch = recordings[2][k((BINDING, "payments"), (NS_PATCH, "payments"))]
-    assert patch.inputs["metadata"]["labels"] == {"istio.io/rev": "canary"}
+    assert d == Diff(added=set(), updated={NAMESPACE_LABELS, DATA_PLANE}, deleted=set())
+    assert relabelled(recordings[1], recordings[2]) == {"payments"}
+    assert labels(recordings[2]) == {"payments": "canary", "checkout": "stable", "reporting": "stable"}
     assert moved(recordings[1], recordings[2]) == {"payments"}
     assert entries(recordings[2])["payments"] == {
         "revision": "1-31-0", "proxy_image": "mirror.example/istio/proxyv2:1.31.0", "strategy": "rolling"}
@@ -142,7 +153,7 @@ def test_moving_the_stable_and_default_tags_updates_their_webhooks_in_place_and_
     assert services == {"istiod-1-31-0"}
     assert recordings[3][BASE].inputs["values"]["defaultRevision"] == "1-31-0"
     # Namespaces bound through the tag keep their label: only the tag's target moved.
-    assert k((BINDING, "checkout"), (NS_PATCH, "checkout")) not in d.updated
+    assert NAMESPACE_LABELS not in d.updated
 
 
 def test_dropping_the_old_revision_deletes_only_its_own_objects(recordings: list[dict[str, Registration]]) -> None:
@@ -172,16 +183,13 @@ def test_install_order_base_then_revisions_then_tags_then_bindings_and_gateways(
     assert guard.dependencies == {f"{CHART}::istiod-1-31-0"}, "deleted before the chart's objects"
     canary_hook = mid[k((TAG, "canary"), (MWC, "istio-revision-tag-canary"))]
     assert f"{CHART}::istiod-1-31-0" in canary_hook.dependencies
-    # A binding through a tag waits for that tag's webhook, which waited for the revision.
-    payments = mid[k((BINDING, "payments"), (NS_PATCH, "payments"))]
-    assert f"{MWC}::istio-revision-tag-canary" in payments.dependencies
-    # Label set, then the legacy label removed, then pods restarted: pods stay injected throughout.
-    legacy = mid[k((BINDING, "payments"), (LEGACY_LABEL, "payments-legacy-label"))]
-    assert legacy.dependencies == {f"{NS_PATCH}::payments"} and legacy.inputs["namespace"] == "payments"
-    # Pods move once every binding's labels are set and every gateway chart is applied.
-    assert mid[DATA_PLANE].dependencies == {
-        *(f"{LEGACY_LABEL}::{ns}-legacy-label" for ns in ("payments", "checkout", "reporting")),
-        f"{CHART}::ingress"}
+    # Labels are set once every tag or revision a binding names has its webhook (which waited for its revision).
+    assert mid[NAMESPACE_LABELS].dependencies == {
+        f"{MWC}::istio-revision-tag-canary", f"{SERVICE}::istiod-revision-tag-canary",
+        f"{MWC}::istio-revision-tag-stable", f"{SERVICE}::istiod-revision-tag-stable"}
+    # Pods move once every binding's labels are set (the legacy label removed with it) and every gateway chart
+    # is applied: pods stay injected throughout.
+    assert mid[DATA_PLANE].dependencies == {f"{LABELS}::namespace-labels", f"{CHART}::ingress"}
     gateway_chart = mid[k((GATEWAY, "ingress"), (CHART, "ingress"))]
     expected = {f"{MWC}::istio-revision-tag-stable", "kubernetes:core/v1:Namespace::istio-ingress"}
     assert expected <= gateway_chart.dependencies

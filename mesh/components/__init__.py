@@ -6,9 +6,9 @@ from mesh.components.istio import Istio
 from mesh.components.istio_cni import IstioCNI
 from mesh.components.istio_revision import IstioRevision
 from mesh.components.istio_revision_tag import IstioRevisionTag
-from mesh.components.namespace_binding import NamespaceBinding
+from mesh.components.namespace_bindings import NamespaceBindings
 from mesh.components.platform_privileges import PlatformPrivileges
 
 __all__ = [
-    "Gateway", "Istio", "IstioCNI", "IstioRevision", "IstioRevisionTag", "NamespaceBinding", "PlatformPrivileges",
+    "Gateway", "Istio", "IstioCNI", "IstioRevision", "IstioRevisionTag", "NamespaceBindings", "PlatformPrivileges",
 ]

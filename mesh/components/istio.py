@@ -25,7 +25,7 @@ from mesh.components.helm import install_chart
 from mesh.components.istio_cni import IstioCNI
 from mesh.components.istio_revision import IstioRevision
 from mesh.components.istio_revision_tag import IstioRevisionTag
-from mesh.components.namespace_binding import NamespaceBinding
+from mesh.components.namespace_bindings import BoundNamespace, NamespaceBindings
 from mesh.components.platform_privileges import PlatformPrivileges
 from mesh.istio_vocabulary import ISTIO_NAMESPACE
 from mesh.platform import cni_namespace, needs_network_attachments, network_attachment, scc_grants
@@ -43,7 +43,7 @@ class Istio(pulumi.ComponentResource):
 
     revisions: dict[str, IstioRevision]
     tags: dict[str, IstioRevisionTag]
-    namespaces: dict[str, NamespaceBinding]
+    namespaces: NamespaceBindings
     gateways: dict[str, Gateway]
     cni: IstioCNI | None
     rollout: MeshRollout
@@ -128,18 +128,23 @@ class Istio(pulumi.ComponentResource):
             """What must exist before pods are sent to `target` (a tag's webhook, or a revision)."""
             return self.tags[target] if target in self.tags else self.revisions[target]
 
-        self.namespaces = {
-            ns: NamespaceBinding(
-                ns,
-                target=b.revision,
-                revision=spec.resolve(b.revision),
-                rollout=rollout(b),
-                depends_on=[installed(b.revision), *([owned_namespaces[ns]] if ns in owned_namespaces else [])],
-                network_attachment=network_attachment(ns) if needs_network_attachments(spec) else None,
-                opts=child,
-            )
-            for ns, b in sorted(spec.namespaces.items())
-        }
+        self.namespaces = NamespaceBindings(
+            "namespaces",
+            bindings={
+                ns: BoundNamespace(target=b.revision, revision=spec.resolve(b.revision), rollout=rollout(b))
+                for ns, b in sorted(spec.namespaces.items())
+            },
+            created=sorted(owned_namespaces),
+            # Every target installed, and every namespace the program creates, before any label is set.
+            depends_on=list(dict.fromkeys([
+                *(installed(b.revision) for _, b in sorted(spec.namespaces.items())),
+                *(owned_namespaces[ns] for ns in sorted(spec.namespaces) if ns in owned_namespaces),
+            ])),
+            network_attachments=(
+                {ns: network_attachment(ns) for ns in spec.namespaces} if needs_network_attachments(spec) else {}
+            ),
+            opts=child,
+        )
 
         def canary(name: str, g: GatewaySpec) -> CanaryRelease | None:
             """A gateway's second Deployment, on its canary revision, behind the gateway's Service."""
@@ -164,14 +169,14 @@ class Istio(pulumi.ComponentResource):
                 revision=spec.resolve(g.revision),
                 rollout=rollout(g),
                 depends_on=[installed(g.revision), owned_namespaces[g.namespace],
-                            *([self.namespaces[g.namespace]] if g.namespace in self.namespaces else [])],
+                            *([self.namespaces] if g.namespace in spec.namespaces else [])],
                 canary=canary(name, g),
                 opts=child,
             )
             for name, g in sorted(spec.gateways.items())
         }
         # One budget for every namespace and gateway that moves: after all labels are set and charts applied.
-        movers = [*self.namespaces.values(), *self.gateways.values()]
+        movers = [self.namespaces, *self.gateways.values()]
         self.rollout = MeshRollout(
             "data-plane-rollout",
             targets=[t for m in movers for t in m.rollout_targets],

@@ -1,0 +1,191 @@
+"""Pure rules for the labels of every bound namespace: what to change, from the bindings and the live namespaces.
+
+A binding sets the namespace's `istio.io/rev` label by server-side apply under one field manager of
+our own, never owning the namespace: giving the binding up gives the label up (the API server removes
+a field when its last manager stops applying it), and the namespace stays. The legacy
+`istio-injection` label beats `istio.io/rev` (it sends pods to the default tag, or blocks injection
+when `disabled`), so a binding removes it. Server-side apply cannot (it never removes a field another
+manager, such as `kubectl label`, owns), a JSON patch `remove` can. The value removed is kept on the
+namespace itself, in an annotation, so that unbinding gives it back whatever happens to the Pulumi
+state in between: a namespace leaves the program as it came, its next pods still injected.
+
+One stack-wide resource applies these for every namespace (mesh.providers.namespace_labels): the
+inputs map namespace to label value, so the preview shows per namespace what moves, and one list of
+the cluster's namespaces serves any number of bindings.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from mesh.istio_vocabulary import LEGACY_INJECTION_LABEL, REV_LABEL
+
+FIELD_MANAGER = "istio-mesh-namespaces"
+"""The field manager of every binding's label. Not the earlier versions' `istio-mesh` (one NamespacePatch per
+namespace): while a stack upgrades, both own the label with the same value, so the old patches' deletion
+gives up only theirs and the label stays."""
+REMOVED_LEGACY_ANNOTATION = "istio-mesh/removed-istio-injection"
+"""Annotation on a bound namespace: the `istio-injection` value the binding removed, given back on unbinding."""
+
+
+def _pointer(*keys: str) -> str:
+    return "/" + "/".join(k.replace("~", "~0").replace("/", "~1") for k in keys)
+
+
+@dataclass(frozen=True)
+class LiveNamespace:
+    """What the rules read of a namespace in the cluster."""
+
+    name: str
+    labels: Mapping[str, str] = field(default_factory=dict)
+    annotations: Mapping[str, str] = field(default_factory=dict)
+    label_owned: bool = False
+    """Whether our field manager applies `istio.io/rev` (else it is someone else's, or an earlier version's)."""
+
+    @property
+    def legacy(self) -> str | None:
+        """The `istio-injection` value, or None when the namespace has none."""
+        return self.labels.get(LEGACY_INJECTION_LABEL)
+
+
+def owns_rev_label(managed_fields: Iterable[Mapping[str, Any]], manager: str = FIELD_MANAGER) -> bool:
+    """Whether `manager` applies `istio.io/rev` (server-side apply's record in `metadata.managedFields`)."""
+    for entry in managed_fields:
+        if entry.get("manager") != manager or entry.get("operation") != "Apply":
+            continue
+        labels = ((entry.get("fieldsV1") or {}).get("f:metadata") or {}).get("f:labels") or {}
+        if f"f:{REV_LABEL}" in labels:
+            return True
+    return False
+
+
+def live_namespace(obj: Mapping[str, Any]) -> LiveNamespace:
+    """A namespace as the API server returns it (a plain dict)."""
+    meta = obj.get("metadata") or {}
+    return LiveNamespace(
+        name=meta["name"],
+        labels=dict(meta.get("labels") or {}),
+        annotations=dict(meta.get("annotations") or {}),
+        label_owned=owns_rev_label(meta.get("managedFields") or []),
+    )
+
+
+def drift(bound: Mapping[str, str], live: Mapping[str, LiveNamespace]) -> dict[str, str]:
+    """Per bound namespace, how the cluster differs from its binding (a hand edit since the last `up`);
+    namespaces not there yet (created later in the same run) have nothing to differ."""
+    found: dict[str, str] = {}
+    for ns, target in sorted(bound.items()):
+        namespace = live.get(ns)
+        if namespace is None:
+            continue
+        problems = []
+        if (value := namespace.labels.get(REV_LABEL)) != target:
+            problems.append(f"{REV_LABEL} is {value or 'unset'}, not {target}")
+        if namespace.legacy is not None:
+            problems.append(f"{LEGACY_INJECTION_LABEL}={namespace.legacy} is set (it beats {REV_LABEL})")
+        if problems:
+            found[ns] = "; ".join(problems)
+    return found
+
+
+@dataclass(frozen=True)
+class Change:
+    """What one namespace needs: its label applied (`label`) or given up (`release`), and the legacy label
+    removed (`remove_legacy`, the value read) or given back (`restore_legacy`)."""
+
+    namespace: str
+    label: str | None = None
+    release: bool = False
+    remove_legacy: str | None = None
+    restore_legacy: str | None = None
+    forget_legacy: bool = False
+    """Drop the annotation that remembered the removed value (given back, or set again by hand since)."""
+
+
+@dataclass(frozen=True)
+class Plan:
+    changes: list[Change]
+    missing: list[str]
+    """Bound namespaces that do not exist: the program never creates a namespace it binds."""
+
+
+def plan(bound: Mapping[str, str], released: Iterable[str], live: Mapping[str, LiveNamespace]) -> Plan:
+    """The changes that bring the cluster to the bindings; only namespaces that differ are touched, so a run
+    over 1,000 bound namespaces patches the few that moved. `released` are namespaces bound before and not now."""
+    changes: list[Change] = []
+    missing: list[str] = []
+    for ns, target in sorted(bound.items()):
+        namespace = live.get(ns)
+        if namespace is None:
+            missing.append(ns)
+            continue
+        apply = namespace.labels.get(REV_LABEL) != target or not namespace.label_owned
+        if apply or namespace.legacy is not None:
+            changes.append(Change(ns, label=target if apply else None, remove_legacy=namespace.legacy))
+    for ns in sorted(set(released) - set(bound)):
+        namespace = live.get(ns)
+        if namespace is None:
+            continue  # deleted meanwhile: nothing to give back
+        kept = namespace.annotations.get(REMOVED_LEGACY_ANNOTATION)
+        if namespace.label_owned or kept is not None:
+            changes.append(Change(
+                ns,
+                release=namespace.label_owned,
+                restore_legacy=kept if namespace.legacy is None else None,  # set again by hand since: theirs wins
+                forget_legacy=kept is not None,
+            ))
+    return Plan(changes, missing)
+
+
+def label_apply(namespace: str, target: str | None) -> dict[str, Any]:
+    """The server-side apply body of our field manager: the label, or (None) nothing, which gives it up."""
+    metadata: dict[str, Any] = {"name": namespace}
+    if target is not None:
+        metadata["labels"] = {REV_LABEL: target}
+    return {"apiVersion": "v1", "kind": "Namespace", "metadata": metadata}
+
+
+def removal_patch(namespace: LiveNamespace, value: str) -> list[dict[str, Any]]:
+    """A JSON patch that removes the legacy label only if it still has the value just read (no lost update),
+    and remembers that value on the namespace. A value remembered already (removed before, set again by hand)
+    is kept: unbinding gives back what the namespace had when it was first bound."""
+    ops: list[dict[str, Any]] = [
+        {"op": "test", "path": _pointer("metadata", "labels", LEGACY_INJECTION_LABEL), "value": value},
+        {"op": "remove", "path": _pointer("metadata", "labels", LEGACY_INJECTION_LABEL)},
+    ]
+    if REMOVED_LEGACY_ANNOTATION in namespace.annotations:
+        return ops
+    if namespace.annotations:
+        ops.append({"op": "add", "path": _pointer("metadata", "annotations", REMOVED_LEGACY_ANNOTATION),
+                    "value": value})
+    else:
+        ops.append({"op": "add", "path": _pointer("metadata", "annotations"),
+                    "value": {REMOVED_LEGACY_ANNOTATION: value}})
+    return ops
+
+
+def release_patch(change: Change) -> dict[str, Any] | None:
+    """The merge patch that gives the legacy label back and forgets it, or None when there is nothing to do."""
+    metadata: dict[str, Any] = {}
+    if change.restore_legacy is not None:
+        metadata["labels"] = {LEGACY_INJECTION_LABEL: change.restore_legacy}
+    if change.forget_legacy:
+        metadata["annotations"] = {REMOVED_LEGACY_ANNOTATION: None}
+    return {"metadata": metadata} if metadata else None
+
+
+def handover_patch(namespace: LiveNamespace, previous: str | None) -> dict[str, Any] | None:
+    """What deleting an earlier version's per-namespace legacy-label guard does, given the value it removed.
+
+    Still bound (our field manager applies the label: the stack-wide resource took the binding over in the
+    same `up`), the value moves onto the namespace's annotation, where unbinding finds it. Unbound, the value
+    is given back, as the guard always did. Either way a label set again by hand since wins."""
+    if previous is None or namespace.legacy is not None:
+        return None
+    if namespace.label_owned:
+        if REMOVED_LEGACY_ANNOTATION in namespace.annotations:
+            return None
+        return {"metadata": {"annotations": {REMOVED_LEGACY_ANNOTATION: previous}}}
+    return {"metadata": {"labels": {LEGACY_INJECTION_LABEL: previous}}}
