@@ -263,7 +263,7 @@ def test_2_an_in_place_version_change_restarts_every_injected_pod_once(walk: InP
                 for name in (f"values-{REVISION}", f"istio-sidecar-injector-{REVISION}")}
     others = {step for step in steps if not step.startswith("update ")}
     assert others == replaced, "\n".join(sorted(others))
-    assert not [s for s in steps if "NamespacePatch" in s or f"istio-revision-tag-{TAG}" in s], "bindings stay"
+    assert not [s for s in steps if "NamespaceLabels" in s or f"istio-revision-tag-{TAG}" in s], "bindings stay"
     shown = [line for line in walk.stack.log if "proxy_image" in line]
     moved = [line for line in shown if "docker.io/istio/proxyv2:1.30.0" in line and "docker.io/istio/proxyv2:1.30.1"
              in line]
@@ -311,11 +311,11 @@ def test_4_upgrading_from_per_namespace_rollouts_restarts_nothing(walk: InPlace)
     [at] = [i for i, r in enumerate(resources) if r["type"] == ROLLOUT]
     mesh = resources.pop(at)
     parents = {r["urn"].rsplit("::", 1)[-1]: r["urn"] for r in resources
-                if r["type"] in ("istio-mesh:index:NamespaceBinding", "istio-mesh:index:Gateway")}
+                if r["type"] in ("istio-mesh:index:NamespaceBindings", "istio-mesh:index:Gateway")}
     legacy: list[dict[str, Any]] = []
     for entry, target in {**mesh["outputs"]["namespaces"], **mesh["outputs"]["gateways"]}.items():
         ns, _, workload = entry.partition("/")
-        parent = parents[workload or ns]
+        parent = parents[workload or "namespaces"]
         props = {"__provider": serialize_provider(RolloutProvider()), "namespace": ns, "workload": workload or None,
                  **target, "concurrency": 4, "timeout_seconds": 180}
         legacy.append({
