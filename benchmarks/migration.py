@@ -20,9 +20,7 @@ harness/mesh_stack.py (the built CLI and plugins, a local file backend):
 Run from the repository root: .venv/bin/python -m benchmarks.migration [--namespaces 40] [--per-namespace 5]
 [--concurrency 20] [--ready-seconds 15]
 
-Measured with the defaults on the 2-core shared development machine (load 0.8 before, 5.6 after): lower bound
-150 s; the MeshRollout step 178.9 s (1.19 x); the whole `up` 230.5 s (1.54 x: the engine's start-up and the
-tag's updates before the step); at most 20 restarting at once (303 samples).
+Measured figures: README, section Scale.
 """
 
 from __future__ import annotations

@@ -10,7 +10,7 @@ built CLI and plugins, a local file backend):
   the local mirror), every namespace bound to the `stable` tag (setup, not measured: with
   PULUMI_SKIP_CHECKPOINTS so the file backend does not rewrite the whole state after every step);
 * the first namespace moves to `canary` in the stack file, and `pulumi preview` runs: its wall time is
-  the figure (one update of the NamespacePatch and the Rollout, the rest unchanged);
+  the figure (one update of the NamespaceLabels and the MeshRollout, the rest unchanged);
 * `mesh review` of the same move runs as the user runs it (its `pulumi stack output` included).
 
 The program's part is timed inside the run: the project copy's __main__.py is replaced by one that
@@ -27,11 +27,7 @@ is shown next to the program's own CPU.
 Run from the repository root: .venv/bin/python -m benchmarks.preview [--sizes 0 50 200 1000]
 The machine is shared: the load average before and after each preview is printed with it.
 
-Measured on the 2-core development machine at load average 8-10 (other helpers' end-to-end runs), code
-of eab2d3b (stack-wide restart budget): preview wall 82 s with no namespace, 71 s at 50, 91 s at 200,
-167 s at 1,000 (3,076 resources); CPU 34.5 s, 40.0, 55.2, 144.4. The fixed part is 71% engine (24.5 s);
-each namespace adds about 110 ms CPU: program 44 ms, dynamic providers' host 29, engine 24,
-kube-apiserver and etcd 10, Kubernetes provider 2. See README, "Scale (measured)".
+Measured figures: README, section Scale.
 """
 
 from __future__ import annotations
