@@ -15,7 +15,10 @@ harness/mesh_stack.py (the built CLI and plugins, a local file backend):
   so is the MeshRollout's own step (from the engine's step start to its outputs, i.e. without the engine's
   start-up and the chart updates before it);
 * a watcher lists every Deployment every 0.2 s during the `up` and counts those restarting (our restart
-  annotation for 1-31-0, rollout not complete: mesh.workloads.waiting_for); the highest count is reported.
+  annotation for 1-31-0, rollout not complete: mesh.workloads.waiting_for); the highest count is reported;
+* every resource's step is timed from the engine's events (its pre-event to its outputs): the report names
+  when the first step started (engine start-up and the program's run), the slowest steps before the
+  MeshRollout's (what its dependencies cost) and when the `up` ended after it.
 
 Run from the repository root: .venv/bin/python -m benchmarks.migration [--namespaces 40] [--per-namespace 5]
 [--concurrency 20] [--ready-seconds 15]
@@ -104,6 +107,39 @@ class RestartWatcher(threading.Thread):
             self.peak, self.samples = max(self.peak, now), self.samples + 1
 
 
+class StepTimes:
+    """When each resource's step started and ended, from the engine's events (seconds since the `up` began):
+    what the `up` spends before the MeshRollout's step, and on what."""
+
+    def __init__(self) -> None:
+        self.origin = 0.0
+        self.first: float | None = None
+        self.spans: dict[str, tuple[float, float]] = {}
+        self._open: dict[str, float] = {}
+
+    def record(self, event: auto.EngineEvent) -> None:
+        now = time.monotonic() - self.origin
+        pre, out = event.resource_pre_event, event.res_outputs_event
+        if pre is not None:
+            self.first = now if self.first is None else self.first
+            self._open[pre.metadata.urn] = now
+        if out is not None and out.metadata.urn in self._open:
+            start = self._open.pop(out.metadata.urn)
+            name = out.metadata.urn.rsplit("::", 1)[-1]
+            key = ROLLOUT if out.metadata.type == ROLLOUT else f"{out.metadata.type} {name}"
+            self.spans[key] = (start, now)
+
+    def report(self, rollout_start: float, wall: float) -> str:
+        """The engine's start-up, the slowest steps before the MeshRollout's, and the time after it."""
+        before = sorted(((end - start, key) for key, (start, end) in self.spans.items() if end <= rollout_start + 0.01),
+                        reverse=True)[:6]
+        lines = [f"first step after {self.first or 0:.1f}s (engine start-up, program run); MeshRollout step from "
+                 f"{rollout_start:.1f}s to {self.spans[ROLLOUT][1]:.1f}s; up ended at {wall:.1f}s",
+                 "slowest steps before it:"]
+        lines += [f"  {took:5.1f}s {key} (from {self.spans[key][0]:.1f}s)" for took, key in before]
+        return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--namespaces", type=int, default=40)
@@ -139,27 +175,21 @@ def main(argv: list[str] | None = None) -> None:
             print(f"setup done, load {os.getloadavg()[0]:.1f}", flush=True)
 
             stack.write_config(stack_config(tools, namespaces, NEW, args.concurrency, timeout))
-            span: dict[str, float] = {}
-
-            def step(event: auto.EngineEvent) -> None:
-                pre, out = event.resource_pre_event, event.res_outputs_event
-                if pre is not None and pre.metadata.type == ROLLOUT:
-                    span["start"] = time.monotonic()
-                if out is not None and out.metadata.type == ROLLOUT:
-                    span["end"] = time.monotonic()
-
+            steps = StepTimes()
             watcher = RestartWatcher(api)
             watcher.start()
-            started = time.monotonic()
-            stack.stack.up(on_output=stack.log.append, on_event=step, color="never")
+            started = steps.origin = time.monotonic()
+            stack.stack.up(on_output=stack.log.append, on_event=steps.record, color="never")
             wall = time.monotonic() - started
             watcher.done.set()
             watcher.join()
             assert settled(api, set(namespaces), NEW), "not every pod moved"
-            rollout = span["end"] - span["start"]
+            rollout_start, rollout_end = steps.spans[ROLLOUT]
+            rollout = rollout_end - rollout_start
             print(f"up: {wall:.1f}s = {wall / lower:.2f} x lower bound; MeshRollout step: {rollout:.1f}s = "
                   f"{rollout / lower:.2f} x lower bound; most restarting at once: {watcher.peak} "
                   f"(limit {args.concurrency}, {watcher.samples} samples); load {os.getloadavg()[0]:.1f}")
+            print(steps.report(rollout_start, wall))
             print("\n".join(line for line in stack.log if "moved " in line or "restarted " in line)[-2000:])
     finally:
         cluster.stop()

@@ -183,10 +183,10 @@ def test_install_order_base_then_revisions_then_tags_then_bindings_and_gateways(
     assert guard.dependencies == {f"{CHART}::istiod-1-31-0"}, "deleted before the chart's objects"
     canary_hook = mid[k((TAG, "canary"), (MWC, "istio-revision-tag-canary"))]
     assert f"{CHART}::istiod-1-31-0" in canary_hook.dependencies
-    # Labels are set once every tag or revision a binding names has its webhook (which waited for its revision).
+    # Labels are set once every tag or revision a binding names has its webhook (which waited for its revision);
+    # not after the tags' Services, which injection does not use and whose endpoint await would hold up the move.
     assert mid[NAMESPACE_LABELS].dependencies == {
-        f"{MWC}::istio-revision-tag-canary", f"{SERVICE}::istiod-revision-tag-canary",
-        f"{MWC}::istio-revision-tag-stable", f"{SERVICE}::istiod-revision-tag-stable"}
+        f"{MWC}::istio-revision-tag-canary", f"{MWC}::istio-revision-tag-stable"}
     # Pods move once every binding's labels are set (the legacy label removed with it) and every gateway chart
     # is applied: pods stay injected throughout.
     assert mid[DATA_PLANE].dependencies == {f"{LABELS}::namespace-labels", f"{CHART}::ingress"}

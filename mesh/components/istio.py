@@ -126,7 +126,7 @@ class Istio(pulumi.ComponentResource):
 
         def installed(target: str) -> pulumi.Resource:
             """What must exist before pods are sent to `target` (a tag's webhook, or a revision)."""
-            return self.tags[target] if target in self.tags else self.revisions[target]
+            return self.tags[target].injecting if target in self.tags else self.revisions[target]
 
         self.namespaces = NamespaceBindings(
             "namespaces",
