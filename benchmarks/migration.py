@@ -113,7 +113,6 @@ class StepTimes:
 
     def __init__(self) -> None:
         self.origin = 0.0
-        self.first: float | None = None
         self.spans: dict[str, tuple[float, float]] = {}
         self._open: dict[str, float] = {}
 
@@ -121,7 +120,6 @@ class StepTimes:
         now = time.monotonic() - self.origin
         pre, out = event.resource_pre_event, event.res_outputs_event
         if pre is not None:
-            self.first = now if self.first is None else self.first
             self._open[pre.metadata.urn] = now
         if out is not None and out.metadata.urn in self._open:
             start = self._open.pop(out.metadata.urn)
@@ -133,7 +131,8 @@ class StepTimes:
         """The engine's start-up, the slowest steps before the MeshRollout's, and the time after it."""
         before = sorted(((end - start, key) for key, (start, end) in self.spans.items() if end <= rollout_start + 0.01),
                         reverse=True)[:6]
-        lines = [f"first step after {self.first or 0:.1f}s (engine start-up, program run); MeshRollout step from "
+        first = min(start for start, _end in self.spans.values())
+        lines = [f"first step after {first:.1f}s (engine start-up, program run); MeshRollout step from "
                  f"{rollout_start:.1f}s to {self.spans[ROLLOUT][1]:.1f}s; up ended at {wall:.1f}s",
                  "slowest steps before it:"]
         lines += [f"  {took:5.1f}s {key} (from {self.spans[key][0]:.1f}s)" for took, key in before]

@@ -214,3 +214,11 @@ def test_only_the_default_tag_takes_over_from_a_revisionless_install(recordings:
     takeovers = [r for r in steady.values() if r.type == "pulumi-python:dynamic/mesh:RevisionlessInjectorTakeover"]
     assert [r.key for r in takeovers] == [k((TAG, "default"), (takeovers[0].type, "revisionless-injector-takeover"))]
     assert takeovers[0].dependencies == {f"{MWC}::istio-revision-tag-default"}, "the tag injects before the old stops"
+
+
+def test_a_binding_on_the_default_tag_waits_for_the_takeover() -> None:
+    """Pods sent to `default` before the revisionless injector stops would be injected twice (IST0139)."""
+    bound = simulate(_step(STEADY, namespaces={**STEADY["namespaces"], "legacy": "default"}))
+    assert bound[NAMESPACE_LABELS].dependencies == {
+        "pulumi-python:dynamic/mesh:RevisionlessInjectorTakeover::revisionless-injector-takeover",
+        f"{MWC}::istio-revision-tag-stable"}

@@ -37,7 +37,8 @@ class IstioRevisionTag(pulumi.ComponentResource):
             Service(service_name(tag), metadata=svc["metadata"], spec=svc["spec"], opts=child) if svc else None
         )
         # What pods sent to the tag wait for: its webhook (and, for the default tag, the takeover), not the
-        # Service, which only istioctl and remote clusters use (its endpoint await would hold up every restart).
+        # Service, which the webhook does not call (it names `istiod-<revision>`) and whose endpoint await
+        # would hold up every restart.
         self.injecting: pulumi.Resource = self.webhook
         if tag == DEFAULT_TAG:
             # Once the default tag injects, an earlier revisionless install's injector must stop (IST0139).
