@@ -22,7 +22,16 @@ from typing import Any
 
 import yaml
 
-from mesh.review import Deployed, Review, control_plane, data_plane, moves, refusals, unmanaged_labels
+from mesh.review import (
+    Deployed,
+    Review,
+    control_plane,
+    data_plane,
+    left_to_gateways,
+    moves,
+    refusals,
+    unmanaged_labels,
+)
 from mesh.spec import PROJECT, MeshSpec, SpecError, load_spec
 from mesh.status import Status, installed_revisions, status
 from mesh.validation import validate_or_raise
@@ -98,7 +107,7 @@ def cluster_part(spec: MeshSpec, deployed: Deployed, raw: dict[str, Any]) -> dic
                     workloads, pods = NamespaceReader(api, move.namespace, move.workload).snapshot()
                 except RolloutError:  # a gateway not installed yet: its pods start on the target
                     workloads, pods = {}, []
-                planes.append(data_plane(move, workloads.values(), pods))
+                planes.append(data_plane(move, workloads.values(), pods, left_to_gateways(spec, move)))
             core = client.CoreV1Api(api)
             refused = {}
             if set(deployed.versions) - set(spec.revisions):  # every pod, as the guard reads them, only then

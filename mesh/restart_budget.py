@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import math
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
 from mesh.workloads import RolloutRun, Workload
@@ -22,6 +22,18 @@ from mesh.workloads import RolloutRun, Workload
 def namespace_of(entry: str) -> str:
     """`team-a` and `istio-ingress/ingress` (a gateway Deployment) -> the namespace."""
     return entry.split("/", 1)[0]
+
+
+def gateway_workloads(entries: Iterable[str]) -> dict[str, dict[str, str]]:
+    """Namespace -> {`<Kind>/<name>`: its gateway entry} (an entry `<namespace>/<name>` is a Deployment). A
+    gateway in a bound namespace is also a workload of the namespace's entry; its own entry plans it and the
+    namespace's leaves it out, so one `up` never patches it twice or gives it two slots."""
+    found: dict[str, dict[str, str]] = {}
+    for entry in entries:
+        ns, _, workload = entry.partition("/")
+        if workload:
+            found.setdefault(ns, {})[workload if "/" in workload else f"Deployment/{workload}"] = entry
+    return found
 
 
 @dataclass

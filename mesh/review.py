@@ -17,6 +17,7 @@ from mesh.charts import CANARY_SUFFIX, gateway_workload
 from mesh.drain import pods_using
 from mesh.istio_vocabulary import LEGACY_INJECTION_LABEL, NATURAL, NONE, REV_LABEL, Strategy
 from mesh.proxy_image import proxy_image
+from mesh.restart_budget import gateway_workloads
 from mesh.spec import GatewaySpec, MeshSpec, parse_version
 from mesh.webhook_overlap import Overlap
 from mesh.workloads import Action, Pod, Target, Workload, decide, revision_report
@@ -159,8 +160,19 @@ class DataPlane:
     """For `natural`: pods not on the target yet."""
 
 
-def data_plane(move: Move, workloads: Iterable[Workload], pods: Iterable[Pod]) -> DataPlane:
-    """The MeshRollout's own decision for each workload of the namespace."""
+def left_to_gateways(spec: MeshSpec, move: Move) -> dict[str, str]:
+    """For a namespace's move, the gateway Deployments in it (`Deployment/<name>` -> gateway entry): the MeshRollout
+    moves each with its gateway's entry, never with the namespace's (`mesh.restart_budget.gateway_workloads`)."""
+    if move.workload:
+        return {}
+    entries = (f"{g.namespace}/{name}" for name, g in spec.gateways.items())
+    return gateway_workloads(entries).get(move.namespace, {})
+
+
+def data_plane(move: Move, workloads: Iterable[Workload], pods: Iterable[Pod],
+               elsewhere: Mapping[str, str] | None = None) -> DataPlane:
+    """The MeshRollout's own decision for each workload of the namespace; `elsewhere` are those another entry
+    moves (`left_to_gateways`)."""
     if move.strategy == NATURAL:
         report = revision_report(pods, move.target)
         return DataPlane(move, {}, 0, report.on_other + report.stale_proxies)
@@ -168,6 +180,8 @@ def data_plane(move: Move, workloads: Iterable[Workload], pods: Iterable[Pod]) -
         return DataPlane(move, {}, 0, 0)
     restart, waiting = {}, 0
     for w in workloads:
+        if w.key in (elsewhere or {}):
+            continue
         action = decide(w, move.target).action
         if action is Action.RESTART:
             restart[f"{w.kind}/{w.name}"] = len(w.live_pods)

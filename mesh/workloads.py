@@ -439,10 +439,12 @@ class RolloutRun:
     failed: dict[str, str] = field(default_factory=dict)
     total: int = 0
 
-    def plan(self, workloads: Iterable[Workload], now: float) -> None:
-        """Sort the namespace's workloads into to-restart, to-wait-on and left-alone."""
+    def plan(self, workloads: Iterable[Workload], now: float, elsewhere: Mapping[str, str] | None = None) -> None:
+        """Sort the namespace's workloads into to-restart, to-wait-on and left-alone; `elsewhere` (workload key ->
+        gateway entry) names the workloads another entry of the same `up` moves."""
         for w in sorted(workloads, key=lambda w: (KINDS.index(w.kind), w.name)):
-            d = decide(w, self.target)
+            owner = (elsewhere or {}).get(w.key)
+            d = Decision(Action.SKIP, f"moved by its gateway entry {owner}") if owner else decide(w, self.target)
             if d.action is Action.RESTART:
                 self.queue.append(w.key)
             elif d.action is Action.WAIT:

@@ -7,7 +7,16 @@ from dataclasses import replace
 
 import pytest
 
-from mesh.restart_budget import Schedule, Throttle, duration, eta, final_line, namespace_of, progress_line
+from mesh.restart_budget import (
+    Schedule,
+    Throttle,
+    duration,
+    eta,
+    final_line,
+    gateway_workloads,
+    namespace_of,
+    progress_line,
+)
 from mesh.workloads import RolloutRun, Workload
 from tests.test_workloads import B, deployment, namespace, pods, restarting, rolled
 
@@ -167,3 +176,10 @@ def test_final_line_lists_what_was_restarted_where() -> None:
 def test_throttle_lets_one_line_through_per_interval() -> None:
     t = Throttle(5)
     assert [t.due(now) for now in (0, 1, 4.9, 5, 6, 10.5)] == [True, False, False, True, False, True]
+
+
+def test_gateway_workloads_are_keyed_as_the_namespace_entry_sees_them() -> None:
+    assert gateway_workloads(["shop", "edge/ingress", "edge/DaemonSet/node-gw", "other/egress"]) == {
+        "edge": {"Deployment/ingress": "edge/ingress", "DaemonSet/node-gw": "edge/DaemonSet/node-gw"},
+        "other": {"Deployment/egress": "other/egress"},
+    }

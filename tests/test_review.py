@@ -9,6 +9,7 @@ from mesh.review import (
     Review,
     control_plane,
     data_plane,
+    left_to_gateways,
     moves,
     refusals,
     unmanaged_labels,
@@ -145,3 +146,21 @@ def test_the_platform_profile_and_the_cni_agent_are_reviewed_when_they_change() 
         "istio-cni node agent removed (was 1.30.2); revisions go back to istio-init",
     ]
     assert not [line for line in control_plane(DEPLOYED, spec()) if "cni" in line or "profile" in line]
+
+
+def test_a_gateway_in_a_bound_namespace_is_counted_once() -> None:
+    """The namespace's entry leaves the gateway's Deployment to the gateway's entry, as the MeshRollout does."""
+    s = spec(namespaces={"istio-ingress": "canary"}, gateways={"ingress": {"namespace": "istio-ingress",
+                                                                          "revision": "canary"}})
+    found = {m.workload: m for m in moves(DEPLOYED, s)}
+    assert set(found) == {None, "ingress"}
+    ingress = Workload(kind="Deployment", namespace="istio-ingress", name="ingress", uid="G", generation=1,
+                       observed_generation=1, desired=1, current=1, updated=1, ready=1, available=1)
+    pods = [pod_from_object({**pod("g1", "1-30-2", "docker.io/istio/proxyv2:1.30.2", "rsG"),
+                             "metadata": {"name": "g1", "namespace": "istio-ingress", "uid": "g1",
+                                          "annotations": {"istio.io/rev": "1-30-2"},
+                                          "ownerReferences": [{"controller": True, "uid": "rsG"}]}})]
+    [ingress] = attach_pods([ingress], pods, {"rsG": "G"})
+    planes = [data_plane(m, [ingress], pods, left_to_gateways(s, m)) for m in found.values()]
+    assert [p.restart for p in planes] == [{}, {"Deployment/ingress": 1}]
+    assert Review("prod", [], planes, {}, {}, concurrency=4, timeout_seconds=600).restarts == 1

@@ -795,3 +795,18 @@ def test_progress_lines_are_throttled(capsys: pytest.CaptureFixture[str]) -> Non
     assert len(lines) == 8  # at 5s, 10s, ... 35s, and the last
     assert lines[0] == "info: moved 1/10 workloads, 1 waiting on readiness, eta 45s"
     assert lines[-1] == "info: moved 10/10 workloads, 0 waiting on readiness, eta 0s"
+
+
+def test_a_gateway_deployment_in_a_bound_namespace_is_restarted_once(fake_cluster: list[FakeCluster]) -> None:
+    """`namespaces.istio-ingress` and gateway `ingress` there both move: the gateway's entry plans its Deployment,
+    the namespace's entry plans the rest, so it is patched once and takes one slot."""
+    ingress = {k: replace(w, namespace="istio-ingress") for k, w in
+               {**namespace(1, prefix="ingress"), **namespace(1, prefix="web")}.items()}
+    fake_cluster.append(FakeCluster({"istio-ingress": ingress}))
+    news = props({"istio-ingress": entry("b")}, {"istio-ingress/ingress0": entry("b")})
+    outs = MeshRolloutProvider().update("mesh-rollout", OLDS, news).outs
+    assert sorted(fake_cluster[0].restarts) == ["istio-ingress: Deployment/ingress0", "istio-ingress: Deployment/web0"]
+    assert outs["results"]["istio-ingress/ingress0"]["restarted"] == ["Deployment/ingress0"]
+    assert outs["results"]["istio-ingress"]["restarted"] == ["Deployment/web0"]
+    assert outs["results"]["istio-ingress"]["skipped"] == {
+        "Deployment/ingress0": "moved by its gateway entry istio-ingress/ingress0"}

@@ -32,7 +32,7 @@ from pulumi.dynamic import CheckFailure, CheckResult, CreateResult, DiffResult, 
 from mesh import kube
 from mesh.istio_vocabulary import NATURAL, NONE, ROLLING, STRATEGIES, Strategy
 from mesh.providers import KubeProvider, is_unknown, progress
-from mesh.restart_budget import Schedule, Throttle, final_line, namespace_of, progress_line
+from mesh.restart_budget import Schedule, Throttle, final_line, gateway_workloads, namespace_of, progress_line
 from mesh.workloads import (
     KINDS,
     Kind,
@@ -300,9 +300,10 @@ class MeshRolloutProvider(KubeProvider):
             timeout = float(news["timeout_seconds"])
             cap = int(news.get("per_namespace") or 0) or None
             schedule = Schedule({}, int(news["concurrency"]), cap)
+            claimed = gateway_workloads(entries)
             for entry in rolling:
                 run = RolloutRun(targets[entry], cap or int(news["concurrency"]), timeout)
-                run.plan(read[entry][0].values(), time.monotonic())
+                run.plan(read[entry][0].values(), time.monotonic(), None if "/" in entry else claimed.get(entry))
                 schedule.runs[entry] = run
             queued = sum(len(r.queue) for r in schedule.runs.values())
             waiting = sum(len(r.in_flight) for r in schedule.runs.values())
