@@ -100,9 +100,10 @@ def gateway_values(spec: MeshSpec, gateway: GatewaySpec) -> dict[str, Any]:
             {"name": p.name, "port": p.port, "targetPort": p.target_port or p.port, "protocol": p.protocol}
             for p in gateway.service.ports
         ]
-    ours = {
+    ours: dict[str, Any] = {
         "revision": gateway.revision,
-        "replicaCount": gateway.replicas,
+        # A DaemonSet runs one pod per node and has no spec.replicas (the API server refuses the field).
+        **({"replicaCount": gateway.replicas} if gateway_kind(gateway) == DEPLOYMENT else {}),
         "autoscaling": {"enabled": False},
         "service": service,
     }
@@ -118,9 +119,19 @@ CANARY_SUFFIX = "-canary"
 """A gateway's canary release (and its Deployment) is the gateway's name with this suffix."""
 
 
+DEPLOYMENT = "Deployment"
+GATEWAY_KINDS = (DEPLOYMENT, "DaemonSet")
+"""The kinds the gateway chart renders its workload as (`values.kind`, its schema's enum)."""
+
+
 def gateway_workload(name: str, gateway: GatewaySpec) -> str:
-    """What the chart names the gateway's Deployment and Service: `values.name`, else the release (gateway) name."""
+    """What the chart names the gateway's workload and Service: `values.name`, else the release (gateway) name."""
     return str(gateway.values.get("name") or name)
+
+
+def gateway_kind(gateway: GatewaySpec) -> str:
+    """What the chart renders the gateway's workload as: `values.kind`, else a Deployment."""
+    return str(gateway.values.get("kind") or DEPLOYMENT)
 
 
 def gateway_selector(name: str, gateway: GatewaySpec) -> dict[str, str]:

@@ -18,6 +18,7 @@ from mesh.drain import pods_using
 from mesh.istio_vocabulary import LEGACY_INJECTION_LABEL, NATURAL, NONE, REV_LABEL, Strategy
 from mesh.proxy_image import proxy_image
 from mesh.restart_budget import gateway_workloads
+from mesh.rollout_entries import gateway_entry
 from mesh.spec import GatewaySpec, MeshSpec, parse_version
 from mesh.webhook_overlap import Overlap
 from mesh.workloads import Action, Pod, Target, Workload, decide, revision_report
@@ -56,6 +57,7 @@ class Move:
 
     namespace: str
     workload: str | None
+    """A gateway's workload as its MeshRollout entry names it (`ingress`, `DaemonSet/ingress`); None: the namespace."""
     before: str | None
     target: Target
     strategy: Strategy
@@ -144,7 +146,8 @@ def moves(deployed: Deployed, spec: MeshSpec) -> list[Move]:
             why = f"proxy {deployed.proxies[revision]} -> {target.proxy_image}"
         else:
             continue
-        result.append(Move(ns, workload, before, target, strategy, why))
+        part = gateway_entry(workload, spec.gateways[workload]).partition("/")[2] if workload else None
+        result.append(Move(ns, part, before, target, strategy, why))
     return result
 
 
@@ -161,11 +164,11 @@ class DataPlane:
 
 
 def left_to_gateways(spec: MeshSpec, move: Move) -> dict[str, str]:
-    """For a namespace's move, the gateway Deployments in it (`Deployment/<name>` -> gateway entry): the MeshRollout
+    """For a namespace's move, the gateway workloads in it (`<Kind>/<name>` -> gateway entry): the MeshRollout
     moves each with its gateway's entry, never with the namespace's (`mesh.restart_budget.gateway_workloads`)."""
     if move.workload:
         return {}
-    entries = (f"{g.namespace}/{name}" for name, g in spec.gateways.items())
+    entries = (gateway_entry(name, g) for name, g in spec.gateways.items())
     return gateway_workloads(entries).get(move.namespace, {})
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 from collections.abc import Collection, Mapping
 
-from mesh.charts import CANARY_SUFFIX, PROGRAM_OWNED_VALUES, gateway_workload
+from mesh.charts import CANARY_SUFFIX, DEPLOYMENT, GATEWAY_KINDS, PROGRAM_OWNED_VALUES, gateway_workload
 from mesh.istio_vocabulary import DEFAULT_TAG, NEVER_INJECTED_NAMESPACES
 from mesh.platform import (
     CONFIGURATION_PROFILES,
@@ -48,6 +48,7 @@ def validate(spec: MeshSpec, deployed_revisions: Collection[str] | None = None) 
         *_references(spec, deployed_revisions),
         *_gateway_namespaces(spec),
         *_gateway_ports(spec),
+        *_gateway_workloads(spec),
         *_gateway_canaries(spec),
         *_canary_skew(spec),
         *_owned_values(spec),
@@ -188,6 +189,52 @@ def _gateway_ports(spec: MeshSpec) -> list[ConfigError]:
                     f"{port.port}/{port.protocol} is also the port of ports[{first}], and a Service serves a port "
                     "number once per protocol: change the port or remove one of the two entries",
                 ))
+    return errors
+
+
+def _gateway_workloads(spec: MeshSpec) -> list[ConfigError]:
+    """The workload the chart renders (`values.name`, `values.kind`) is the one the MeshRollout moves: it must be
+    one the chart can render, one gateway's alone, and a DaemonSet takes neither replicas nor a canary (both
+    count pods, and a DaemonSet runs one on every node)."""
+    errors = []
+    owners: dict[tuple[str, str], list[str]] = {}
+    for name, gw in sorted(spec.gateways.items()):
+        owners.setdefault((gw.namespace, gateway_workload(name, gw)), []).append(name)
+        key = f"gateways.{name}"
+        if "name" in gw.values and (problem := dns_label_problem(str(gw.values["name"]), 63)):
+            errors.append(ConfigError(f"{key}.values.name", f"the gateway's workload and Service name {problem}"))
+        kind = gw.values.get("kind", DEPLOYMENT)
+        if kind not in GATEWAY_KINDS:
+            guess = closest(kind, GATEWAY_KINDS) if isinstance(kind, str) else None
+            errors.append(ConfigError(
+                f"{key}.values.kind",
+                f"must be exactly one of {', '.join(GATEWAY_KINDS)} (what the gateway chart renders), but is "
+                f"{kind!r}" + (f": did you mean {guess}?" if guess else ""),
+            ))
+        if kind != "DaemonSet":
+            continue
+        if "replicas" in gw.model_fields_set:
+            errors.append(ConfigError(
+                f"{key}.replicas",
+                "is set, but values.kind is DaemonSet, which runs one pod on every node the pods may schedule on "
+                f"and has no replica count: remove {key}.replicas, or remove values.kind for a Deployment",
+            ))
+        if gw.canary is not None:
+            errors.append(ConfigError(
+                f"{key}.canary",
+                "takes its share of the traffic by replica count, but values.kind is DaemonSet, which runs one pod "
+                f"on every node, so no share can be set: remove {key}.canary and move the gateway with its "
+                "revision, or remove values.kind to canary a Deployment gateway",
+            ))
+    for (ns, workload), names in sorted(owners.items()):
+        for name in names if len(names) > 1 else []:
+            others = ", ".join(f'"{other}"' for other in names if other != name)
+            errors.append(ConfigError(
+                f"gateways.{name}.values.name" if "name" in spec.gateways[name].values else f"gateways.{name}",
+                f"renders {workload} (its workload and Service) in {ns}, and gateway {others} renders {workload} in "
+                f"{ns} too, so the two releases would fight over the same objects: give each its own values.name, "
+                "or put them in different namespaces",
+            ))
     return errors
 
 

@@ -37,17 +37,18 @@ class Gateway(pulumi.ComponentResource):
     revision: str
 
     def __init__(self, name: str, *, namespace: str, chart: ChartRef, values: dict[str, Any], revision: str,
-                 rollout: RolloutSettings, depends_on: list[pulumi.Resource], canary: CanaryRelease | None = None,
-                 opts: pulumi.ResourceOptions | None = None) -> None:
-        """`values` pin the pods to the configured tag or revision; `revision` is what that resolves to."""
+                 workload: str, kind: str, rollout: RolloutSettings, depends_on: list[pulumi.Resource],
+                 canary: CanaryRelease | None = None, opts: pulumi.ResourceOptions | None = None) -> None:
+        """`values` pin the pods to the configured tag or revision; `revision` is what that resolves to;
+        `workload` and `kind` are what the chart renders from them (`values.name`, `values.kind`)."""
         super().__init__("istio-mesh:index:Gateway", name, None, opts)
         self.namespace = namespace
         self.revision = revision
         self.chart = install_chart(
             name, chart, values, namespace, pulumi.ResourceOptions(parent=self, depends_on=depends_on)
         )
-        # Its Deployment (named as the release) is moved by the stack's MeshRollout once the chart is applied.
-        self.rollout_targets = [RolloutTarget(namespace, revision, rollout, workload=name)]
+        # Its workload is moved by the stack's MeshRollout once the chart is applied.
+        self.rollout_targets = [RolloutTarget(namespace, revision, rollout, workload=workload, kind=kind)]
         self.rollout_after: list[pulumi.Resource] = [self.chart]
         # Promoting deletes the canary, and the engine deletes only after every create and update is done:
         # the gateway's Deployment has rolled to the canary's revision by then.

@@ -16,8 +16,10 @@ from mesh.charts import (
     canary_version,
     chart_ref,
     cni_values,
+    gateway_kind,
     gateway_values,
     gateway_version,
+    gateway_workload,
     istiod_values,
 )
 from mesh.components.gateway import CanaryRelease, Gateway
@@ -167,6 +169,8 @@ class Istio(pulumi.ComponentResource):
                 chart=chart_ref(spec.charts, "gateway", gateway_version(spec, g)),
                 values=gateway_values(spec, g),
                 revision=spec.resolve(g.revision),
+                workload=gateway_workload(name, g),
+                kind=gateway_kind(g),
                 rollout=rollout(g),
                 depends_on=[installed(g.revision), owned_namespaces[g.namespace],
                             *([self.namespaces] if g.namespace in spec.namespaces else [])],

@@ -3,14 +3,15 @@ restart budget for the whole stack.
 
 Binding a namespace changes nothing for running pods, and neither does an in-place upgrade of the
 revision (a new version or hub): each pod keeps its proxy until recreated. One MeshRollout per stack
-holds a target per namespace (`namespaces`) and per gateway Deployment (`gateways`, keyed
-`<namespace>/<name>`): the revision, the proxy image it injects now (mesh.proxy_image) and the
-strategy. Its create/update plans only the entries that are new or changed: with strategy `rolling`
-it restarts the workloads whose pods run another revision or proxy image, the way
-`kubectl rollout restart` does, at most `concurrency` at a time across the stack (and `per_namespace`
-per namespace), shared round-robin (mesh.restart_budget), each given `timeout_seconds` to complete;
-`natural` only reports what still runs elsewhere; `none` does nothing. Decisions come from
-mesh.workloads and mesh.restart_budget; this module only reads and patches the cluster.
+holds a target per namespace (`namespaces`) and per gateway workload (`gateways`, keyed
+`<namespace>/<name>` for a Deployment, `<namespace>/<Kind>/<name>` otherwise: mesh.rollout_entries):
+the revision, the proxy image it injects now (mesh.proxy_image) and the strategy. Its create/update
+plans only the entries that are new or changed: with strategy `rolling` it restarts the workloads
+whose pods run another revision or proxy image, the way `kubectl rollout restart` does, at most
+`concurrency` at a time across the stack (and `per_namespace` per namespace), shared round-robin
+(mesh.restart_budget), each given `timeout_seconds` to complete; `natural` only reports what still
+runs elsewhere; `none` does nothing. Decisions come from mesh.workloads and mesh.restart_budget;
+this module only reads and patches the cluster.
 
 An interrupted or failed `up` leaves the previous inputs in the state, so the next `up` plans the same
 entries again; the restart annotations make finished workloads skipped and in-flight ones waited on.
@@ -33,6 +34,7 @@ from mesh import kube
 from mesh.istio_vocabulary import NATURAL, NONE, ROLLING, STRATEGIES, Strategy
 from mesh.providers import KubeProvider, is_unknown, progress
 from mesh.restart_budget import Schedule, Throttle, final_line, gateway_workloads, namespace_of, progress_line
+from mesh.rollout_entries import entry_workload, workload_entry
 from mesh.workloads import (
     KINDS,
     Kind,
@@ -79,16 +81,17 @@ class RolloutSettings:
 @dataclass(frozen=True)
 class RolloutTarget:
     """What a component contributes to the stack's MeshRollout: a namespace (workload None) or one
-    Deployment of it (a gateway), and what its pods must run."""
+    workload of it (a gateway's Deployment or DaemonSet), and what its pods must run."""
 
     namespace: str
     revision: str
     settings: RolloutSettings
     workload: str | None = None
+    kind: str = "Deployment"
 
     @property
     def entry(self) -> str:
-        return f"{self.namespace}/{self.workload}" if self.workload else self.namespace
+        return workload_entry(self.namespace, self.kind, self.workload) if self.workload else self.namespace
 
     def props(self) -> dict[str, str]:
         return {"revision": self.revision, "proxy_image": self.settings.proxy_image,
@@ -99,26 +102,21 @@ class RolloutError(Exception):
     """A rollout that did not bring every workload onto its revision."""
 
 
-def split_entry(entry: str) -> tuple[str, str | None]:
-    ns, _, workload = entry.partition("/")
-    return ns, workload or None
-
-
 def snapshot_of(
     entry: str, objects: Mapping[str, list[dict[str, Any]]]
 ) -> tuple[dict[str, Workload], list[Pod]]:
     """An entry's workloads with their pods, and the pods it is about, from objects listed in its namespace
     (or cluster-wide: other namespaces' objects are ignored)."""
-    ns, workload = split_entry(entry)
+    ns, kind_of_one, workload = entry_workload(entry)
 
     def mine(kind: str) -> list[dict[str, Any]]:
         return [o for o in objects.get(kind, []) if (o.get("metadata") or {}).get("namespace", ns) == ns]
 
-    kinds: tuple[Kind, ...] = ("Deployment",) if workload else KINDS
+    kinds: tuple[Kind, ...] = (kind_of_one,) if kind_of_one else KINDS
     workloads = [workload_from_object(kind, obj) for kind in kinds for obj in mine(kind)
                  if workload is None or obj["metadata"]["name"] == workload]
     if workload and not workloads:
-        raise RolloutError(f"Deployment {entry} not found")
+        raise RolloutError(f"{kind_of_one} {workload} not found in {ns}")
     owners = {
         rs["metadata"]["uid"]: ref["uid"]
         for rs in mine("ReplicaSet")
@@ -175,7 +173,7 @@ class ClusterReader:
 
 
 class NamespaceReader:
-    """One namespace (or one Deployment of it), read as the MeshRollout reads it (for `mesh review`)."""
+    """One namespace (or one gateway workload of it), read as the MeshRollout reads it (for `mesh review`)."""
 
     def __init__(self, api: client.ApiClient, namespace: str, workload: str | None) -> None:
         self.reader = ClusterReader(api)
@@ -350,7 +348,7 @@ class MeshRollout(pulumi.dynamic.Resource, module="mesh", name="MeshRollout"):
     namespaces: pulumi.Output[dict[str, dict[str, str]]]
     """Namespace -> {revision, proxy_image, strategy}."""
     gateways: pulumi.Output[dict[str, dict[str, str]]]
-    """`<namespace>/<Deployment>` -> {revision, proxy_image, strategy}."""
+    """`<namespace>/<Deployment>` or `<namespace>/<Kind>/<name>` -> {revision, proxy_image, strategy}."""
     concurrency: pulumi.Output[int]
     per_namespace: pulumi.Output[int]
     timeout_seconds: pulumi.Output[int]
