@@ -3,7 +3,7 @@ restart budget (`rollout.concurrency` 20): how close the wall time comes to the 
 budget ever lets more than 20 workloads restart at once.
 
 On the harness's local control plane (harness/control_plane.py: etcd, kube-apiserver, controllers, KWOK nodes
-and the stand-in injector, which injects what the real charts' injector config names) and through
+and a real istiod per revision, which injects what the real charts' injector config names) and through
 harness/mesh_stack.py (the built CLI and plugins, a local file backend):
 
 * setup (not measured): one stack with revisions 1-30-0 and 1-31-0 from the local chart mirror and a tag

@@ -14,8 +14,9 @@ whichever tool drives it):
 
 The kubectl used is the one the e2e toolchain builds (matching the control plane), else the
 first on PATH; the output says which. Without --kubeconfig, the benchmark starts the harness's
-own control plane (harness/control_plane.py: etcd, kube-apiserver, controllers, KWOK nodes and the
-stand-in injector), so pods really get injected by the revision their namespace is bound to.
+own control plane (harness/control_plane.py: etcd, kube-apiserver, controllers, KWOK nodes and a real
+istiod per revision), so pods really get injected by the revision their namespace is bound to; the two
+revisions are the real istiod chart installed as `helm install` would (harness/revision.py).
 Run from the repository root: .venv/bin/python -m benchmarks.restart [--sizes 10 50 200] [--concurrency 10]
 
 Measured with the defaults on the 2-core development machine (KWOK cluster of the e2e harness):
@@ -43,8 +44,8 @@ from kubernetes import config as k8s_config
 from kubernetes.client.rest import ApiException
 from pulumi.dynamic import Config, ConfigureRequest
 
-from harness.control_plane import ControlPlane, wait_for
-from harness.fake_revision import install_fake_revision
+from harness.control_plane import ControlPlane, KubeCluster, wait_for
+from harness.revision import install_revision
 from harness.toolchain import locate_or_exit
 from mesh.kube import KUBECONFIG_KEY
 from mesh.providers.rollout import MeshRolloutProvider
@@ -72,23 +73,9 @@ class Bench:
         self.core = k8s.CoreV1Api(self.api)
         self.apps = k8s.AppsV1Api(self.api)
 
-    def install_revisions(self) -> None:
-        with contextlib.suppress(ApiException):
-            self.core.create_namespace({"metadata": {"name": "istio-system"}})
-        body = {"metadata": {"name": "probe"}, "spec": {"containers": [{"name": "a", "image": IMAGE}]}}
-        for rev, tag in ((OLD, "1.30.0"), (NEW, "1.31.0")):
-            install_fake_revision(self.api, rev, tag)
-            probe = self.namespace(rev)
-
-            def injected(ns: str = probe, rev: str = rev) -> bool:
-                try:  # the very first calls may fail while the stand-in learns the new Service
-                    pod = self.core.create_namespaced_pod(ns, body, dry_run="All")
-                except ApiException:
-                    return False
-                return (pod.metadata.annotations or {}).get("istio.io/rev") == rev
-
-            wait_for(f"webhook of {rev}", injected, 60)
-            self.core.delete_namespace(probe)
+    def install_revisions(self, cluster: KubeCluster) -> None:
+        for rev, version in ((OLD, "1.30.0"), (NEW, "1.31.0")):
+            install_revision(cluster, rev, version)
 
     def namespace(self, rev: str) -> str:
         name = f"bench-{uuid.uuid4().hex[:8]}"
@@ -223,15 +210,15 @@ def main(argv: list[str] | None = None) -> None:
     control_plane: ControlPlane | None = None
     kubectl = shutil.which("kubectl") or "kubectl"
     kubeconfig = args.kubeconfig
+    tools = locate_or_exit(pulumi=False, cluster=kubeconfig is None)
     if kubeconfig is None:
-        tools = locate_or_exit(pulumi=False, charts=False)
         kubectl = str(tools.kubectl or kubectl)
         control_plane = ControlPlane(tools)  # KWOK nodes hold any number of pods
         control_plane.start()
         kubeconfig = control_plane.kubeconfig
     try:
         bench = Bench(kubeconfig, kubectl, args.ready_seconds)
-        bench.install_revisions()
+        bench.install_revisions(KubeCluster(kubeconfig, tools, control_plane))
         print(f"kubectl: {kubectl}; concurrency {args.concurrency}; pods available {args.ready_seconds}s after ready")
         header = ("W", "lower bound", "ours", "kubectl", "ours/LB", "kubectl/LB", "ours/kubectl")
         print("{:>5} {:>12} {:>9} {:>9} {:>8} {:>10} {:>12}".format(*header))

@@ -1,16 +1,16 @@
 """How long `mesh review` of a one-namespace move takes on a stack of N bound namespaces, and how many
 API calls it makes; and `mesh status` (every pod, one list) on the same cluster.
 
-The review needs the stack's last outputs and the cluster, nothing else of the state: this benchmark
-builds the outputs directly (as `pulumi stack output --json` prints them: N namespaces on the old
-revision, both revisions with their proxy image) instead of running `pulumi up`, and times
-`mesh.__main__.build_review`, i.e. everything `python -m mesh review` does after reading the outputs:
-config load and validation, the control-plane diff, the cluster reads and the report. The reading of
-the outputs by the `pulumi` CLI (one subprocess, the same whatever N) is not in the figure.
+The review needs the stack's last outputs, the MeshRollout's state and the cluster: this benchmark
+builds the first two directly (N namespaces on the old revision, both revisions with their proxy image)
+instead of running `pulumi up`, and times `mesh.__main__.build_review`, i.e. everything
+`python -m mesh review` does after reading the state: config load and validation, the control-plane
+diff, the cluster reads and the report. The reading of the state by the `pulumi` CLI (one
+`pulumi stack export`, the same whatever N) is not in the figure.
 
 The cluster is the harness's local control plane (harness/control_plane.py: etcd, kube-apiserver,
-controllers, KWOK nodes that make pods Ready, and the stand-in injector), with two revisions' injection
-webhooks installed by harness/fake_revision.py, so every pod is really injected by the revision its
+controllers, KWOK nodes that make pods Ready, and a real istiod per revision), with two revisions of the
+real istiod chart installed by harness/revision.py, so every pod is really injected by the revision its
 namespace is bound to. API calls are counted at the client (`ApiClient.call_api`), a page of a list
 being one call.
 
@@ -32,12 +32,14 @@ from kubernetes import client as k8s
 from kubernetes import config as k8s_config
 from kubernetes.client.rest import ApiException
 
-from harness.control_plane import ControlPlane, wait_for
-from harness.fake_revision import HUB, install_fake_revision
+from harness.control_plane import ControlPlane, KubeCluster, wait_for
+from harness.revision import HUB, install_revision
 from harness.toolchain import locate_or_exit
 from mesh.__main__ import build_review, build_status
 from mesh.kube import KUBECONFIG_KEY
-from mesh.review import Review
+from mesh.review import Deployed, Review
+from mesh.rollout_plan import rollout_inputs
+from mesh.spec import load_spec
 
 OLD, NEW = "bench-old", "bench-new"
 VERSIONS = {OLD: "1.30.0", NEW: "1.31.0"}
@@ -68,24 +70,9 @@ class Cluster:
         self.api = k8s_config.new_client_from_config(config_file=str(kubeconfig))
         self.core, self.apps = k8s.CoreV1Api(self.api), k8s.AppsV1Api(self.api)
 
-    def install_revisions(self) -> None:
-        with contextlib.suppress(ApiException):
-            self.core.create_namespace({"metadata": {"name": "istio-system"}})
+    def install_revisions(self, cluster: KubeCluster) -> None:
         for rev, version in VERSIONS.items():
-            install_fake_revision(self.api, rev, version)
-        probe = {"metadata": {"name": "probe"}, "spec": {"containers": [{"name": "a", "image": IMAGE}]}}
-        self.core.create_namespace({"metadata": {"name": "probe", "labels": {"istio.io/rev": OLD}}})
-        wait_for("ServiceAccount of probe", lambda: self._has_sa("probe"), 60)
-
-        def injected() -> bool:  # the very first calls may fail while the stand-in learns the Services
-            try:
-                pod = self.core.create_namespaced_pod("probe", probe, dry_run="All")
-            except ApiException:
-                return False
-            return (pod.metadata.annotations or {}).get("istio.io/rev") == OLD
-
-        wait_for("the old revision's webhook", injected, 60)
-        self.core.delete_namespace("probe")
+            install_revision(cluster, rev, version)
 
     def _has_sa(self, ns: str) -> bool:
         try:
@@ -116,6 +103,13 @@ class Cluster:
             and any(c.type == "Ready" and c.status == "True" for c in p.status.conditions or [])
             for p in pods
         )
+
+
+def deployed(namespaces: list[str]) -> Deployed:
+    """The outputs below and the MeshRollout's state after the same `up`."""
+    spec = load_spec({"revisions": {rev: {"version": v} for rev, v in VERSIONS.items()},
+                      "namespaces": dict.fromkeys(namespaces, OLD)})
+    return Deployed.from_outputs(outputs(namespaces), rollout_inputs(spec))
 
 
 def outputs(namespaces: list[str]) -> dict[str, Any]:
@@ -152,28 +146,29 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--pods", type=int, default=3, help="pods per namespace (one Deployment)")
     args = parser.parse_args(argv)
 
-    control_plane = ControlPlane(locate_or_exit(pulumi=False, charts=False))
+    tools = locate_or_exit(pulumi=False)
+    control_plane = ControlPlane(tools)
     control_plane.start()
     try:
         kubeconfig = control_plane.kubeconfig
         cluster = Cluster(kubeconfig)
-        cluster.install_revisions()
+        cluster.install_revisions(KubeCluster(kubeconfig, tools, control_plane))
         namespaces = [f"team-{i:03d}" for i in range(args.namespaces)]
         start = time.perf_counter()
         cluster.populate(namespaces, args.pods)
         print(f"{args.namespaces} bound namespaces, {args.namespaces * args.pods} injected pods "
               f"(set up in {time.perf_counter() - start:.0f}s)", flush=True)
-        out = outputs(namespaces)
+        state = deployed(namespaces)
         code, review = timed("review, one namespace moves",
-                             lambda: build_review("bench", config(namespaces, kubeconfig), out))
+                             lambda: build_review("bench", config(namespaces, kubeconfig), state))
         assert code == 0 and isinstance(review, Review) and review.cluster_note is None, review
         [plane] = review.data_plane or []
         assert (plane.move.namespace, plane.restart) == (namespaces[0], {"Deployment/web": args.pods}), plane
         code, review = timed("review, every namespace moves and the old revision goes (every pod listed)",
-                             lambda: build_review("bench", config(namespaces, kubeconfig, drop_old=True), out))
+                             lambda: build_review("bench", config(namespaces, kubeconfig, drop_old=True), state))
         assert code == 0 and isinstance(review, Review) and len(review.refusals[OLD]) == args.namespaces
         code, status = timed("status (every pod listed)",
-                             lambda: build_status("bench", config(namespaces, kubeconfig), out))
+                             lambda: build_status("bench", config(namespaces, kubeconfig), outputs(namespaces)))
         old = next(r for r in status.revisions if r.name == OLD)
         assert code == 0 and sum(p.pods for p in old.pods.values()) == args.namespaces * args.pods
     finally:

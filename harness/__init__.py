@@ -6,9 +6,11 @@ Used by the end-to-end tests, ``scripts/preview`` and the benchmarks, and import
 * ``toolchain`` - where the tools built by ``toolchain/`` are, at the versions of ``toolchain/versions``;
 * ``control_plane`` - a throwaway Kubernetes control plane (etcd, apiserver, controllers, KWOK nodes),
   built from ``pki`` (its CA and certificates) and ``processes`` (its child processes);
-* ``injector`` and ``connect_proxy`` - the stand-in for istiod's webhooks and the apiserver egress
-  that reaches it;
-* ``fake_revision`` - what an istiod revision leaves in a cluster, without istiod, for harness checks;
+* ``istiod`` - a real istiod (``pilot-discovery``) per installed revision, started from its Deployment;
+* ``connect_proxy`` - the apiserver's egress, routing an istiod Service to its local istiod;
+* ``admission_log`` - every pod create and the webhooks that changed it, from the apiserver's audit log;
+* ``revision`` - a revision installed as ``helm install`` does, for tests that do not run the program;
+* ``istio_checks`` - the independent checks with the real ``istioctl`` (analyze, tag list, precheck);
 * ``mesh_stack`` - a stack of the real program, driven through the Automation API with a local backend;
 * ``simulation`` - the program run under Pulumi mocks, for simulated previews without an engine.
 """

@@ -3,9 +3,10 @@
 For a webhook Service the apiserver resolves the ClusterIP itself and sends
 ``CONNECT <clusterIP>:<port>`` (k8s.io/apiserver: the webhook ``ClientManager`` dials through
 the ``Cluster`` network context; the default resolver is the ClusterIP resolver).
-:class:`ConnectProxy` checks that the IP is some Service's ClusterIP and splices the stream to
-the stand-in injector on loopback. It never dials anything else, so no packet ever goes to a
-non-loopback address (kubelet dials for logs/exec are refused with 502).
+:class:`ConnectProxy` finds the Service with that ClusterIP and asks its router where on loopback
+that Service's port is served (the control plane routes istiod Services to the local istiod of the
+revision their selector names), then splices the stream there. It never dials anything else, so no
+packet ever goes to a non-loopback address (kubelet dials for logs/exec are refused with 502).
 """
 
 from __future__ import annotations
@@ -22,8 +23,6 @@ from pathlib import Path
 
 from kubernetes import client as k8s
 
-from harness.injector import StandInInjector
-
 log = logging.getLogger(__name__)
 
 
@@ -35,6 +34,7 @@ class ConnectCall:
     target: str
     service: str  # "<namespace>/<name>" or "" when the IP is no Service's
     forwarded: bool
+    upstream: int = 0  # the loopback port it was spliced to
 
 
 class _ConnectHandler(socketserver.StreamRequestHandler):
@@ -60,14 +60,14 @@ class _ConnectHandler(socketserver.StreamRequestHandler):
         target = parts[1]
         host, _, port = target.rpartition(":")
         service = self.owner.service_for(host.strip("[]"))
-        forward = bool(service) and port.isdigit()
-        self.owner._record(ConnectCall(time.time(), target, service, forward))
-        if not forward:
-            # Not a Service ClusterIP (e.g. a kubelet dial to a fake node): nothing to reach.
+        upstream_port = self.owner.route(service, int(port)) if service and port.isdigit() else None
+        self.owner._record(ConnectCall(time.time(), target, service, upstream_port is not None, upstream_port or 0))
+        if upstream_port is None:
+            # Not a Service ClusterIP (e.g. a kubelet dial to a fake node), or nothing local serves it.
             self.request.sendall(b"HTTP/1.1 502 Bad Gateway\r\nContent-Length: 0\r\n\r\n")
             return
         try:
-            upstream = socket.create_connection(("127.0.0.1", self.owner.upstream_port()), timeout=5)
+            upstream = socket.create_connection(("127.0.0.1", upstream_port), timeout=5)
         except OSError:
             self.request.sendall(b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\n\r\n")
             return
@@ -102,21 +102,30 @@ def _splice(a: socket.socket, b: socket.socket) -> None:
 class ConnectProxy:
     """HTTP CONNECT proxy on a unix socket: kube-apiserver's ``cluster`` egress.
 
-    Forwards a CONNECT only when its IP is some Service's ClusterIP, and only to the
-    stand-in injector on loopback. Everything else is answered 502 and logged.
+    Forwards a CONNECT only when its IP is some Service's ClusterIP and `route` names a loopback
+    port for that Service's port. Everything else is answered 502 and logged.
     """
 
-    def __init__(self, socket_path: Path, injector: StandInInjector) -> None:
+    def __init__(
+        self,
+        socket_path: Path,
+        api: Callable[[], k8s.ApiClient],
+        route: Callable[[k8s.V1Service, int], int | None],
+    ) -> None:
         self.socket_path = socket_path
-        self._injector = injector
+        self._api = api
+        self._route = route
+        self._services: dict[str, k8s.V1Service] = {}
         self._calls: list[ConnectCall] = []
         self._lock = threading.Lock()
         self._server: socketserver.ThreadingUnixStreamServer | None = None
         # Overridable for tests that run without a cluster.
         self.resolve: Callable[[str], str] = self._resolve_cluster_ip
 
-    def upstream_port(self) -> int:
-        return self._injector.port
+    def route(self, service: str, port: int) -> int | None:
+        """The loopback port serving `port` of Service "<namespace>/<name>", if any."""
+        svc = self._services.get(service)
+        return None if svc is None else self._route(svc, port)
 
     def calls(self) -> list[ConnectCall]:
         with self._lock:
@@ -135,11 +144,14 @@ class ConnectProxy:
 
     def _resolve_cluster_ip(self, ip: str) -> str:
         """'<namespace>/<name>' of the Service whose ClusterIP is `ip`, or ''."""
-        svcs = k8s.CoreV1Api(self._injector.api()).list_service_for_all_namespaces(_request_timeout=5)
+        svcs = k8s.CoreV1Api(self._api()).list_service_for_all_namespaces(_request_timeout=5)
         for s in svcs.items:
             ips = set(s.spec.cluster_ips or []) | {s.spec.cluster_ip}
             if ip in ips:
-                return f"{s.metadata.namespace}/{s.metadata.name}"
+                key = f"{s.metadata.namespace}/{s.metadata.name}"
+                with self._lock:
+                    self._services[key] = s
+                return key
         return ""
 
     def start(self) -> None:

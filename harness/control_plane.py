@@ -4,8 +4,9 @@ Runs etcd, kube-apiserver, kube-controller-manager, kube-scheduler (built by
 ``toolchain/build-kube.sh``) and KWOK, which fakes the nodes and moves pods to
 Running/Ready without kubelets, so Deployments, StatefulSets and DaemonSets really roll out.
 Admission is the real one: Istio's webhook configurations are called through the
-apiserver's ``cluster`` egress (``connect_proxy.py``) and answered by the stand-in injector
-(``injector.py``).
+apiserver's ``cluster`` egress (``connect_proxy.py``) and answered by real istiod processes, one per
+installed revision (``istiod.py``); every pod create is recorded with the webhooks that changed it
+(the apiserver's audit log, ``admission_log.py``).
 
 Everything listens on 127.0.0.1 at free ports; the PKI (``pki.py``) is generated into a temp dir.
 ``stop()`` kills every process group it started (``processes.py``), also after a failed start.
@@ -35,8 +36,9 @@ from kubernetes import client as k8s
 from kubernetes import config as k8s_config
 from kubernetes.client.rest import ApiException
 
+from harness.admission_log import AdmissionLog
 from harness.connect_proxy import ConnectProxy
-from harness.injector import StandInInjector
+from harness.istiod import IstiodSupervisor
 from harness.pki import CertAuthority, KeyPair, pem_key
 from harness.processes import Process, free_port, spawn
 from harness.toolchain import Tools
@@ -44,6 +46,18 @@ from harness.toolchain import Tools
 SERVICE_CIDR = "10.96.0.0/16"  # never dialed: the egress proxy intercepts webhook dials
 POD_CIDR = "10.244.0.1/16"  # KWOK's pod IPs; never dialed either
 NODE_ANNOTATION = "kwok.x-k8s.io/node"
+ISTIOD_WEBHOOK_PORTS = (443, 15017)  # the istiod Services' webhook port, and the container port behind it
+# The audit policy: every pod create with the pod as stored (which webhooks changed it, what istiod
+# injected), nothing else.
+AUDIT_POLICY = {
+    "apiVersion": "audit.k8s.io/v1",
+    "kind": "Policy",
+    "omitStages": ["RequestReceived", "ResponseStarted"],
+    "rules": [
+        {"level": "RequestResponse", "verbs": ["create"], "resources": [{"group": "", "resources": ["pods"]}]},
+        {"level": "None"},
+    ],
+}
 
 # kube-controller-manager controllers the tests rely on (workloads, namespaces, GC,
 # service accounts and their tokens, endpoints). node-lifecycle is left out on purpose:
@@ -79,13 +93,13 @@ class ControlPlaneError(RuntimeError):
 
 
 class ControlPlane:
-    """etcd + kube-apiserver + controller-manager + scheduler + KWOK, with the stand-in injector.
+    """etcd + kube-apiserver + controller-manager + scheduler + KWOK, with a real istiod per revision.
 
     Usage::
 
         cp = ControlPlane(tools)
         cp.start()          # raises ControlPlaneError (with log tails) and cleans up on failure
-        ... cp.kubeconfig, cp.injector.calls() ...
+        ... cp.kubeconfig, cp.admission.injections(), cp.istiod.running() ...
         cp.stop()
     """
 
@@ -97,7 +111,7 @@ class ControlPlane:
         nodes: int = 2,
         start_timeout: float = 180.0,
     ) -> None:
-        if tools.kube_bin_dir is None or tools.etcd is None or tools.kwok is None:
+        if tools.kube_bin_dir is None or tools.etcd is None or tools.kwok is None or tools.istiod is None:
             raise ValueError("these tools have no control-plane binaries (existing cluster?)")
         self.tools = tools
         self.nodes = nodes
@@ -112,7 +126,9 @@ class ControlPlane:
         self.processes: list[Process] = []
         self.apiserver_url = ""
         self.ca: CertAuthority | None = None
-        self.injector: StandInInjector | None = None
+        self.audit_log = self.workdir / "logs" / "audit.log"
+        self.admission = AdmissionLog(self.audit_log)
+        self.istiod = IstiodSupervisor(tools.istiod, self.kubeconfig, self.workdir / "istiod")
         self.proxy: ConnectProxy | None = None
         self._api: k8s.ApiClient | None = None
         self.started = False
@@ -127,7 +143,8 @@ class ControlPlane:
         self.started = True
 
     def stop(self, keep_workdir: bool = False) -> None:
-        """Kill every started process (newest first), stop the injector, drop the workdir."""
+        """Stop every istiod, kill every started process (newest first), drop the workdir."""
+        self.istiod.stop()
         for proc in reversed(self.processes):
             proc.kill()
         self.processes.clear()
@@ -136,8 +153,6 @@ class ControlPlane:
             self._api = None
         if self.proxy is not None:
             self.proxy.stop()
-        if self.injector is not None:
-            self.injector.stop()
         keep = keep_workdir or os.environ.get("ISTIO_MESH_E2E_KEEP_WORKDIR") == "1"
         if self._own_workdir and not keep:
             shutil.rmtree(self.workdir, ignore_errors=True)
@@ -171,11 +186,8 @@ class ControlPlane:
             self._write_kubeconfig(self.workdir / f"{name}.kubeconfig", certs[identity])
         self.kubeconfig = self.workdir / "admin.kubeconfig"
 
-        # The stand-in and the egress proxy first: the apiserver may call webhooks as soon
-        # as it is up.
-        self.injector = StandInInjector(ca, self.kubeconfig, certdir=self.workdir / "injector-certs")
-        self.injector.start()
-        self.proxy = ConnectProxy(self.egress_socket, self.injector)
+        # The egress proxy first: the apiserver may call webhooks as soon as it is up.
+        self.proxy = ConnectProxy(self.egress_socket, self.api, self._route)
         self.proxy.start()
 
         etcd = self._start_etcd()
@@ -206,6 +218,17 @@ class ControlPlane:
             watched,
             deadline,
         )
+        (self.workdir / "istiod").mkdir(exist_ok=True)
+        self.istiod.start()
+
+    def _route(self, service: k8s.V1Service, port: int) -> int | None:
+        """Where a Service's port is served locally: an istiod Service's webhook port is the local
+        istiod of the revision its selector names (as the Service's endpoints would be)."""
+        selector = service.spec.selector or {}
+        if selector.get("app") != "istiod" or port not in ISTIOD_WEBHOOK_PORTS:
+            return None
+        istiod = self.istiod.for_revision(service.metadata.namespace, selector.get("istio.io/rev", "default"))
+        return None if istiod is None else istiod.webhook_port
 
     def _write_pki(self, ca: CertAuthority) -> dict[str, KeyPair]:
         certs = {
@@ -310,6 +333,8 @@ class ControlPlane:
             [etcd],
             time.monotonic() + 60,
         )
+        audit_policy = self.workdir / "audit-policy.yaml"
+        audit_policy.write_text(yaml.safe_dump(AUDIT_POLICY))
         egress = self.workdir / "egress-selector.yaml"
         egress.write_text(
             yaml.safe_dump(
@@ -357,11 +382,14 @@ class ControlPlane:
                 "--disable-admission-plugins=TaintNodesByCondition",
                 "--allow-privileged=true",
                 f"--egress-selector-config-file={egress}",
+                f"--audit-policy-file={audit_policy}",
+                f"--audit-log-path={self.audit_log}",
+                "--audit-log-format=json",
+                "--audit-log-mode=blocking",
+                "--audit-log-maxsize=0",
                 "--profiling=false",
                 "--v=1",
             ],
-            # The Istio webhooks have an empty caBundle = system roots: make ours the roots.
-            env={"SSL_CERT_FILE": str(self.ca.cert_path), "SSL_CERT_DIR": ""},
         )
 
     def _start_controller_manager(self, certs: dict[str, KeyPair]) -> Process:
@@ -543,11 +571,10 @@ def wait_for(what: str, check: Callable[[], bool], timeout: float = 120.0, inter
 
 @dataclass
 class KubeCluster:
-    """What e2e tests get: a cluster to talk to and the stand-in injector's call log."""
+    """What e2e tests get: a cluster to talk to, its pod admissions and its istiods (own control plane)."""
 
     kubeconfig: Path
     tools: Tools
-    injector: StandInInjector | None
     control_plane: ControlPlane | None
     _api: k8s.ApiClient | None = None
 
@@ -556,6 +583,16 @@ class KubeCluster:
         if self._api is None:
             self._api = k8s_config.new_client_from_config(config_file=str(self.kubeconfig))
         return self._api
+
+    @property
+    def admission(self) -> AdmissionLog | None:
+        """Every pod create and the webhooks that changed it (None on an existing cluster)."""
+        return None if self.control_plane is None else self.control_plane.admission
+
+    @property
+    def istiod(self) -> IstiodSupervisor | None:
+        """The local istiod processes (None on an existing cluster, which runs its own)."""
+        return None if self.control_plane is None else self.control_plane.istiod
 
     def env(self) -> dict[str, str]:
         """Environment for subprocesses (Pulumi, kubectl) aimed at this cluster."""

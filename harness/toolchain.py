@@ -111,6 +111,9 @@ KWOK_VERSION = _version(_PINS, "kwok")
 HELM_VERSION = _version(_PINS, "helm")
 # Istio versions whose charts build-charts.sh extracts (branch snapshots named like releases).
 ISTIO_VERSIONS: tuple[str, ...] = tuple(p.version for p in _PINS if p.name == "istio")
+# istiod (pilot-discovery) and istioctl are built once, from the newest minor's snapshot, stamped with
+# the newest version name (build-istio.sh); that istiod serves every revision of the tests.
+ISTIO_BINARIES_VERSION = max(ISTIO_VERSIONS, key=lambda v: tuple(int(x) for x in v.split(".")))
 
 BUILD_ALL = "bash toolchain/build-all.sh"
 KUBE_BINARIES = ("kube-apiserver", "kube-controller-manager", "kube-scheduler", "kubectl")
@@ -172,6 +175,10 @@ class Tools:
     existing_kubeconfig: Path | None = None
     helm: Path | None = None
     """The Helm CLI, to install Istio the way the clusters this project takes over were."""
+    istiod: Path | None = None
+    """pilot-discovery: the real istiod the local control plane runs per installed revision."""
+    istioctl: Path | None = None
+    """istioctl of the same build: the independent checks (analyze, tag list, precheck) and installs."""
 
     def kube(self, name: str) -> Path:
         """Path of one Kubernetes binary (kube-apiserver, kubectl, ...)."""
@@ -284,6 +291,10 @@ def locate(*, pulumi: bool = True, cluster: bool = True, charts: bool = True) ->
     absent_stages = [s for s in stages if not s.is_file()]
     if absent_stages:
         cluster_missing.append(Missing("kwok stages", absent_stages[0], _script("build-kube.sh", "kwok")))
+    istio_bin = cache / f"istio-{ISTIO_BINARIES_VERSION}" / "bin"
+    for name in ("pilot-discovery", "istioctl"):
+        if not _is_exe(istio_bin / name):
+            cluster_missing.append(Missing(name, istio_bin / name, _script("build-istio.sh")))
     if cluster:
         missing += cluster_missing
 
@@ -299,6 +310,8 @@ def locate(*, pulumi: bool = True, cluster: bool = True, charts: bool = True) ->
         kwok=kwok,
         kwok_stages=stages,
         helm=helm,
+        istiod=istio_bin / "pilot-discovery",
+        istioctl=istio_bin / "istioctl",
     )
 
 

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Builds every tool the end-to-end tests need (Pulumi CLI + Python host + Kubernetes provider
-# plugin, a Kubernetes control plane with etcd and KWOK, Helm, the Istio charts), from Go modules, at the
+# plugin, a Kubernetes control plane with etcd and KWOK, Helm, the Istio charts, istiod and istioctl), from Go modules, at the
 # versions of the manifest `versions` (checked first against the go.mod files that repeat them),
 # into ${ISTIO_MESH_E2E_CACHE:-~/.cache/istio-mesh-e2e}. Each part skips what is already built,
 # so only the first run on a machine pays (roughly 30-45 minutes on 2 cores).
@@ -9,7 +9,7 @@ HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 # shellcheck source=/dev/null  # versions.sh is checked on its own
 source "$HERE/versions.sh"
 check_versions
-for part in build-charts.sh build-helm.sh build-pulumi.sh build-kube.sh; do
+for part in build-charts.sh build-helm.sh build-pulumi.sh build-kube.sh build-istio.sh; do
   printf '[build-all] %s\n' "$part" >&2
   bash "$HERE/$part"
 done

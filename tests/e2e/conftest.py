@@ -1,19 +1,20 @@
 """pytest wiring of the e2e harness: the `e2e` marker, the tools, and the `kube_cluster` fixture.
 
 `kube_cluster` (session scope) starts a real local control plane (etcd, kube-apiserver,
-controller-manager, scheduler, KWOK nodes; see ``harness/control_plane.py``) with Istio's webhooks
-answered by the stand-in injector (``harness/injector.py``), and yields a :class:`KubeCluster`:
+controller-manager, scheduler, KWOK nodes; see ``harness/control_plane.py``) with a real istiod for
+every installed revision (``harness/istiod.py``), and yields a :class:`KubeCluster`:
 
     def test_something(kube_cluster):
-        api = kube_cluster.api()                 # kubernetes.client.ApiClient (admin)
-        kube_cluster.kubeconfig                  # admin kubeconfig path, for Pulumi/kubectl
-        kube_cluster.injector.injections("ns")   # what the stand-in injector was asked
+        api = kube_cluster.api()                  # kubernetes.client.ApiClient (admin)
+        kube_cluster.kubeconfig                   # admin kubeconfig path, for Pulumi/kubectl
+        kube_cluster.admission.injections("ns")   # pod creates an injector was called for (audit log)
+        kube_cluster.istiod.wait_serving("1-31-0")
 
 Tools come from ``bash toolchain/build-all.sh`` (cached under
 ~/.cache/istio-mesh-e2e). Missing tools skip the e2e tests with that command in the
 message, except under CI (CI=true), where they fail: CI must never silently skip.
 ``ISTIO_MESH_E2E_KUBECONFIG=<path>`` uses an existing cluster instead of starting one
-(then ``injector`` is None: that cluster must answer Istio's webhooks itself).
+(then ``admission`` and ``istiod`` are None: that cluster runs its own istiod).
 ``ISTIO_MESH_E2E_KEEP_WORKDIR=1`` keeps the control plane's temp dir (logs, PKI) after the run.
 """
 
@@ -77,7 +78,7 @@ def e2e_tools() -> Tools:
 def _own_cluster(tools: Tools) -> Iterator[KubeCluster]:
     cp = ControlPlane(tools)
     cp.start()
-    cluster = KubeCluster(cp.kubeconfig, tools, cp.injector, cp)
+    cluster = KubeCluster(cp.kubeconfig, tools, cp)
     try:
         yield cluster
     finally:
@@ -100,6 +101,6 @@ def kube_cluster() -> Iterator[KubeCluster]:
     """A running cluster for the whole session (started once, torn down at the end)."""
     tools = _tools_or_skip(pulumi=False)
     if tools.existing_kubeconfig is not None:
-        yield KubeCluster(tools.existing_kubeconfig, tools, None, None)
+        yield KubeCluster(tools.existing_kubeconfig, tools, None)
         return
     yield from _own_cluster(tools)

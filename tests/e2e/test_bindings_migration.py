@@ -150,8 +150,8 @@ def test_2_upgrading_swaps_the_resources_and_loses_nothing(walk: Migration) -> N
     assert "istio.io/rev" not in namespace_labels(api, UNBOUND)
     assert namespace_labels(api, UNBOUND)["istio-injection"] == "disabled", "unbound: its legacy label given back"
     assert {ns: pod_revisions(api, ns) for ns in (PLAIN, LEGACY)} == walk.pods, "no pod restarted"
-    assert walk.cluster.injector is None or not [
-        c for c in walk.cluster.injector.injections() if c.time >= since and c.patched]
+    assert walk.cluster.admission is None or not [
+        c for c in walk.cluster.admission.injections() if c.time >= since and c.patched]
     types = [r["type"] for r in walk.stack.resources()]
     assert (types.count(BINDING), types.count(PATCH), types.count(GUARD), types.count(LABELS)) == (0, 0, 0, 1)
     assert walk.stack.preview_changes() == {}, "\n".join(walk.stack.log[-60:])

@@ -1,8 +1,8 @@
-"""Tests of the e2e harness itself: the control plane, KWOK and the webhook route.
+"""Tests of the e2e harness itself: the control plane, KWOK, the webhook route and the real istiod.
 
-The injection webhooks are the hand-built ones of ``harness.fake_revision`` (the selectors of
-Istio's ``istio-sidecar-injector-<rev>``), so the apiserver, not the stand-in, decides which
-revision is called.
+Two revisions are installed from the real istiod chart (``harness.revision``, as `helm install` would);
+the harness runs a real istiod for each, which patches its webhooks and answers them. The apiserver,
+not the harness, decides which revision is called; its audit log says which webhooks changed a pod.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from kubernetes import client as k8s
 from kubernetes.client.rest import ApiException
 
 from harness.control_plane import KubeCluster, wait_for
-from harness.fake_revision import HUB, ISTIO_NS, create_or_keep, install_fake_revision, revision_webhook
+from harness.revision import HUB, apply, delete, install_revision, revision_objects, wait_injects
 from tests.e2e.cluster_objects import new_namespace
 
 pytestmark = pytest.mark.e2e
@@ -32,29 +32,14 @@ def pod(name: str, labels: dict[str, str] | None = None) -> dict[str, Any]:
 
 @pytest.fixture(scope="module")
 def revisions(kube_cluster: KubeCluster) -> Iterator[dict[str, str]]:
-    """Two fake revisions, `r-a` (1.30.0) and `r-b` (1.31.0)."""
-    if kube_cluster.injector is None:
-        pytest.skip("existing cluster: no stand-in injector to observe")
-    api = kube_cluster.api()
-    create_or_keep(k8s.CoreV1Api(api).create_namespace, {"metadata": {"name": ISTIO_NS}})
+    """Two real revisions, `r-a` (1.30.0 chart) and `r-b` (1.31.0 chart), each served by its own istiod."""
+    if kube_cluster.istiod is None:
+        pytest.skip("existing cluster: the harness runs no istiod there")
     revs = {"r-a": "1.30.0", "r-b": "1.31.0"}
-    for rev, tag in revs.items():
-        install_fake_revision(api, rev, tag)
-    # The apiserver learns webhook configurations through an informer: wait until each
-    # revision's webhook injects (dry-run pods: webhooks with sideEffects None still run).
-    core = k8s.CoreV1Api(api)
-    for rev in revs:
-        probe_ns = new_namespace(api, {"istio.io/rev": rev})
-
-        def injected(ns: str = probe_ns, rev: str = rev) -> bool:
-            p = core.create_namespaced_pod(ns, pod("probe"), dry_run="All")
-            return (p.metadata.annotations or {}).get("istio.io/rev") == rev
-
-        wait_for(f"webhook of revision {rev} active", injected, timeout=30)
+    installed = {rev: install_revision(kube_cluster, rev, version) for rev, version in revs.items()}
     yield revs
-    adm = k8s.AdmissionregistrationV1Api(api)
-    for rev in revs:
-        adm.delete_mutating_webhook_configuration(f"istio-sidecar-injector-{rev}")
+    for objects in installed.values():
+        delete(kube_cluster, objects)
 
 
 def test_namespace_label_selects_revision_webhook(kube_cluster: KubeCluster, revisions: dict[str, str]) -> None:
@@ -66,15 +51,29 @@ def test_namespace_label_selects_revision_webhook(kube_cluster: KubeCluster, rev
     annotations = created.metadata.annotations or {}
     assert annotations.get("istio.io/rev") == "r-a"
     status = json.loads(annotations["sidecar.istio.io/status"])
-    assert status["revision"] == "r-a"
+    assert status["revision"] == "r-a" and "istio-proxy" in status["containers"]
+    assert "istio-init" in status["initContainers"]
     proxies = [c for c in created.spec.containers if c.name == "istio-proxy"]
     assert [c.image for c in proxies] == [f"{HUB}/proxyv2:1.30.0"]
+    # The real template: the proxy runs the sidecar agent and knows its revision's istiod.
+    env = {e.name: e.value for e in proxies[0].env or []}
+    assert proxies[0].args[:2] == ["proxy", "sidecar"]
+    assert env.get("ISTIO_META_CLUSTER_ID") == "Kubernetes"
+    assert "istiod-r-a.istio-system.svc:15012" in json.dumps(env)
 
-    calls = kube_cluster.injector.injections(ns)  # type: ignore[union-attr]
-    assert [(c.revision, c.service, c.name, c.patched) for c in calls] == [
-        ("r-a", f"{ISTIO_NS}/istiod-r-a", "web", True)
+    calls = kube_cluster.admission.injections(ns)  # type: ignore[union-attr]
+    assert [(c.revision, c.injectors, c.name, c.patched) for c in calls] == [
+        ("r-a", ["istio-sidecar-injector-r-a"], "web", True)
     ]
-    assert calls[0].server_name == f"istiod-r-a.{ISTIO_NS}.svc"
+
+
+def test_istiod_patched_the_ca_bundle_of_its_webhooks(kube_cluster: KubeCluster, revisions: dict[str, str]) -> None:
+    """Nothing of the harness writes caBundle: each revision's istiod patched its own webhook."""
+    adm = k8s.AdmissionregistrationV1Api(kube_cluster.api())
+    for rev in revisions:
+        hook = adm.read_mutating_webhook_configuration(f"istio-sidecar-injector-{rev}")
+        assert all(w.client_config.ca_bundle for w in hook.webhooks), rev
+        assert {m.manager for m in hook.metadata.managed_fields or []} >= {"helm", "pilot-discovery"}
 
 
 def test_pod_label_selects_other_revision(kube_cluster: KubeCluster, revisions: dict[str, str]) -> None:
@@ -89,29 +88,27 @@ def test_pod_label_selects_other_revision(kube_cluster: KubeCluster, revisions: 
     bound = new_namespace(api, {"istio.io/rev": "r-a"})
     created = core.create_namespaced_pod(bound, pod("ns-wins", {"istio.io/rev": "r-b"}))
     assert created.metadata.annotations["istio.io/rev"] == "r-a"
-    assert [c.revision for c in kube_cluster.injector.injections(bound)] == ["r-a"]  # type: ignore[union-attr]
+    calls = kube_cluster.admission.injections(bound)  # type: ignore[union-attr]
+    assert [(c.revision, c.injectors) for c in calls] == [("r-a", ["istio-sidecar-injector-r-a"])]
 
 
 def test_tag_webhook_injects_the_revision_it_points_to(kube_cluster: KubeCluster, revisions: dict[str, str]) -> None:
-    """A tag is only a webhook calling istiod-<rev>: the pod gets that revision, not the tag."""
-    api = kube_cluster.api()
-    adm = k8s.AdmissionregistrationV1Api(api)
-    adm.create_mutating_webhook_configuration(revision_webhook("r-b", tag="prod"))
+    """A tag is only a webhook calling istiod-<rev>: the pod gets that revision, not the tag. The tag's
+    webhook is the chart's own (`revisionTags`), and r-b's istiod patches its caBundle too."""
+    tag_hook = [o for o in revision_objects(kube_cluster, "r-b", "1.31.0", tags=("prod",))
+                if o["kind"] == "MutatingWebhookConfiguration" and o["metadata"]["name"] == "istio-revision-tag-prod"]
+    assert len(tag_hook) == 1
+    apply(kube_cluster, tag_hook)
     try:
-        core = k8s.CoreV1Api(api)
+        wait_injects(kube_cluster, {"istio.io/rev": "prod"}, "r-b")
+        api = kube_cluster.api()
         ns = new_namespace(api, {"istio.io/rev": "prod"})
-
-        def injected() -> bool:
-            p = core.create_namespaced_pod(ns, pod("probe"), dry_run="All")
-            return "istio.io/rev" in (p.metadata.annotations or {})
-
-        wait_for("tag webhook active", injected, timeout=30)
-        created = core.create_namespaced_pod(ns, pod("tagged"))
+        created = k8s.CoreV1Api(api).create_namespaced_pod(ns, pod("tagged"))
         assert created.metadata.annotations["istio.io/rev"] == "r-b"
-        calls = [c for c in kube_cluster.injector.injections(ns) if c.name == "tagged"]  # type: ignore[union-attr]
-        assert [(c.revision, c.service) for c in calls] == [("r-b", f"{ISTIO_NS}/istiod-r-b")]
+        calls = [c for c in kube_cluster.admission.injections(ns) if c.name == "tagged"]  # type: ignore[union-attr]
+        assert [(c.revision, c.injectors) for c in calls] == [("r-b", ["istio-revision-tag-prod"])]
     finally:
-        adm.delete_mutating_webhook_configuration("istio-revision-tag-prod")
+        delete(kube_cluster, tag_hook)
 
 
 def test_inject_false_is_not_injected(kube_cluster: KubeCluster, revisions: dict[str, str]) -> None:
@@ -121,12 +118,12 @@ def test_inject_false_is_not_injected(kube_cluster: KubeCluster, revisions: dict
     created = core.create_namespaced_pod(ns, pod("opt-out", {"sidecar.istio.io/inject": "false"}))
     assert "istio.io/rev" not in (created.metadata.annotations or {})
     assert [c.name for c in created.spec.containers] == ["app"]
-    assert kube_cluster.injector.injections(ns) == []  # type: ignore[union-attr]
+    assert kube_cluster.admission.injections(ns) == []  # type: ignore[union-attr]
     # No label at all: no webhook matches either.
     plain = new_namespace(api)
     created = core.create_namespaced_pod(plain, pod("plain"))
     assert [c.name for c in created.spec.containers] == ["app"]
-    assert kube_cluster.injector.injections(plain) == []  # type: ignore[union-attr]
+    assert kube_cluster.admission.injections(plain) == []  # type: ignore[union-attr]
 
 
 def test_deployment_rolls_out_on_kwok_nodes(kube_cluster: KubeCluster, revisions: dict[str, str]) -> None:
@@ -162,7 +159,7 @@ def test_deployment_rolls_out_on_kwok_nodes(kube_cluster: KubeCluster, revisions
         assert p.status.phase == "Running"
         assert p.metadata.annotations["istio.io/rev"] == "r-b"
         assert {c.name for c in p.spec.containers} == {"app", "istio-proxy"}
-    calls = kube_cluster.injector.injections(ns)  # type: ignore[union-attr]
+    calls = kube_cluster.admission.injections(ns)  # type: ignore[union-attr]
     assert len(calls) == 2 and {c.revision for c in calls} == {"r-b"}
 
 
@@ -194,61 +191,36 @@ def test_daemonset_runs_on_every_node(kube_cluster: KubeCluster) -> None:
     assert nodes >= 2
 
 
-def test_validating_webhook_reaches_validate(kube_cluster: KubeCluster, revisions: dict[str, str]) -> None:
-    """istiod's validation path answers allowed (a Fail policy would block otherwise)."""
+def test_validating_webhook_is_answered_by_istiod(kube_cluster: KubeCluster, revisions: dict[str, str]) -> None:
+    """The chart's validator of r-a (labelled objects only) calls r-a's istiod, which refuses invalid config
+    with its own message and admits valid config."""
     api = kube_cluster.api()
-    adm = k8s.AdmissionregistrationV1Api(api)
-    ns = new_namespace(api, {"e2e-validate": "yes"})
-    name = f"istio-validator-r-a-{ns}"
-    adm.create_validating_webhook_configuration(
-        {
-            "metadata": {"name": name},
-            "webhooks": [
-                {
-                    "name": "rev.validation.istio.io",
-                    "clientConfig": {
-                        "service": {
-                            "name": "istiod-r-a",
-                            "namespace": ISTIO_NS,
-                            "path": "/validate",
-                            "port": 443,
-                        }
-                    },
-                    "rules": [
-                        {
-                            "operations": ["CREATE", "UPDATE"],
-                            "apiGroups": [""],
-                            "apiVersions": ["v1"],
-                            "resources": ["configmaps"],
-                        }
-                    ],
-                    "namespaceSelector": {"matchLabels": {"e2e-validate": "yes"}},
-                    "failurePolicy": "Fail",
-                    "sideEffects": "None",
-                    "admissionReviewVersions": ["v1"],
-                }
-            ],
+    ns = new_namespace(api)
+    custom = k8s.CustomObjectsApi(api)
+
+    def virtual_service(name: str, hosts: list[str]) -> dict[str, Any]:
+        return {
+            "apiVersion": "networking.istio.io/v1",
+            "kind": "VirtualService",
+            "metadata": {"name": name, "labels": {"istio.io/rev": "r-a"}},
+            "spec": {"hosts": hosts, "http": [{"route": [{"destination": {"host": "web"}}]}]},
         }
-    )
-    try:
-        # Webhook configurations reach the admission plugin through an informer: retry
-        # until the call shows up.
-        core = k8s.CoreV1Api(api)
-        seen: list[Any] = []
 
-        def validated() -> bool:
-            core.create_namespaced_config_map(ns, {"metadata": {"generateName": "cm-"}, "data": {"k": "v"}})
-            seen[:] = [
-                c
-                for c in kube_cluster.injector.calls()  # type: ignore[union-attr]
-                if c.path == "/validate" and c.namespace == ns
-            ]
-            return bool(seen)
+    refusal: list[str] = []
 
-        wait_for("a /validate call", validated, timeout=30)
-        assert seen[0].revision == "r-a" and seen[0].kind == "ConfigMap"
-    finally:
-        adm.delete_validating_webhook_configuration(name)
+    def refused() -> bool:
+        try:
+            custom.create_namespaced_custom_object(
+                "networking.istio.io", "v1", ns, "virtualservices", virtual_service("bad", []), dry_run="All")
+        except ApiException as e:
+            refusal[:] = [e.body or ""]
+            return "validation.istio.io" in (e.body or "")
+        return False
+
+    wait_for("istiod's validation refusing a VirtualService without hosts", refused, timeout=60)
+    assert "at least one host is required" in refusal[0]
+    custom.create_namespaced_custom_object(
+        "networking.istio.io", "v1", ns, "virtualservices", virtual_service("good", ["web"]))
 
 
 def test_egress_proxy_refuses_non_service_addresses(kube_cluster: KubeCluster, revisions: dict[str, str]) -> None:

@@ -3,7 +3,7 @@ same Service, the promotion (the canary's revision becomes the gateway's, the ca
 (`git revert`: the canary comes back, the gateway returns to its revision). Throughout, a watcher polls the
 gateway's Service and EndpointSlices every 0.2 s: the Service keeps its uid and clusterIP and always has ready
 endpoints. Real engine, real Kubernetes provider rendering the real gateway charts (1.30.0 and 1.31.0), pods
-made Ready by KWOK and injected by the stand-in injector through the revisions' real webhooks. A preview
+made Ready by KWOK and injected by the revisions' real istiod through their real webhooks. A preview
 after the last step shows no changes.
 
 Its own control plane: its stack owns `istio-base` and `istio-system`, one stack per cluster.

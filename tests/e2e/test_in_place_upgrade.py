@@ -2,8 +2,9 @@
 and every pod injected by it is restarted onto the new proxy image, once; a `natural` namespace is only
 reported; a pod whose proxy was set by hand is left alone and reported. Real engine, real Kubernetes
 provider rendering the real charts (the 1.30.1 mirror entry is the 1.30 snapshot stamped 1.30.1), real
-API server calling the revision's webhooks; the stand-in injector injects the image the rendered injector
-config names (global.hub, global.tag, global.proxy.image, global.variant).
+API server calling the revision's webhooks, answered by the revision's real istiod (restarted by the harness
+when the in-place change rolls its Deployment), which injects the image its injection template and values
+name (global.hub, global.tag, global.proxy.image, global.variant).
 
 This module runs on a control plane of its own. Its stack owns `istio-base` (CRDs, cluster roles,
 validators) and `istio-system`, as test_upgrade.py's stack does: one stack per cluster, as the README
@@ -169,10 +170,10 @@ class InPlace:
         return rollout["outputs"]["results"]
 
     def injections_since(self, since: float) -> dict[str, int]:
-        """Pods the stand-in injected since `since`, by namespace (reinvocations, which patch nothing, aside)."""
-        assert self.cluster.injector is not None
+        """Pods istiod injected since `since`, by namespace (the apiserver's record of each pod create)."""
+        assert self.cluster.admission is not None
         counts: dict[str, int] = {}
-        for call in self.cluster.injector.injections():
+        for call in self.cluster.admission.injections():
             if call.time >= since and call.patched:
                 counts[call.namespace] = counts.get(call.namespace, 0) + 1
         return counts
@@ -205,11 +206,11 @@ class InPlace:
 def own_cluster(e2e_tools: Tools) -> Iterator[KubeCluster]:
     """A control plane for this module alone (see the module doc); an existing cluster is used as it is."""
     if e2e_tools.existing_kubeconfig is not None:
-        yield KubeCluster(e2e_tools.existing_kubeconfig, e2e_tools, None, None)
+        yield KubeCluster(e2e_tools.existing_kubeconfig, e2e_tools, None)
         return
     cp = ControlPlane(e2e_tools)
     cp.start()
-    cluster = KubeCluster(cp.kubeconfig, e2e_tools, cp.injector, cp)
+    cluster = KubeCluster(cp.kubeconfig, e2e_tools, cp)
     try:
         yield cluster
     finally:
@@ -220,8 +221,8 @@ def own_cluster(e2e_tools: Tools) -> Iterator[KubeCluster]:
 
 @pytest.fixture(scope="module")
 def walk(own_cluster: KubeCluster, e2e_tools: Tools, tmp_path_factory: pytest.TempPathFactory) -> InPlace:
-    if own_cluster.injector is None:
-        pytest.skip("existing cluster: no stand-in injector to count injections with")
+    if own_cluster.admission is None:
+        pytest.skip("existing cluster: no audit log to count injections with")
     stack = MeshStack(e2e_tools, own_cluster.kubeconfig, tmp_path_factory.mktemp("in-place-stack"), name="inplace")
     return InPlace(own_cluster, stack, e2e_tools)
 

@@ -3,8 +3,8 @@
 The provider methods are called in-process (and once in a subprocess that gets killed, as an
 interrupted `pulumi up` would be). Pods really roll: KWOK runs them on fake nodes, and the
 apiserver calls the injection webhook of the revision the namespace label selects, answered by
-the harness's stand-in injector, so a pod's `istio.io/rev` annotation says which revision's
-webhook injected it.
+that revision's real istiod (the istiod chart installed as `helm install` would, ``harness.revision``),
+so a pod's `istio.io/rev` annotation says which revision's webhook injected it.
 """
 
 from __future__ import annotations
@@ -20,11 +20,10 @@ from typing import Any
 
 import pytest
 from kubernetes import client as k8s
-from kubernetes.client.rest import ApiException
 from pulumi.dynamic import Config, ConfigureRequest
 
 from harness.control_plane import KubeCluster, wait_for
-from harness.fake_revision import install_fake_revision
+from harness.revision import delete, install_revision
 from mesh.kube import KUBECONFIG_KEY
 from mesh.providers.drain_guard import DrainGuardProvider, RevisionInUseError
 from mesh.providers.rollout import MeshRolloutProvider, RolloutError
@@ -42,46 +41,18 @@ IMAGE = "example.invalid/app:1"
 
 @pytest.fixture(scope="module")
 def api(kube_cluster: KubeCluster) -> k8s.ApiClient:
-    if kube_cluster.injector is None:
-        pytest.skip("existing cluster: no stand-in injector")
+    if kube_cluster.istiod is None:
+        pytest.skip("existing cluster: the harness runs no istiod there")
     return kube_cluster.api()
 
 
 @pytest.fixture(scope="module")
-def revisions(api: k8s.ApiClient) -> Iterator[tuple[str, str]]:
-    """Two fake revisions whose webhooks the apiserver really calls."""
-    try:
-        k8s.CoreV1Api(api).create_namespace({"metadata": {"name": "istio-system"}})
-    except ApiException as e:
-        if e.status != 409:
-            raise
-    for rev, tag in ((OLD, "1.30.0"), (NEW, "1.31.0")):
-        install_fake_revision(api, rev, tag)
-        probe_injection(api, rev)
+def revisions(kube_cluster: KubeCluster, api: k8s.ApiClient) -> Iterator[tuple[str, str]]:
+    """Two real revisions whose webhooks the apiserver really calls and their istiods answer."""
+    installed = [install_revision(kube_cluster, rev, version) for rev, version in ((OLD, "1.30.0"), (NEW, "1.31.0"))]
     yield OLD, NEW
-    adm = k8s.AdmissionregistrationV1Api(api)
-    for rev in (OLD, NEW):
-        adm.delete_mutating_webhook_configuration(f"istio-sidecar-injector-{rev}")
-
-
-def probe_injection(api: k8s.ApiClient, rev: str) -> None:
-    """Webhook configurations reach admission through an informer: wait until `rev` injects
-    (dry-run pods still go through the webhooks)."""
-    core = k8s.CoreV1Api(api)
-    ns = new_namespace(api, {"istio.io/rev": rev})
-    probe = {"metadata": {"name": "probe"}, "spec": {"containers": [{"name": "a", "image": IMAGE}]}}
-    try:
-
-        def injected() -> bool:
-            try:  # the very first calls may fail while the stand-in learns the new Service
-                pod = core.create_namespaced_pod(ns, probe, dry_run="All")
-            except ApiException:
-                return False
-            return (pod.metadata.annotations or {}).get("istio.io/rev") == rev
-
-        wait_for(f"webhook of {rev} injecting", injected, timeout=30)
-    finally:
-        core.delete_namespace(ns)
+    for objects in installed:
+        delete(kube_cluster, objects)
 
 
 @pytest.fixture
@@ -179,7 +150,7 @@ def bind(api: k8s.ApiClient, ns: str, rev: str) -> None:
 
 
 def target(rev: str, strategy: str = "rolling") -> dict[str, str]:
-    # What the stand-in injects for the fake revisions (install_fake_revision's hub, their tags).
+    # What each revision's istiod injects: its chart's hub and tag (harness.revision's values).
     return {"revision": rev, "proxy_image": f"docker.io/istio/proxyv2:{'1.31.0' if rev == NEW else '1.30.0'}",
             "strategy": strategy}
 
@@ -394,8 +365,7 @@ def test_guard_refuses_while_in_use_and_lets_go_once_drained(
     kube_cluster: KubeCluster, api: k8s.ApiClient, revisions: tuple[str, str]
 ) -> None:
     guarded = f"dg-{uuid.uuid4().hex[:6]}"  # a revision of its own: other tests' pods don't count
-    install_fake_revision(api, guarded, "1.30.0")
-    probe_injection(api, guarded)
+    installed = install_revision(kube_cluster, guarded, "1.30.0")
     ns = new_namespace(api, {"istio.io/rev": guarded})
     try:
         create_deployment(api, ns, "web", replicas=2)
@@ -431,4 +401,4 @@ def test_guard_refuses_while_in_use_and_lets_go_once_drained(
         assert result["ok"] >= moved_at
     finally:
         k8s.CoreV1Api(api).delete_namespace(ns)
-        k8s.AdmissionregistrationV1Api(api).delete_mutating_webhook_configuration(f"istio-sidecar-injector-{guarded}")
+        delete(kube_cluster, installed)

@@ -108,11 +108,12 @@ def test_2_the_default_tag_takes_over_without_double_injection(takeover: Takeove
     assert takeover_outputs[0]["outputs"]["revisionless_pods"] == {BOUND: 2, UNBOUND: 2}
     assert any("4 pod(s) still run the revisionless istiod" in line for line in stack.log), stack.log[-40:]
     # A new pod in a legacy-labelled namespace: one webhook call, from the default tag's revision.
-    assert cluster.injector is not None
-    cluster.injector.clear()
+    assert cluster.admission is not None
+    cluster.admission.clear()
     new = scale_up_and_get_new_pods(api, UNBOUND, "old-app", 3, before_unbound)
     assert list(new.values()) == [REV]
-    assert [c.revision for c in cluster.injector.injections(UNBOUND)] == [REV], "two webhooks matched one pod"
+    assert [(c.revision, c.injectors) for c in cluster.admission.injections(UNBOUND)] == [
+        (REV, ["istio-revision-tag-default"])], "two webhooks matched one pod"
     assert stack.preview_changes() == {}
 
 
@@ -137,8 +138,10 @@ def test_4_dropping_the_default_tag_gives_the_old_injector_back(takeover: Takeov
     stack.up()
     assert selectors(old_injector(api)) == takeover.original_selectors
     before = pod_revisions(api, UNBOUND)
-    cluster.injector.clear()
+    assert cluster.admission is not None
+    cluster.admission.clear()
     new = scale_up_and_get_new_pods(api, UNBOUND, "old-app", 4, before)
     assert list(new.values()) == ["default"], "the legacy label is served by the old install again"
-    assert [c.revision for c in cluster.injector.injections(UNBOUND)] == ["default"]
+    assert [(c.revision, c.injectors) for c in cluster.admission.injections(UNBOUND)] == [
+        ("default", [OLD_INJECTOR])]
     assert stack.preview_changes() == {}

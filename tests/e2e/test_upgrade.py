@@ -252,27 +252,26 @@ def test_1_steady_state_injects_every_pod_with_the_one_revision(walk: Walk) -> N
 
 
 ISTIOD_FIELD_MANAGER = "pilot-discovery"
-"""The field manager istiod's webhook controllers write with (istio#45204 shows it in conflicts)."""
+"""The field manager the real istiod's webhook controllers write with (istio#45204 shows it in conflicts)."""
 
 
-def patch_webhooks_like_istiod(walk: Walk) -> list[str]:
-    """What a serving istiod does to the webhooks of its revision: fill in `caBundle` everywhere and set
-    validators' `failurePolicy` to Fail, as an Update under its own field manager. The CA that signs the
-    stand-in injector's certificates is the cluster's, so it is what istiod would write. Returns the names."""
+def wait_istiod_patched(walk: Walk) -> list[str]:
+    """Wait until the real istiod of each revision has done to its webhooks what it does once it serves:
+    `caBundle` in every entry, written under its own field manager. Returns the names."""
     adm = k8s.AdmissionregistrationV1Api(walk.api)
-    ca = yaml.safe_load(walk.cluster.kubeconfig.read_text())["clusters"][0]["cluster"]["certificate-authority-data"]
-    names = []
-    for v in adm.list_validating_webhook_configuration().items:
-        adm.patch_validating_webhook_configuration(v.metadata.name, {"webhooks": [
-            {"name": w.name, "failurePolicy": "Fail", "clientConfig": {"caBundle": ca}} for w in v.webhooks]},
-            field_manager=ISTIOD_FIELD_MANAGER)
-        names.append(v.metadata.name)
-    for m in adm.list_mutating_webhook_configuration().items:
-        adm.patch_mutating_webhook_configuration(m.metadata.name, {"webhooks": [
-            {"name": w.name, "clientConfig": {"caBundle": ca}} for w in m.webhooks]},
-            field_manager=ISTIOD_FIELD_MANAGER)
-        names.append(m.metadata.name)
-    return names
+
+    def configs() -> list[Any]:
+        return [*adm.list_validating_webhook_configuration().items, *adm.list_mutating_webhook_configuration().items]
+
+    def patched() -> bool:
+        return all(
+            all(w.client_config.ca_bundle for w in c.webhooks)
+            and ISTIOD_FIELD_MANAGER in {m.manager for m in c.metadata.managed_fields or []}
+            for c in configs()
+        )
+
+    wait_for("istiod's caBundle in every webhook", patched, timeout=120)
+    return [c.metadata.name for c in configs()]
 
 
 def assert_istiod_fields_kept(walk: Walk) -> None:
@@ -285,14 +284,14 @@ def assert_istiod_fields_kept(walk: Walk) -> None:
 
 
 def test_1b_webhook_fields_istiod_patches_at_run_time_are_not_drift(walk: Walk) -> None:
-    """istiod fills in caBundle and flips failurePolicy to Fail once it serves (istio#52785). The charts
-    render `Fail` from the start (base.validationFailurePolicy), so istiod's Update changes no value we
-    apply: no conflict with its field manager on the next apply, and no drift to ignore."""
+    """The real istiod fills in caBundle and flips failurePolicy to Fail once it serves (istio#52785). The
+    charts render `Fail` from the start (base.validationFailurePolicy), so istiod's Update changes no value
+    we apply: no conflict with its field manager on the next apply, and no drift to ignore."""
     adm = k8s.AdmissionregistrationV1Api(walk.api)
     validators = adm.list_validating_webhook_configuration().items
     assert {v.metadata.name for v in validators} == {"istiod-default-validator", f"istio-validator-{OLD}-istio-system"}
     assert {w.failure_policy for v in validators for w in v.webhooks} == {"Fail"}, "rendered fail-open"
-    patched = patch_webhooks_like_istiod(walk)
+    patched = wait_istiod_patched(walk)
     assert walk.stack.preview_changes(refresh=True) == {}
     walk.stack.up(refresh=True)
     assert len(patched) == len(adm.list_validating_webhook_configuration().items) + len(
@@ -317,7 +316,7 @@ def test_2_adding_the_canary_installs_it_and_restarts_nothing(walk: Walk) -> Non
     # The base chart went 1.30.0 -> 1.31.0 (its validator's labels changed) without a refresh, as CI runs.
     validator = k8s.AdmissionregistrationV1Api(api).read_validating_webhook_configuration("istiod-default-validator")
     assert validator.metadata.labels["app.kubernetes.io/version"] == "1.31.0"
-    patch_webhooks_like_istiod(walk)  # the new istiod does the same to its own webhooks
+    wait_istiod_patched(walk)  # the new istiod does the same to its own webhooks
     status = checked_status(walk)
     assert status[NEW]["pods"] == {} and status[NEW]["tags"] == ["canary"]
     assert status[NEW]["can_drop"] and status[NEW]["why"] == "no pod runs it; first point tag `canary` elsewhere"
