@@ -31,7 +31,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import shutil
 import threading
 import time
 import urllib.request
@@ -143,11 +142,13 @@ class IstiodSupervisor:
         self.kubeconfig = kubeconfig
         self.workdir = workdir
         self._running: dict[tuple[str, str], Istiod] = {}
+        self._surging: dict[tuple[str, str], Istiod] = {}  # replacements not ready yet
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._api: k8s.ApiClient | None = None
         self.history: list[tuple[float, str, str]] = []  # (time, "start"|"stop", revision)
+        self._generation = 0  # each process gets a working directory and log of its own
 
     # ---- queries --------------------------------------------------------------------
     def running(self) -> list[Istiod]:
@@ -179,8 +180,10 @@ class IstiodSupervisor:
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout=10)
-        for key in list(self._running):
-            self._stop_one(key)
+        for istiod in [*self._running.values(), *self._surging.values()]:
+            istiod.process.kill()
+        self._running.clear()
+        self._surging.clear()
         if self._api is not None:
             self._api.close()
 
@@ -205,23 +208,47 @@ class IstiodSupervisor:
                 wanted[(dep["metadata"]["namespace"], dep["metadata"]["name"])] = dep
         for key in [k for k in self._running if k not in wanted]:
             self._stop_one(key)
+        for key in [k for k in self._surging if k not in wanted]:
+            self._surging.pop(key).process.kill()
         for key, dep in wanted.items():
-            current = self._running.get(key)
-            if current is not None and current.fingerprint == fingerprint(dep) and current.process.alive():
-                continue
-            if current is not None:
-                self._stop_one(key)
-            self._start_one(key, dep)
+            self._reconcile(key, dep)
 
-    def _start_one(self, key: tuple[str, str], dep: dict[str, Any]) -> None:
+    def _reconcile(self, key: tuple[str, str], dep: dict[str, Any]) -> None:
+        """Keep the current istiod while it matches the template; else surge a new one, and swap it in
+        once it is ready (the old one keeps serving meanwhile, as under the chart's rolling update)."""
+        wanted = fingerprint(dep)
+        current, surge = self._running.get(key), self._surging.get(key)
+        if current is not None and current.fingerprint == wanted and current.process.alive():
+            if surge is not None:
+                self._surging.pop(key).process.kill()
+            return
+        if surge is not None and (surge.fingerprint != wanted or not surge.process.alive()):
+            self._surging.pop(key).process.kill()
+            surge = None
+        if current is None or not current.process.alive():
+            self._swap_in(key, self._surging.pop(key, None) or self._start_one(key, dep))
+        elif surge is None:
+            self._surging[key] = self._start_one(key, dep)
+        elif surge.ready():
+            self._swap_in(key, self._surging.pop(key))
+
+    def _swap_in(self, key: tuple[str, str], istiod: Istiod) -> None:
+        """Route to `istiod` from now on, then stop the one it replaces (in the background)."""
+        with self._lock:
+            old = self._running.get(key)
+            self._running[key] = istiod
+        if old is not None:
+            self._retire(old)
+
+    def _start_one(self, key: tuple[str, str], dep: dict[str, Any]) -> Istiod:
         namespace, name = key
         revision = revision_of(dep)
         ports = {flag: free_port() for flag in (*LISTENERS, "ctrlz")}
-        cwd = self.workdir / f"{namespace}.{name}"
-        shutil.rmtree(cwd, ignore_errors=True)
+        self._generation += 1
+        cwd = self.workdir / f"{namespace}.{name}.{self._generation}"
         cwd.mkdir(parents=True)
         process = spawn(
-            f"istiod-{namespace}-{name}",
+            f"istiod-{namespace}-{name}-{self._generation}",
             [str(self.binary), *arguments(dep, ports, self.kubeconfig)],
             logs=self.workdir,
             cwd=cwd,
@@ -229,14 +256,17 @@ class IstiodSupervisor:
         )
         istiod = Istiod(namespace, name, revision, ports, fingerprint(dep), process, time.time())
         with self._lock:
-            self._running[key] = istiod
             self.history.append((istiod.started, "start", revision))
         log.info("istiod %s/%s (revision %s) started, webhook port %d", namespace, name, revision, istiod.webhook_port)
+        return istiod
 
     def _stop_one(self, key: tuple[str, str]) -> None:
         with self._lock:
             istiod = self._running.pop(key, None)
-            if istiod is not None:
-                self.history.append((time.time(), "stop", istiod.revision))
         if istiod is not None:
-            istiod.process.kill()
+            self._retire(istiod)
+
+    def _retire(self, istiod: Istiod) -> None:
+        with self._lock:
+            self.history.append((time.time(), "stop", istiod.revision))
+        threading.Thread(target=istiod.process.kill, name="istiod-stop", daemon=True).start()
