@@ -24,6 +24,7 @@ from harness.control_plane import KubeCluster, wait_for
 from harness.mesh_stack import MeshStack
 from harness.toolchain import Tools
 from tests.e2e.cluster_objects import create_deployment, create_namespace, deployments_settled, pod_revisions
+from tests.e2e.istio_agreement import check_istio_agrees
 
 OLD, NEW = "1-30-0", "1-31-0"
 SHOP, OTHER = "cni-shop", "cni-other"
@@ -152,6 +153,7 @@ def test_1_openshift_with_cni_runs_the_agent_and_gives_bound_namespaces_their_at
     assert role_binding_subjects(api, GATEWAY_NS, f"istio-mesh-scc-anyuid-{GATEWAY}") == (
         "system:openshift:scc:anyuid", [("ServiceAccount", GATEWAY)])
     assert stack.preview_changes() == {}
+    check_istio_agrees(walk.cluster, walk.stack)
 
 
 def test_2_adding_a_revision_moves_istio_cni_to_its_version(walk: Walk) -> None:
@@ -169,6 +171,7 @@ def test_2_adding_a_revision_moves_istio_cni_to_its_version(walk: Walk) -> None:
     for ns in (SHOP, OTHER):
         assert set(pod_revisions(api, ns).values()) == {OLD}, "adding a revision moves no pod"
     assert attachments(api, SHOP) == walk.shop_attachments
+    check_istio_agrees(walk.cluster, walk.stack)
 
 
 def test_3_moving_the_tag_moves_every_namespace_and_keeps_their_attachments(walk: Walk) -> None:
@@ -180,6 +183,7 @@ def test_3_moving_the_tag_moves_every_namespace_and_keeps_their_attachments(walk
         wait_for(f"{ns} settled", lambda ns=ns: deployments_settled(api, ns))
         assert set(pod_revisions(api, ns).values()) == {NEW}, ns
     assert attachments(api, SHOP) == walk.shop_attachments, "the attachments were neither replaced nor touched"
+    check_istio_agrees(walk.cluster, walk.stack)
 
 
 def test_4_dropping_the_old_revision_and_unbinding_a_namespace_removes_only_its_attachment(walk: Walk) -> None:
@@ -193,3 +197,4 @@ def test_4_dropping_the_old_revision_and_unbinding_a_namespace_removes_only_its_
     assert attachments(api, SHOP) == walk.shop_attachments, "the bound namespace keeps both, untouched"
     assert cni_agent_ready(api, "1.31.0")
     assert stack.preview_changes() == {}
+    check_istio_agrees(walk.cluster, walk.stack)

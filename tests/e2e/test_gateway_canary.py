@@ -25,6 +25,7 @@ from harness.control_plane import KubeCluster, wait_for
 from harness.mesh_stack import MeshStack
 from harness.toolchain import Tools
 from tests.e2e.cluster_objects import pod_revisions
+from tests.e2e.istio_agreement import check_istio_agrees
 
 OLD, NEW = "1-30-0", "1-31-0"
 GATEWAY, NAMESPACE = "edge", "edge-gw"
@@ -163,6 +164,7 @@ def test_1_a_gateway_on_one_revision_serves_through_its_service(canary: Canary) 
     assert set(deployment_pods(c.api, GATEWAY).values()) == {OLD}
     c.watcher.start()
     wait_for("the watcher sees both pods ready", lambda: any(len(s.ready) == 2 for s in c.watcher.samples))
+    check_istio_agrees(canary.cluster, canary.stack)
 
 
 def test_2_a_canary_adds_a_deployment_on_the_next_revision_behind_the_same_service(canary: Canary) -> None:
@@ -183,6 +185,7 @@ def test_2_a_canary_adds_a_deployment_on_the_next_revision_behind_the_same_servi
     wait_for("the Service sends the canary its share",
              lambda: c.watcher.samples[-1].ready == {*main_before, *canary_pods}, timeout=30)
     assert_service_kept_and_served(c, start)
+    check_istio_agrees(canary.cluster, canary.stack)
 
 
 def test_3_promoting_rolls_the_gateway_first_then_removes_the_canary_and_keeps_the_service(canary: Canary) -> None:
@@ -205,6 +208,7 @@ def test_3_promoting_rolls_the_gateway_first_then_removes_the_canary_and_keeps_t
     gone = next((s for s in samples if not s.ready & canary_pods), None)
     assert gone is not None and gone.ready and not gone.ready & main_before, (gone.ready, main_before)
     wait_for("the Service serves the new pods only", lambda: c.watcher.samples[-1].ready == set(after), timeout=30)
+    check_istio_agrees(canary.cluster, canary.stack)
 
 
 def test_4_rolling_back_the_promotion_brings_the_canary_back_and_the_gateway_back_to_its_revision(
@@ -222,3 +226,4 @@ def test_4_rolling_back_the_promotion_brings_the_canary_back_and_the_gateway_bac
     wait_for("the Service serves all three", lambda: len(c.watcher.samples[-1].ready) == 3, timeout=30)
     assert_service_kept_and_served(c, start)
     assert c.stack.preview_changes() == {}
+    check_istio_agrees(canary.cluster, canary.stack)

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 import pytest
@@ -29,6 +29,7 @@ from harness.control_plane import ControlPlane, KubeCluster, wait_for
 from harness.mesh_stack import MeshStack
 from harness.toolchain import Tools
 from mesh.providers.rollout import RolloutProvider
+from tests.e2e.istio_agreement import check_istio_agrees
 
 REVISION = "stable-ip"
 TAG = "inplace"
@@ -178,8 +179,10 @@ class InPlace:
                 counts[call.namespace] = counts.get(call.namespace, 0) + 1
         return counts
 
-    def check_converged(self) -> None:
+    def check_converged(self, istioctl_finds: Iterable[tuple[str, str]] = ()) -> None:
+        """No changes left, and Istio's own tooling agrees (`istioctl_finds`: findings caused on purpose)."""
         assert self.stack.preview_changes() == {}, "\n".join(self.stack.log[-80:])
+        check_istio_agrees(self.cluster, self.stack, istioctl_finds)
 
     def assert_restarted_once_onto(self, image: str, before: dict[str, Any], sets: dict[str, Any],
                                    since: float) -> None:

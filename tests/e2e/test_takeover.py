@@ -25,6 +25,7 @@ from tests.e2e.cluster_objects import (
     pod_revisions,
     scale_up_and_get_new_pods,
 )
+from tests.e2e.istio_agreement import check_istio_agrees
 
 REV = "1-30-0"
 BOUND = "shop"
@@ -89,6 +90,7 @@ def test_1_a_revisionless_helm_install_injects_its_pods(takeover: Takeover) -> N
         wait_for(f"{ns} settled", lambda ns=ns: deployments_settled(api, ns))
         assert set(pod_revisions(api, ns).values()) == {"default"}, "injected by the revisionless istiod"
     takeover.original_selectors = selectors(old_injector(api))
+    check_istio_agrees(takeover.cluster, takeover.stack)
 
 
 def test_2_the_default_tag_takes_over_without_double_injection(takeover: Takeover) -> None:
@@ -115,6 +117,7 @@ def test_2_the_default_tag_takes_over_without_double_injection(takeover: Takeove
     assert [(c.revision, c.injectors) for c in cluster.admission.injections(UNBOUND)] == [
         (REV, ["istio-revision-tag-default"])], "two webhooks matched one pod"
     assert stack.preview_changes() == {}
+    check_istio_agrees(takeover.cluster, takeover.stack)
 
 
 def test_3_an_old_injector_turned_back_on_is_drift_the_next_up_fixes(takeover: Takeover) -> None:
@@ -127,6 +130,7 @@ def test_3_an_old_injector_turned_back_on_is_drift_the_next_up_fixes(takeover: T
     stack.up()
     assert all(ns["matchExpressions"][0]["values"] == ["never-match"] for ns, _ in selectors(old_injector(api)))
     assert stack.preview_changes() == {}
+    check_istio_agrees(takeover.cluster, takeover.stack)
 
 
 def test_4_dropping_the_default_tag_gives_the_old_injector_back(takeover: Takeover) -> None:
@@ -145,3 +149,4 @@ def test_4_dropping_the_default_tag_gives_the_old_injector_back(takeover: Takeov
     assert [(c.revision, c.injectors) for c in cluster.admission.injections(UNBOUND)] == [
         ("default", [OLD_INJECTOR])]
     assert stack.preview_changes() == {}
+    check_istio_agrees(takeover.cluster, takeover.stack)

@@ -2,9 +2,11 @@
 with the real engine, the real Kubernetes provider rendering the real Istio charts (1.30 and 1.31), and a
 real API server deciding from those webhooks which revision injects each pod.
 
-Steps run in order and share one stack and cluster; after each: a fresh preview shows no changes and the
-state holds no credentials. `mesh review` before each change names what `up` then restarts, and `mesh status`
-after it counts the pods per revision per namespace the cluster has and says which revision can be dropped.
+Steps run in order and share one stack and a cluster of their own, where a real istiod serves each revision;
+after each: a fresh preview shows no changes, the state holds no credentials, and the real istioctl agrees
+(analyze, tag list; `istioctl x precheck` passes before the canary is added). `mesh review` before each
+change names what `up` then restarts, and `mesh status` after it counts the pods per revision per namespace
+the cluster has and says which revision can be dropped.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ from __future__ import annotations
 import base64
 import copy
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +25,7 @@ from kubernetes.client.rest import ApiException
 from pulumi import automation as auto
 
 from harness.control_plane import KubeCluster, wait_for
+from harness.istio_checks import precheck
 from harness.mesh_stack import MeshStack
 from harness.toolchain import Tools
 from tests.e2e.cluster_objects import (
@@ -35,6 +38,7 @@ from tests.e2e.cluster_objects import (
     restart_deployments,
     scale_up_and_get_new_pods,
 )
+from tests.e2e.istio_agreement import check_istio_agrees
 
 OLD, NEW = "1-30-0", "1-31-0"
 TEAMS = ("team-a", "team-b", "team-c")
@@ -198,18 +202,21 @@ class Walk:
         self.secrets = credentials(cluster.kubeconfig)
         self.tag_uids: dict[str, str] = {}
 
-    def check_converged(self) -> None:
-        """A second preview shows no changes, and the state file holds no credentials."""
+    def check_converged(self, istioctl_finds: Iterable[tuple[str, str]] = ()) -> None:
+        """A second preview shows no changes, the state file holds no credentials, and Istio's own tooling
+        agrees with the stack (`istioctl_finds`: the analyzer findings this step causes on purpose)."""
         assert self.stack.preview_changes() == {}, "\n".join(self.stack.log[-80:])
         state = self.stack.state_text()
         leaked = [s[:16] for s in self.secrets if s in state]
         assert not leaked, f"credentials in the state: {leaked}"
+        check_istio_agrees(self.cluster, self.stack, istioctl_finds)
 
 
 @pytest.fixture(scope="module")
-def walk(kube_cluster: KubeCluster, e2e_tools: Tools, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Walk]:
-    stack = MeshStack(e2e_tools, kube_cluster.kubeconfig, tmp_path_factory.mktemp("mesh-stack"))
-    yield Walk(kube_cluster, stack, e2e_tools)
+def walk(pristine_cluster: KubeCluster, e2e_tools: Tools, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Walk]:
+    """A cluster of its own: `istioctl analyze -A` after each step must see this walk's objects alone."""
+    stack = MeshStack(e2e_tools, pristine_cluster.kubeconfig, tmp_path_factory.mktemp("mesh-stack"))
+    yield Walk(pristine_cluster, stack, e2e_tools)
 
 
 def test_1_steady_state_injects_every_pod_with_the_one_revision(walk: Walk) -> None:
@@ -302,6 +309,8 @@ def test_1b_webhook_fields_istiod_patches_at_run_time_are_not_drift(walk: Walk) 
 
 def test_2_adding_the_canary_installs_it_and_restarts_nothing(walk: Walk) -> None:
     api = walk.api
+    checked = precheck(walk.cluster)
+    assert checked.returncode == 0, f"istioctl x precheck before the canary:\n{checked.stdout}\n{checked.stderr}"
     before = all_pods(api)
     walk.stack.write_config(canary_config(walk.tools))
     review = mesh_json(walk.stack.review("--json"))

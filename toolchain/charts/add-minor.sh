@@ -1,6 +1,9 @@
 #!/usr/bin/env bash
 # Adds the wrapper module of a new Istio minor for build-charts.sh: charts/istio-<MAJOR.MINOR>/ with a go.mod
-# pinning istio.io/istio at REF's snapshot, its go.sum, and extract.go linked in.
+# pinning istio.io/istio at REF's snapshot, its go.sum, and extract.go and tools.go linked in (tools.go keeps
+# the dependencies of istiod and istioctl, which build-istio.sh builds from the newest minor's module).
+# Where the Go module proxy refuses one of the snapshot's pseudo-versions, `go mod tidy` stops naming it:
+# require a version the proxy serves in the new go.mod (as charts/istio-1.30 would need) and tidy again.
 # Usage: toolchain/charts/add-minor.sh MAJOR.MINOR REF   (REF: a branch such as release-1.32, or a commit)
 # Then one line in toolchain/versions per version name of that minor, e.g.
 #   istio  1.32.0  charts/istio-1.32/go.mod:istio.io/istio
@@ -19,6 +22,7 @@ tmp="$(mktemp -d "$here/.istio-$minor.XXXXXX")"
 trap 'rm -rf "$tmp"' EXIT
 cd "$tmp"
 ln -s ../extract.go extract.go
+ln -s ../tools.go tools.go
 go mod init "istio-mesh/e2e/charts/istio-$minor" 2>/dev/null
 go get "istio.io/istio@$ref"
 go mod tidy
