@@ -161,6 +161,8 @@ class DataPlane:
     waiting: int
     pending_pods: int
     """For `natural`: pods not on the target yet."""
+    manual: Mapping[str, str] = field(default_factory=dict)
+    """`<Kind>/<name>` -> why the MeshRollout refuses to restart it (paused; pods replaced only when deleted)."""
 
 
 def left_to_gateways(spec: MeshSpec, move: Move) -> dict[str, str]:
@@ -181,15 +183,17 @@ def data_plane(move: Move, workloads: Iterable[Workload], pods: Iterable[Pod],
         return DataPlane(move, {}, 0, report.on_other + report.stale_proxies)
     if move.strategy == NONE:
         return DataPlane(move, {}, 0, 0)
-    restart, waiting = {}, 0
+    restart, waiting, manual = {}, 0, {}
     for w in workloads:
         if w.key in (elsewhere or {}):
             continue
-        action = decide(w, move.target).action
-        if action is Action.RESTART:
-            restart[f"{w.kind}/{w.name}"] = len(w.live_pods)
-        waiting += action is Action.WAIT
-    return DataPlane(move, dict(sorted(restart.items())), waiting, 0)
+        decision = decide(w, move.target)
+        if decision.action is Action.RESTART:
+            restart[w.key] = len(w.live_pods)
+        elif decision.action is Action.MANUAL:
+            manual[w.key] = decision.reason
+        waiting += decision.action is Action.WAIT
+    return DataPlane(move, dict(sorted(restart.items())), waiting, 0, dict(sorted(manual.items())))
 
 
 def refusals(deployed: Deployed, spec: MeshSpec, pods: Iterable[Any]) -> dict[str, dict[str, int]]:
@@ -265,6 +269,9 @@ class Review:
                 listed = ", ".join(f"{k} ({n} pods)" for k, n in d.restart.items())
                 does = f"restarts {listed}" if listed else "nothing to restart"
                 extra = f"; {d.waiting} already restarting" if d.waiting else ""
+                if d.manual:
+                    refused = "; ".join(f"{k} ({why})" for k, why in d.manual.items())
+                    extra += f"; refuses {refused}: up restarts the others, then fails naming them"
                 out.append(f"- `{where}`: {d.move.why}, rolling: {does}{extra}")
         if self.data_plane:
             out.append(f"- `up` restarts {self.restarts} workload(s): {self.estimate()}")

@@ -342,6 +342,10 @@ def decide(w: Workload, target: Target) -> Decision:
         return Decision(Action.SKIP, f"opted out of injection ({INJECT_KEY}=false)")
     if w.host_network:
         return Decision(Action.SKIP, "hostNetwork pods are never injected")
+    if w.paused and (stale := off_target(w, target)):
+        # Before the in-flight check: a paused Deployment never completes a rollout, so waiting on it is futile.
+        return Decision(Action.MANUAL, f"{len(stale)} pods not on {target}; Deployment is paused (spec.paused=true): "
+                        f"`kubectl rollout resume deployment/{w.name} -n {w.namespace}`, then `pulumi up` again")
     in_flight = w.restarted_for == target and waiting_for(w) is not None
     if in_flight:
         return Decision(Action.WAIT, f"restart for {target} already in progress")
@@ -505,6 +509,10 @@ class RolloutRun:
         if d.action is Action.WAIT:
             self.in_flight[key] = now + self.timeout_seconds
             return True, None
+        if d.action is Action.MANUAL:  # paused since the plan: refused like one paused from the start
+            self.manual[key] = d.reason
+            self.total -= 1
+            return False, None
         self.skipped[key] = d.reason
         self.total -= 1
         return False, None

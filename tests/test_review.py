@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from mesh.review import (
     DataPlane,
     Deployed,
@@ -164,3 +166,16 @@ def test_a_gateway_in_a_bound_namespace_is_counted_once() -> None:
     planes = [data_plane(m, [ingress], pods, left_to_gateways(s, m)) for m in found.values()]
     assert [p.restart for p in planes] == [{}, {"Deployment/ingress": 1}]
     assert Review("prod", [], planes, {}, {}, concurrency=4, timeout_seconds=600).restarts == 1
+
+
+def test_a_paused_deployment_is_named_with_what_up_does_with_it() -> None:
+    [move] = [m for m in moves(DEPLOYED, spec()) if m.namespace == "payments"]
+    pods = [pod_from_object(pod("a1", "1-30-2", "docker.io/istio/proxyv2:1.30.2", "rsA"))]
+    [held] = attach_pods([replace(web("api", "A"), paused=True)], pods, {"rsA": "A"})
+    plane = data_plane(move, [held], pods)
+    assert (plane.restart, dict(plane.manual)) == ({}, {"Deployment/api": (
+        "1 pods not on 1-31-0 (docker.io/istio/proxyv2:1.31.0); Deployment is paused (spec.paused=true): "
+        "`kubectl rollout resume deployment/api -n payments`, then `pulumi up` again")})
+    md = Review("prod", [], [plane], {}, {}, concurrency=4, timeout_seconds=600).markdown()
+    assert "rolling: nothing to restart; refuses Deployment/api (1 pods not on 1-31-0" in md
+    assert "up restarts the others, then fails naming them" in md

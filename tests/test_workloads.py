@@ -329,6 +329,11 @@ def test_describe_wait_names_the_pod_problem() -> None:
         (replace(deployment("web", "a"), template_annotations={INJECT_KEY: "false"}), Action.SKIP, "opted out"),
         (replace(deployment("web", "a"), host_network=True), Action.SKIP, "hostNetwork"),
         (replace(deployment("web", "a"), manual_update="updateStrategy OnDelete"), Action.MANUAL, "OnDelete"),
+        # a paused Deployment never rolls: refused up front, as `kubectl rollout restart` refuses it
+        (replace(deployment("web", "a"), paused=True), Action.MANUAL,
+         "Deployment is paused (spec.paused=true): `kubectl rollout resume deployment/web -n shop`"),
+        (replace(restarting(deployment("web", "a"), "b"), paused=True), Action.MANUAL, "paused"),
+        (replace(deployment("web", "b"), paused=True), Action.SKIP, "all pods already run b"),
         (restarting(deployment("web", "a"), "b"), Action.WAIT, "already in progress"),
         # a restart for b that completed long ago, pods since recreated elsewhere: restart again
         (replace(deployment("web", "a"), template_annotations={RESTARTED_FOR: "b"}), Action.RESTART, "not on b"),
@@ -810,3 +815,20 @@ def test_a_gateway_deployment_in_a_bound_namespace_is_restarted_once(fake_cluste
     assert outs["results"]["istio-ingress"]["restarted"] == ["Deployment/web0"]
     assert outs["results"]["istio-ingress"]["skipped"] == {
         "Deployment/ingress0": "moved by its gateway entry istio-ingress/ingress0"}
+
+
+def test_a_paused_deployment_is_refused_before_anything_restarts(
+    fake_cluster: list[FakeCluster], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Never patched, never waited on: the others move, the `up` fails naming it and the fix, in no time."""
+    paused = {k: replace(w, namespace="held", paused=True) for k, w in namespace(1).items()}
+    fake_cluster.append(FakeCluster({"held": paused, "fine": in_ns("fine", namespace(2))}))
+    with pytest.raises(RolloutError) as failed:
+        MeshRolloutProvider().update("mesh-rollout", OLDS, props({"held": entry("b"), "fine": entry("b")},
+                                                                 timeout_seconds=0.5))
+    assert sorted(fake_cluster[0].restarts) == ["fine: Deployment/w0", "fine: Deployment/w1"]
+    assert f"  Deployment/w0: 1 pods not on {B}; Deployment is paused (spec.paused=true)" in str(failed.value)
+    err = capsys.readouterr().err
+    assert "rolling 2 namespaces/gateways: 2 workloads to restart, 0 already restarting, 0 left alone, " \
+        "1 refused; " in err
+    assert err.index("warning: held: Deployment/w0 refused: 1 pods not on b") < err.index("info: moved")

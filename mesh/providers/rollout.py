@@ -306,10 +306,13 @@ class MeshRolloutProvider(KubeProvider):
             queued = sum(len(r.queue) for r in schedule.runs.values())
             waiting = sum(len(r.in_flight) for r in schedule.runs.values())
             left = sum(len(r.skipped) for r in schedule.runs.values())
+            refused = {f"{e}: {key}": why for e, r in schedule.runs.items() for key, why in sorted(r.manual.items())}
+            for where, why in refused.items():
+                pulumi.log.warn(f"{where} refused: {why}")
             progress(
                 f"rolling {len(rolling)} namespaces/gateways: {queued} workloads to restart, {waiting} already "
-                f"restarting, {left} left alone; concurrency {schedule.concurrency} across the stack"
-                + (f", {cap} per namespace" if cap else ""))
+                f"restarting, {left} left alone" + (f", {len(refused)} refused" if refused else "")
+                + f"; concurrency {schedule.concurrency} across the stack" + (f", {cap} per namespace" if cap else ""))
             pods = {**{e: p for e, (_w, p) in read.items()}, **roll(reader, schedule)}
         failure = schedule.failure_message()
         if failure:
