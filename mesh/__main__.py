@@ -48,16 +48,22 @@ def stack_config(stack: str) -> dict[str, Any]:
     return (yaml.safe_load(path.read_text()) or {}).get("config") or {}
 
 
-def deployed_outputs(stack: str) -> tuple[dict[str, Any], str | None]:
-    """The stack's last outputs, or nothing (and why) for a stack never deployed or out of reach."""
+def pulumi_json(stack: str, *command: str) -> tuple[dict[str, Any], str | None]:
+    """What `pulumi <command> --stack STACK` prints as JSON, or nothing (and why) for a stack never deployed or
+    out of reach."""
     try:
-        done = subprocess.run(["pulumi", "stack", "output", "--json", "--stack", stack, "--non-interactive"],
+        done = subprocess.run(["pulumi", *command, "--stack", stack, "--non-interactive"],
                               capture_output=True, text=True, timeout=120, check=False)
     except (OSError, subprocess.TimeoutExpired) as e:
         return {}, f"pulumi unavailable ({e})"
     if done.returncode != 0:
         return {}, done.stderr.strip().splitlines()[-1] if done.stderr.strip() else "no deployed state"
     return json.loads(done.stdout or "{}"), None
+
+
+def deployed_outputs(stack: str) -> tuple[dict[str, Any], str | None]:
+    """The stack's last outputs."""
+    return pulumi_json(stack, "stack", "output", "--json")
 
 
 def kube_settings(raw: dict[str, Any]) -> Any:
@@ -123,10 +129,10 @@ def cluster_part(spec: MeshSpec, deployed: Deployed, raw: dict[str, Any]) -> dic
             "overlaps": overlaps(after, namespaces_after(spec, deployed.namespaces, labels))}
 
 
-def build_review(stack: str, raw: dict[str, Any], outputs: dict[str, Any],
+def build_review(stack: str, raw: dict[str, Any], deployed: Deployed,
                  state_note: str | None = None) -> tuple[int, Review | str]:
-    """The review of `raw` (the stack file's config) against `outputs` (the stack's last outputs)."""
-    deployed = Deployed.from_outputs(outputs)
+    """The review of `raw` (the stack file's config) against `deployed` (the stack's last outputs and the
+    MeshRollout's state)."""
     mesh_keys = {k.removeprefix(f"{PROJECT}:"): v for k, v in raw.items() if k.startswith(f"{PROJECT}:")}
     try:
         spec = validate_or_raise(load_spec(mesh_keys))
@@ -145,8 +151,10 @@ def build_review(stack: str, raw: dict[str, Any], outputs: dict[str, Any],
 
 
 def review(stack: str) -> tuple[int, Review | str]:
-    outputs, state_note = deployed_outputs(stack)
-    return build_review(stack, stack_config(stack), outputs, state_note)
+    """Against the state (`pulumi stack export`): its outputs, and what the MeshRollout last completed, which
+    `up` plans against (after a failed `up` the outputs already carry the new config)."""
+    export, state_note = pulumi_json(stack, "stack", "export")
+    return build_review(stack, stack_config(stack), Deployed.from_export(export), state_note)
 
 
 def build_status(stack: str, raw: dict[str, Any], outputs: dict[str, Any],

@@ -16,12 +16,15 @@ from typing import Any
 from mesh.charts import CANARY_SUFFIX, gateway_workload
 from mesh.drain import pods_using
 from mesh.istio_vocabulary import LEGACY_INJECTION_LABEL, NATURAL, NONE, REV_LABEL, Strategy
-from mesh.proxy_image import proxy_image
 from mesh.restart_budget import gateway_workloads
 from mesh.rollout_entries import gateway_entry
+from mesh.rollout_plan import changed_entries, entries_of, rollout_inputs
 from mesh.spec import GatewaySpec, MeshSpec, parse_version
 from mesh.webhook_overlap import Overlap
 from mesh.workloads import Action, Pod, Target, Workload, decide, revision_report
+
+STACK_TYPE = "pulumi:pulumi:Stack"
+ROLLOUT_TYPE = "pulumi-python:dynamic/mesh:MeshRollout"
 
 
 @dataclass(frozen=True)
@@ -36,9 +39,13 @@ class Deployed:
     profile: str | None = None
     cni: str | None = None
     """The istio-cni chart's version, None when CNI was off."""
+    rollout: Mapping[str, Mapping[str, Mapping[str, str]]] = field(default_factory=dict)
+    """The MeshRollout's `namespaces` and `gateways` as it last completed them (its state; empty when it was never
+    created): what `up` plans against. A failed `up` has already exported the outputs above, not this."""
 
     @classmethod
-    def from_outputs(cls, outputs: Mapping[str, Any]) -> Deployed:
+    def from_outputs(cls, outputs: Mapping[str, Any],
+                     rollout: Mapping[str, Mapping[str, Mapping[str, str]]] | None = None) -> Deployed:
         revisions = outputs.get("revisions") or {}
         return cls(
             versions={n: r["version"] for n, r in revisions.items()},
@@ -48,7 +55,16 @@ class Deployed:
             gateways=dict(outputs.get("gateways") or {}),
             profile=(outputs.get("platform") or {}).get("profile"),
             cni=(outputs.get("platform") or {}).get("cni"),
+            rollout=dict(rollout or {}),
         )
+
+    @classmethod
+    def from_export(cls, export: Mapping[str, Any]) -> Deployed:
+        """From `pulumi stack export`: the stack's outputs and the MeshRollout's state, read in one."""
+        live = [r for r in (export.get("deployment") or {}).get("resources") or [] if not r.get("delete")]
+        outputs = next((r.get("outputs") or {} for r in live if r.get("type") == STACK_TYPE), {})
+        state = next((r.get("outputs") or {} for r in live if r.get("type") == ROLLOUT_TYPE), {})
+        return cls.from_outputs(outputs, {g: state[g] for g in ("namespaces", "gateways") if state.get(g)})
 
 
 @dataclass(frozen=True)
@@ -131,24 +147,30 @@ def _gateway_lines(name: str, gw: GatewaySpec, before: Mapping[str, str], spec: 
 
 
 def moves(deployed: Deployed, spec: MeshSpec) -> list[Move]:
-    """Bindings and gateways whose resolved revision or proxy image changes (the MeshRollout entries that change)."""
+    """The MeshRollout entries `up` plans, by its own rule (`changed_entries`) against its state: new, or with
+    another revision, proxy image or strategy than it last completed (gateway canaries included)."""
+    before = entries_of(deployed.rollout)
     result = []
-    targets = [(ns, None, b.revision, spec.strategy_of(b)) for ns, b in spec.namespaces.items()]
-    targets += [(g.namespace, name, g.revision, spec.strategy_of(g)) for name, g in spec.gateways.items()]
-    for ns, workload, ref, strategy in sorted(targets, key=lambda t: (t[0], t[1] or "")):
-        revision = spec.resolve(ref)
-        target = Target(revision, proxy_image(spec, revision))
-        before = ((deployed.gateways.get(workload) or {}).get("revision") if workload
-                  else deployed.namespaces.get(ns))
-        if before != revision:
-            why = f"{before or ('(new)' if workload else '(unbound)')} -> {revision}"
-        elif deployed.proxies.get(revision, target.proxy_image) != target.proxy_image:
-            why = f"proxy {deployed.proxies[revision]} -> {target.proxy_image}"
-        else:
-            continue
-        part = gateway_entry(workload, spec.gateways[workload]).partition("/")[2] if workload else None
-        result.append(Move(ns, part, before, target, strategy, why))
+    for entry, target in sorted(changed_entries(deployed.rollout, rollout_inputs(spec)).items()):
+        ns, _, workload = entry.partition("/")
+        old = before.get(entry) or {}
+        result.append(Move(ns, workload or None, old.get("revision"),
+                           Target(target["revision"], target["proxy_image"]), target["strategy"],
+                           _why(old, target, bool(workload))))
     return result
+
+
+def _why(old: Mapping[str, str], new: Mapping[str, str], gateway: bool) -> str:
+    """What changed in an entry: its revision (or else its proxy image), and its strategy."""
+    if old.get("revision") != new["revision"]:
+        why = [f"{old.get('revision') or ('(new)' if gateway else '(unbound)')} -> {new['revision']}"]
+    elif old.get("proxy_image") != new["proxy_image"]:
+        why = [f"proxy {old.get('proxy_image')} -> {new['proxy_image']}"]
+    else:
+        why = []
+    if old and old.get("strategy") != new["strategy"]:
+        why.append(f"strategy {old.get('strategy')} -> {new['strategy']}")
+    return ", ".join(why)
 
 
 @dataclass(frozen=True)

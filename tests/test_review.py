@@ -16,6 +16,7 @@ from mesh.review import (
     refusals,
     unmanaged_labels,
 )
+from mesh.rollout_plan import rollout_inputs
 from mesh.spec import load_spec
 from mesh.workloads import Target, Workload, attach_pods, pod_from_object
 
@@ -24,7 +25,12 @@ DEPLOYED = Deployed.from_outputs({
     "tags": {"default": "1-30-2", "stable": "1-30-2"},
     "namespaces": {"payments": "1-30-2", "reporting": "1-30-2"},
     "gateways": {"ingress": {"namespace": "istio-ingress", "revision": "1-30-2"}},
-})
+}, rollout_inputs(load_spec({  # the MeshRollout's state after that `up`
+    "revisions": {"1-30-2": {"version": "1.30.2"}},
+    "tags": {"default": "1-30-2", "stable": "1-30-2"},
+    "namespaces": {"payments": "stable", "reporting": {"revision": "stable", "strategy": "natural"}},
+    "gateways": {"ingress": {"namespace": "istio-ingress", "revision": "stable"}},
+})))
 
 
 def spec(**over: object) -> object:

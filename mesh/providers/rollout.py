@@ -35,6 +35,7 @@ from mesh.istio_vocabulary import NATURAL, NONE, ROLLING, STRATEGIES, Strategy
 from mesh.providers import KubeProvider, is_unknown, progress
 from mesh.restart_budget import Schedule, Throttle, final_line, gateway_workloads, namespace_of, progress_line
 from mesh.rollout_entries import entry_workload, workload_entry
+from mesh.rollout_plan import changed_entries, entries_of
 from mesh.workloads import (
     KINDS,
     Kind,
@@ -55,9 +56,6 @@ PROGRESS_SECONDS = 5.0
 """At most one progress line this often."""
 BULK_NAMESPACES = 4
 """Above this many namespaces in flight, one cluster-wide list per kind beats one list per namespace."""
-ENTRY_KEYS = ("revision", "proxy_image", "strategy")
-"""What is worth restarting pods for. Concurrency and timeouts only shape the next rollout, so a change
-of them alone is no change: nothing is restarted, nothing shows in the preview."""
 SETTINGS = ("concurrency", "per_namespace", "timeout_seconds")
 LISTS: dict[str, tuple[str, str, str]] = {
     # kind -> (API, namespaced list call, cluster-wide list call)
@@ -212,18 +210,6 @@ def roll(
         if throttle.due(clock()):
             progress(progress_line(schedule.done, schedule.total, schedule.in_flight, clock() - started))
         sleep(POLL_SECONDS)
-
-
-def entries_of(props: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
-    """Namespaces and gateway Deployments (`<namespace>/<name>`) in one map."""
-    return {**(props.get("namespaces") or {}), **(props.get("gateways") or {})}
-
-
-def changed_entries(olds: Mapping[str, Any], news: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
-    """Entries new or with another revision, proxy image or strategy than the state has: what to move."""
-    before = entries_of(olds)
-    return {e: t for e, t in entries_of(news).items()
-            if {k: (before.get(e) or {}).get(k) for k in ENTRY_KEYS} != {k: t.get(k) for k in ENTRY_KEYS}}
 
 
 EMPTY_RESULT: dict[str, Any] = {
