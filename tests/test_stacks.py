@@ -25,14 +25,15 @@ def stack_config(stack: str) -> dict[str, Any]:
 def test_pulumi_yaml_declares_exactly_the_keys_the_program_reads() -> None:
     project = yaml.safe_load((ROOT / "Pulumi.yaml").read_text())
     assert project["name"] == PROJECT
-    declared = project["config"]
+    declared = {key: item for key, item in project["config"].items() if ":" not in key}  # the others are values
     assert set(declared) == {*OBJECT_KEYS, *STRING_KEYS}
     assert all(item["type"] in {"object", "string"} and item["description"] for item in declared.values())
 
 
 def test_pulumi_yaml_defaults_agree_with_the_spec() -> None:
     """Pulumi requires declared keys without a default; only `revisions` must be set by every stack."""
-    declared = yaml.safe_load((ROOT / "Pulumi.yaml").read_text())["config"]
+    declared = {key: item for key, item in yaml.safe_load((ROOT / "Pulumi.yaml").read_text())["config"].items()
+                if ":" not in key}
     assert [key for key, item in declared.items() if "default" not in item] == ["revisions"]
     defaults = {key: item["default"] for key, item in declared.items() if "default" in item}
     assert defaults["hub"] == DEFAULT_HUB
@@ -68,3 +69,19 @@ def test_shipped_stacks_build(stack: str) -> None:
     records = simulate(stack_config(stack))
     revisions = {r.name for r in records.values() if r.type == "istio-mesh:index:IstioRevision"}
     assert revisions == set(stack_config(stack)["revisions"])
+
+
+def effective_config(stack: str) -> dict[str, Any]:
+    """What the engine hands the providers: the project's values for every stack (namespaced keys in Pulumi.yaml
+    carry a `value`), overridden by the stack file's."""
+    project = yaml.safe_load((ROOT / "Pulumi.yaml").read_text())["config"]
+    values = {key: item["value"] for key, item in project.items() if ":" in key}
+    return {**values, **yaml.safe_load((ROOT / f"Pulumi.{stack}.yaml").read_text())["config"]}
+
+
+@pytest.mark.parametrize("stack", ["dev", "prod"])
+def test_every_stack_updates_configmaps_in_place(stack: str) -> None:
+    """Without `kubernetes:enableConfigMapMutable` the Kubernetes provider replaces a changed ConfigMap (delete,
+    then create): an in-place upgrade would delete `istio-sidecar-injector-<rev>` and `istio-<rev>` under the
+    istiod serving them. Set once for the project, so no stack (and no user) has to remember it."""
+    assert str(effective_config(stack).get("kubernetes:enableConfigMapMutable")).lower() == "true"
