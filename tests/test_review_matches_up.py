@@ -177,3 +177,18 @@ def test_the_state_is_read_from_the_stack_export() -> None:
     assert deployed == Deployed.from_outputs(outputs, {g: state[g] for g in ("namespaces", "gateways")})
     assert moves(deployed, load_spec(STEADY)) == []
     assert Deployed.from_export({"version": 3, "deployment": {}}) == Deployed()
+
+
+def test_the_review_says_what_changed_in_each_entry() -> None:
+    state = registered_rollout(STEADY)
+    deployed = Deployed.from_outputs(outputs_of(load_spec(STEADY)), state)
+    why = {case: [(m.namespace, m.workload, m.why) for m in moves(deployed, load_spec(config))]
+           for case, (config, _) in CASES.items()}
+    assert why == {
+        "a namespace moved": [("payments", None, "1-30-2 -> 1-31-0")],
+        "natural -> rolling": [("reporting", None, "strategy natural -> rolling")],
+        "hub of the canary's revision": [
+            ("istio-ingress", "ingress-canary", f"proxy {NEW} -> mirror.example/istio/proxyv2:1.31.0"),
+            ("reporting", None, f"proxy {NEW} -> mirror.example/istio/proxyv2:1.31.0"),
+        ],
+    }
