@@ -7,6 +7,7 @@ an in-place update of one webhook's target (`istiod-<revision>`), never a delete
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -24,6 +25,10 @@ from mesh.istio_vocabulary import (
 )
 from mesh.spec import parse_version
 
+MANAGED_BY = "istio-mesh"
+"""The `app.kubernetes.io/managed-by` label of every webhook and Service the program renders."""
+SERVER_OWNED_METADATA = ("uid", "resourceVersion", "generation", "creationTimestamp", "managedFields", "selfLink")
+"""Metadata the API server writes: never kept, never sent back."""
 TAG_SERVICE_SINCE = (1, 28)
 """Istio renders a Service per tag (`istiod-revision-tag-<tag>`) since 1.28; the 1.27 branch has none."""
 
@@ -65,7 +70,7 @@ def _labels(tag: str, revision: str) -> dict[str, str]:
         REV_LABEL: revision,
         "app": "sidecar-injector",
         "app.kubernetes.io/name": "istiod",
-        "app.kubernetes.io/managed-by": "istio-mesh",
+        "app.kubernetes.io/managed-by": MANAGED_BY,
     }
 
 
@@ -131,6 +136,23 @@ def tag_webhook(tag: str, revision: str, revision_values: Mapping[str, Any]) -> 
         "metadata": {"name": webhook_name(tag), "labels": _labels(tag, revision)},
         "webhooks": webhooks,
     }
+
+
+def is_ours(hook: Mapping[str, Any]) -> bool:
+    """Whether a live webhook configuration is one the program rendered (its label says so)."""
+    labels = (hook.get("metadata") or {}).get("labels") or {}
+    return labels.get("app.kubernetes.io/managed-by") == MANAGED_BY
+
+
+def previous_tag_webhook(live: Mapping[str, Any] | None) -> dict[str, Any] | None:
+    """What to keep of a tag webhook found before the program applies its own (`istioctl install` makes
+    `istio-revision-tag-default`, so does `istioctl tag set default`), so that removing the tag puts that one
+    back as it was: everything but what the API server owns. None when there is none, or it is ours already."""
+    if live is None or is_ours(live):
+        return None
+    kept = copy.deepcopy(dict(live))
+    kept["metadata"] = {k: v for k, v in (kept.get("metadata") or {}).items() if k not in SERVER_OWNED_METADATA}
+    return kept
 
 
 def tag_service(tag: str, revision: str, version: str) -> dict[str, Any] | None:

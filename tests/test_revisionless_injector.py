@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import copy
 import json
 
 from mesh.drain import pods_using
 from mesh.istio_vocabulary import REVISIONLESS
+from mesh.revision_tag_webhook import previous_tag_webhook, tag_webhook
 from mesh.revisionless_injector import (
     ORIGINAL_SELECTORS,
+    TagRollback,
     deactivated,
     is_deactivated,
     restored,
     revisionless_pods,
+    tag_rollback,
 )
 from mesh.workloads import pod_from_object
 
@@ -37,8 +41,7 @@ def test_deactivation_selects_nothing_and_keeps_the_originals_on_the_object() ->
     assert is_deactivated(off) and not is_deactivated(hook)
     assert hook == old_injector(), "the input is not modified"
     for w in off["webhooks"]:
-        assert w["namespaceSelector"]["matchExpressions"][0]["operator"] == "In"
-        assert w["namespaceSelector"] == w["objectSelector"]
+        assert w["namespaceSelector"] == w["objectSelector"] == {"matchLabels": {"istio.io/deactivated": "never-match"}}
     assert off["metadata"]["resourceVersion"] == "42", "a replace must carry what was read"
     kept = json.loads(off["metadata"]["annotations"][ORIGINAL_SELECTORS])
     assert kept["namespace.sidecar-injector.istio.io"]["namespaceSelector"] == LEGACY_NS
@@ -77,3 +80,112 @@ def test_pods_of_the_revisionless_istiod_are_counted_with_the_drain_guards_rule(
     assert revisionless_pods({"shop": 3}) == (
         "3 pod(s) still run the revisionless istiod, in shop (3): bind or restart them before uninstalling it")
     assert revisionless_pods({}).startswith("no pod runs the revisionless istiod")
+
+
+ISTIOCTL_NEVER = {"matchLabels": {"istio.io/deactivated": "never-match"}}
+"""istioctl's own never-match (`istioctl/pkg/util/common.go`), which `istioctl x check-inject` recognises."""
+
+
+def istioctl_deactivated() -> dict:
+    """`istio-sidecar-injector` as a revisionless `istioctl install` leaves it: both selectors never-match."""
+    hook = old_injector()
+    for w in hook["webhooks"]:
+        w["namespaceSelector"] = copy.deepcopy(ISTIOCTL_NEVER)
+        w["objectSelector"] = copy.deepcopy(ISTIOCTL_NEVER)
+    return hook
+
+
+def test_istioctls_never_match_counts_as_deactivated_and_is_never_kept_as_original() -> None:
+    hook = istioctl_deactivated()
+    assert is_deactivated(hook)
+    assert deactivated(hook) == hook, "nothing to switch off, nothing kept"
+    assert restored(deactivated(hook)) is None, "a rollback leaves it exactly as istioctl did"
+
+
+def test_the_takeovers_own_never_match_is_istioctls_selector() -> None:
+    for w in deactivated(old_injector())["webhooks"]:
+        assert w["namespaceSelector"] == ISTIOCTL_NEVER and w["objectSelector"] == ISTIOCTL_NEVER
+
+
+def test_an_entry_istioctl_switched_off_is_not_kept_and_stays_off_on_restore() -> None:
+    hook = old_injector()
+    hook["webhooks"][1]["namespaceSelector"] = copy.deepcopy(ISTIOCTL_NEVER)
+    hook["webhooks"][1]["objectSelector"] = copy.deepcopy(ISTIOCTL_NEVER)
+    off = deactivated(hook)
+    assert is_deactivated(off)
+    assert list(json.loads(off["metadata"]["annotations"][ORIGINAL_SELECTORS])) == [
+        "namespace.sidecar-injector.istio.io"]
+    assert restored(off)["webhooks"] == hook["webhooks"]
+
+
+def test_an_earlier_releases_never_match_still_counts_as_deactivated() -> None:
+    earlier = {"matchExpressions": [{"key": "istio-mesh.dev/deactivated", "operator": "In", "values": ["never-match"]}]}
+    hook = old_injector()
+    kept = {w["name"]: {"namespaceSelector": w.get("namespaceSelector"), "objectSelector": w.get("objectSelector")}
+            for w in hook["webhooks"]}
+    hook["metadata"]["annotations"] = {ORIGINAL_SELECTORS: json.dumps(kept)}
+    for w in hook["webhooks"]:
+        w["namespaceSelector"] = copy.deepcopy(earlier)
+        w["objectSelector"] = copy.deepcopy(earlier)
+    assert is_deactivated(hook)
+    assert restored(hook)["webhooks"] == old_injector()["webhooks"]
+
+
+def istioctl_default_tag(service: str = "istiod", rev: str = "default") -> dict:
+    """`istio-revision-tag-default` as `istioctl install` (service `istiod`) or `istioctl tag set default`
+    (service `istiod-<rev>`) leaves it, as read back from the API server."""
+    return {
+        "apiVersion": "admissionregistration.k8s.io/v1", "kind": "MutatingWebhookConfiguration",
+        "metadata": {
+            "name": "istio-revision-tag-default", "uid": "u-1", "resourceVersion": "7", "generation": 1,
+            "creationTimestamp": "2026-12-01T00:00:00Z",
+            "labels": {"istio.io/rev": rev, "istio.io/tag": "default", "app": "sidecar-injector"},
+            "managedFields": [{"manager": "istio-operator", "operation": "Apply"}],
+        },
+        "webhooks": [{"name": "namespace.sidecar-injector.istio.io", "namespaceSelector": LEGACY_NS,
+                      "clientConfig": {"service": {"name": service, "namespace": "istio-system"}}}],
+    }
+
+
+def _without_server_metadata(hook: dict) -> dict:
+    server_owned = ("uid", "resourceVersion", "generation", "creationTimestamp", "managedFields")
+    return {**hook, "metadata": {k: v for k, v in hook["metadata"].items() if k not in server_owned}}
+
+
+def ours_now(resource_version: str = "9") -> dict:
+    hook = tag_webhook("default", "1-31-0", {})
+    hook["metadata"].update(uid="u-1", resourceVersion=resource_version)
+    return hook
+
+
+def test_a_default_tag_found_before_the_takeover_is_kept_without_what_the_api_server_owns() -> None:
+    kept = previous_tag_webhook(istioctl_default_tag())
+    assert kept is not None
+    assert set(kept["metadata"]) == {"name", "labels"}
+    assert kept["webhooks"] == istioctl_default_tag()["webhooks"]
+    assert previous_tag_webhook(None) is None
+    assert previous_tag_webhook(ours_now()) is None, "the program's own webhook is never what came before"
+
+
+def test_removing_the_default_tag_puts_back_exactly_the_webhook_found_before() -> None:
+    for before in (istioctl_default_tag(), istioctl_default_tag("istiod-1-30-0", "1-30-0")):
+        step = tag_rollback(previous_tag_webhook(before), ours_now("9"), istioctl_deactivated())
+        assert step.action == "replace" and step.refusal is None
+        assert step.body["metadata"]["resourceVersion"] == "9", "replaces what was read, or fails"
+        assert _without_server_metadata(step.body) == _without_server_metadata(before)
+    gone = tag_rollback(previous_tag_webhook(istioctl_default_tag()), None, None)
+    assert gone.action == "create" and "resourceVersion" not in gone.body["metadata"]
+
+
+def test_without_a_default_tag_before_the_programs_own_is_deleted() -> None:
+    assert tag_rollback(None, ours_now(), old_injector()) == TagRollback("delete"), "its selectors given back"
+    assert tag_rollback(None, ours_now(), None) == TagRollback("delete"), "a cluster that never had Istio"
+    assert tag_rollback(None, None, None) == TagRollback("leave")
+    assert tag_rollback(None, istioctl_default_tag(), None) == TagRollback("leave"), "made since by someone else"
+
+
+def test_removing_the_default_tag_is_refused_when_no_webhook_would_inject_legacy_namespaces() -> None:
+    step = tag_rollback(None, ours_now(), istioctl_deactivated())
+    assert step.action == "leave"
+    assert "istio-mesh:tags.default" in step.refusal and "istio-injection=enabled" in step.refusal
+    assert "istioctl tag set default" in step.refusal

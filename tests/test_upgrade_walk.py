@@ -216,6 +216,24 @@ def test_only_the_default_tag_takes_over_from_a_revisionless_install(recordings:
     assert takeovers[0].dependencies == {f"{MWC}::istio-revision-tag-default"}, "the tag injects before the old stops"
 
 
+PREVIOUS_TAG = "pulumi-python:dynamic/mesh:PreviousDefaultTag"
+
+
+def test_a_default_tag_made_by_istioctl_is_kept_before_it_is_taken_over_and_given_back_by_the_takeover(
+        recordings: list[dict[str, Registration]]) -> None:
+    """`istioctl install` made `istio-revision-tag-default` under its own field manager: the program's apply
+    takes its fields over instead of conflicting, after the webhook found is kept (`PreviousDefaultTag`), and
+    removing the tag leaves the object to that resource, which puts the kept one back (no moment without it)."""
+    steady = recordings[0]
+    hook = steady[k((TAG, "default"), (MWC, "istio-revision-tag-default"))]
+    assert hook.inputs["metadata"]["annotations"] == {"pulumi.com/patchForce": "true"}
+    assert hook.retain_on_delete, "the kept webhook is put back in its place, never deleted first"
+    assert f"{PREVIOUS_TAG}::default-tag-previous-webhook" in hook.dependencies
+    assert k((TAG, "default"), (PREVIOUS_TAG, "default-tag-previous-webhook")) in steady
+    other = steady[k((TAG, "stable"), (MWC, "istio-revision-tag-stable"))]
+    assert not other.retain_on_delete and "annotations" not in other.inputs["metadata"]
+
+
 def test_a_binding_on_the_default_tag_waits_for_the_takeover() -> None:
     """Pods sent to `default` before the revisionless injector stops would be injected twice (IST0139)."""
     bound = simulate(_step(STEADY, namespaces={**STEADY["namespaces"], "legacy": "default"}))

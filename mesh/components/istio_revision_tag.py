@@ -9,8 +9,9 @@ import pulumi
 from pulumi_kubernetes.admissionregistration.v1 import MutatingWebhookConfiguration
 from pulumi_kubernetes.core.v1 import Service
 
+from mesh.components.helm import PATCH_FORCE
 from mesh.istio_vocabulary import DEFAULT_TAG
-from mesh.providers.revisionless_injector import RevisionlessInjectorTakeover
+from mesh.providers.revisionless_injector import PreviousDefaultTag, RevisionlessInjectorTakeover
 from mesh.revision_tag_webhook import service_name, tag_service, tag_webhook, webhook_name
 
 
@@ -29,8 +30,16 @@ class IstioRevisionTag(pulumi.ComponentResource):
         child = pulumi.ResourceOptions(parent=self, depends_on=[installed])
         # istiod fills in `caBundle` at run time; it is never rendered here, so never applied over istiod's.
         hook = tag_webhook(tag, revision, revision_values)
+        webhook_opts = child
+        if tag == DEFAULT_TAG:
+            # `istioctl install` and `istioctl tag set default` make this webhook under their own field managers:
+            # it is kept first, then taken over (forced apply, no conflict); when the tag goes, the kept one is put
+            # back in its place (or ours deleted) by PreviousDefaultTag, so the engine must leave the object alone.
+            previous = PreviousDefaultTag("default-tag-previous-webhook", opts=pulumi.ResourceOptions(parent=self))
+            hook["metadata"]["annotations"] = {PATCH_FORCE: "true"}
+            webhook_opts = pulumi.ResourceOptions(parent=self, depends_on=[installed, previous], retain_on_delete=True)
         self.webhook = MutatingWebhookConfiguration(
-            webhook_name(tag), metadata=hook["metadata"], webhooks=hook["webhooks"], opts=child
+            webhook_name(tag), metadata=hook["metadata"], webhooks=hook["webhooks"], opts=webhook_opts
         )
         svc = tag_service(tag, revision, version)
         self.service = (

@@ -1,6 +1,11 @@
 """RevisionlessInjectorTakeover: while the default tag exists, the webhook of an earlier revisionless
 install selects nothing; removed, the webhook is given its selectors back. Rules: mesh.revisionless_injector.
 
+PreviousDefaultTag, created before the default tag's webhook is applied: keeps (in its outputs) the
+`istio-revision-tag-default` an `istioctl install` or `istioctl tag set default` made, and, when the tag is
+removed, puts it back in place of the program's (replaced, so no moment without one), or deletes the
+program's if there was none. The webhook resource itself is retained on delete for that reason.
+
 Create and update deactivate the webhook if it exists (nothing to do on a cluster that never had
 one); diff reads it, so an upgrade of the old install that turns it back on shows as a change. The
 pods the old istiod still serves are counted with the drain guard's own rule and reported.
@@ -18,27 +23,40 @@ from pulumi.dynamic import CreateResult, DiffResult, UpdateResult
 from urllib3.exceptions import HTTPError
 
 from mesh import kube
-from mesh.istio_vocabulary import REVISIONLESS
+from mesh.istio_vocabulary import DEFAULT_TAG, REVISIONLESS
 from mesh.providers import KubeProvider, progress
 from mesh.providers.drain_guard import revision_users
+from mesh.revision_tag_webhook import previous_tag_webhook, webhook_name
 from mesh.revisionless_injector import (
     REVISIONLESS_INJECTOR,
     deactivated,
     is_deactivated,
     restored,
     revisionless_pods,
+    tag_rollback,
 )
+
+DEFAULT_TAG_WEBHOOK = webhook_name(DEFAULT_TAG)
+
+
+def read_webhook(adm: client.AdmissionregistrationV1Api, name: str) -> dict[str, Any] | None:
+    """A MutatingWebhookConfiguration as the API server returns it (a plain dict), or None when absent."""
+    try:
+        response = adm.read_mutating_webhook_configuration(name, _preload_content=False)
+    except ApiException as e:
+        if e.status == 404:
+            return None
+        raise
+    return json.loads(response.data)
+
+
+class DefaultTagRemovalRefusedError(Exception):
+    """Removing the default tag would leave legacy-labelled namespaces without an injecting webhook."""
 
 
 class RevisionlessInjectorProvider(KubeProvider):
     def _read(self, adm: client.AdmissionregistrationV1Api) -> dict[str, Any] | None:
-        try:
-            response = adm.read_mutating_webhook_configuration(REVISIONLESS_INJECTOR, _preload_content=False)
-        except ApiException as e:
-            if e.status == 404:
-                return None
-            raise
-        return json.loads(response.data)
+        return read_webhook(adm, REVISIONLESS_INJECTOR)
 
     def diff(self, _id: str, _olds: dict[str, Any], _news: dict[str, Any]) -> DiffResult:
         try:
@@ -88,3 +106,42 @@ class RevisionlessInjectorTakeover(pulumi.dynamic.Resource, module="mesh", name=
     def __init__(self, name: str, opts: pulumi.ResourceOptions | None = None) -> None:
         props = {"found": None, "revisionless_pods": None}
         super().__init__(RevisionlessInjectorProvider(), name, props, opts)
+
+
+class PreviousDefaultTagProvider(KubeProvider):
+    def diff(self, _id: str, _olds: dict[str, Any], _news: dict[str, Any]) -> DiffResult:
+        """What was found is kept from the first `up` on: nothing to change later."""
+        return DiffResult(changes=False)
+
+    def create(self, _props: dict[str, Any]) -> CreateResult:
+        with kube.api_client(self.kube_settings()) as api:
+            previous = previous_tag_webhook(read_webhook(client.AdmissionregistrationV1Api(api), DEFAULT_TAG_WEBHOOK))
+        if previous is not None:
+            progress(f"{DEFAULT_TAG_WEBHOOK}: found (made outside the program, e.g. by istioctl); kept, to be "
+                     "put back if the default tag is removed")
+        return CreateResult(id_=DEFAULT_TAG_WEBHOOK, outs={"previous": previous})
+
+    def delete(self, _id: str, props: dict[str, Any]) -> None:
+        with kube.api_client(self.kube_settings()) as api:
+            adm = client.AdmissionregistrationV1Api(api)
+            step = tag_rollback(props.get("previous"), read_webhook(adm, DEFAULT_TAG_WEBHOOK),
+                                read_webhook(adm, REVISIONLESS_INJECTOR))
+            if step.refusal:
+                raise DefaultTagRemovalRefusedError(step.refusal)
+            if step.action == "replace":
+                adm.replace_mutating_webhook_configuration(DEFAULT_TAG_WEBHOOK, step.body)
+            elif step.action == "create":
+                adm.create_mutating_webhook_configuration(step.body)
+            elif step.action == "delete":
+                adm.delete_mutating_webhook_configuration(DEFAULT_TAG_WEBHOOK)
+        if step.action in ("replace", "create"):
+            progress(f"{DEFAULT_TAG_WEBHOOK}: put back as it was before the program took the default tag over")
+
+
+class PreviousDefaultTag(pulumi.dynamic.Resource, module="mesh", name="PreviousDefaultTag"):
+    """The default tag webhook found before the program's own, given back when the default tag goes."""
+
+    previous: pulumi.Output[dict[str, Any] | None]
+
+    def __init__(self, name: str, opts: pulumi.ResourceOptions | None = None) -> None:
+        super().__init__(PreviousDefaultTagProvider(), name, {"previous": None}, opts)
