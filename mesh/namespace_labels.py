@@ -7,7 +7,9 @@ a field when its last manager stops applying it), and the namespace stays. The l
 when `disabled`), so a binding removes it. Server-side apply cannot (it never removes a field another
 manager, such as `kubectl label`, owns), a JSON patch `remove` can. The value removed is kept on the
 namespace itself, in an annotation, so that unbinding gives it back whatever happens to the Pulumi
-state in between: a namespace leaves the program as it came, its next pods still injected.
+state in between: a namespace leaves the program as it came, its next pods still injected. So is an
+`istio.io/rev` set by hand before the first binding: our forced apply takes the label over, and giving it
+up would remove it, so the hand value is kept too and applied back (by another manager) on unbinding.
 
 One stack-wide resource applies these for every namespace (mesh.providers.namespace_labels): the
 inputs map namespace to label value, so the preview shows per namespace what moves, and one list of
@@ -28,6 +30,12 @@ namespace): while a stack upgrades, both own the label with the same value, so t
 gives up only theirs and the label stays."""
 REMOVED_LEGACY_ANNOTATION = "istio-mesh/removed-istio-injection"
 """Annotation on a bound namespace: the `istio-injection` value the binding removed, given back on unbinding."""
+REPLACED_REV_ANNOTATION = "istio-mesh/replaced-istio-rev"
+"""Annotation on a bound namespace: the `istio.io/rev` value set by hand that its first binding replaced,
+given back on unbinding (our apply forces the label over, so its release alone would remove it)."""
+RESTORE_MANAGER = "istio-mesh-restored"
+"""The field manager of a given-back `istio.io/rev`: applied before ours lets go, it owns the label even when
+the values are equal, so the label never disappears in between."""
 
 
 def _pointer(*keys: str) -> str:
@@ -102,6 +110,10 @@ class Change:
     restore_legacy: str | None = None
     forget_legacy: bool = False
     """Drop the annotation that remembered the removed value (given back, or set again by hand since)."""
+    keep_rev: str | None = None
+    """The hand-set `istio.io/rev` a first binding replaces, remembered before the label is applied."""
+    restore_rev: str | None = None
+    forget_rev: bool = False
 
 
 @dataclass(frozen=True)
@@ -116,25 +128,33 @@ def plan(bound: Mapping[str, str], released: Iterable[str], live: Mapping[str, L
     over 1,000 bound namespaces patches the few that moved. `released` are namespaces bound before and not now."""
     changes: list[Change] = []
     missing: list[str] = []
+    previously = set(released)
     for ns, target in sorted(bound.items()):
         namespace = live.get(ns)
         if namespace is None:
             missing.append(ns)
             continue
-        apply = namespace.labels.get(REV_LABEL) != target or not namespace.label_owned
+        current = namespace.labels.get(REV_LABEL)
+        apply = current != target or not namespace.label_owned
+        # A first binding over a value of someone else's (a hand edit of a namespace bound already is drift).
+        keep = (current if apply and current not in (None, target) and not namespace.label_owned
+                and ns not in previously and REPLACED_REV_ANNOTATION not in namespace.annotations else None)
         if apply or namespace.legacy is not None:
-            changes.append(Change(ns, label=target if apply else None, remove_legacy=namespace.legacy))
-    for ns in sorted(set(released) - set(bound)):
+            changes.append(Change(ns, label=target if apply else None, remove_legacy=namespace.legacy, keep_rev=keep))
+    for ns in sorted(previously - set(bound)):
         namespace = live.get(ns)
         if namespace is None:
             continue  # deleted meanwhile: nothing to give back
         kept = namespace.annotations.get(REMOVED_LEGACY_ANNOTATION)
-        if namespace.label_owned or kept is not None:
+        kept_rev = namespace.annotations.get(REPLACED_REV_ANNOTATION)
+        if namespace.label_owned or kept is not None or kept_rev is not None:
             changes.append(Change(
                 ns,
                 release=namespace.label_owned,
                 restore_legacy=kept if namespace.legacy is None else None,  # set again by hand since: theirs wins
                 forget_legacy=kept is not None,
+                restore_rev=kept_rev if namespace.label_owned else None,  # the same rule for istio.io/rev
+                forget_rev=kept_rev is not None,
             ))
     return Plan(changes, missing)
 
@@ -145,6 +165,18 @@ def label_apply(namespace: str, target: str | None) -> dict[str, Any]:
     if target is not None:
         metadata["labels"] = {REV_LABEL: target}
     return {"apiVersion": "v1", "kind": "Namespace", "metadata": metadata}
+
+
+def keep_patch(change: Change) -> dict[str, Any] | None:
+    """The merge patch that remembers the hand-set `istio.io/rev` before the binding replaces it, or None."""
+    if change.keep_rev is None:
+        return None
+    return {"metadata": {"annotations": {REPLACED_REV_ANNOTATION: change.keep_rev}}}
+
+
+def restore_apply(change: Change) -> dict[str, Any] | None:
+    """The server-side apply body (of RESTORE_MANAGER) that gives the hand-set `istio.io/rev` back, or None."""
+    return None if change.restore_rev is None else label_apply(change.namespace, change.restore_rev)
 
 
 def removal_patch(namespace: LiveNamespace, value: str) -> list[dict[str, Any]]:
@@ -167,12 +199,14 @@ def removal_patch(namespace: LiveNamespace, value: str) -> list[dict[str, Any]]:
 
 
 def release_patch(change: Change) -> dict[str, Any] | None:
-    """The merge patch that gives the legacy label back and forgets it, or None when there is nothing to do."""
+    """The merge patch that gives the legacy label back and forgets what was kept, or None when nothing is to do."""
     metadata: dict[str, Any] = {}
     if change.restore_legacy is not None:
         metadata["labels"] = {LEGACY_INJECTION_LABEL: change.restore_legacy}
-    if change.forget_legacy:
-        metadata["annotations"] = {REMOVED_LEGACY_ANNOTATION: None}
+    forget = {key: None for key, drop in ((REMOVED_LEGACY_ANNOTATION, change.forget_legacy),
+                                          (REPLACED_REV_ANNOTATION, change.forget_rev)) if drop}
+    if forget:
+        metadata["annotations"] = forget
     return {"metadata": metadata} if metadata else None
 
 

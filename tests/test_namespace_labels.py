@@ -7,16 +7,20 @@ from typing import Any
 from mesh.namespace_labels import (
     FIELD_MANAGER,
     REMOVED_LEGACY_ANNOTATION,
+    REPLACED_REV_ANNOTATION,
+    RESTORE_MANAGER,
     Change,
     LiveNamespace,
     drift,
     handover_patch,
+    keep_patch,
     label_apply,
     live_namespace,
     owns_rev_label,
     plan,
     release_patch,
     removal_patch,
+    restore_apply,
 )
 
 
@@ -130,3 +134,46 @@ def test_an_earlier_guards_delete_hands_the_value_over_while_bound_and_gives_it_
     assert handover_patch(ns("a", annotations={REMOVED_LEGACY_ANNOTATION: "x"}), "enabled") is None
     assert handover_patch(ns("a", **{"istio-injection": "disabled"}), "enabled") is None, "a hand edit wins"
     assert handover_patch(ns("a"), None) is None, "nothing was removed"
+
+
+def test_a_hand_set_rev_label_is_kept_when_first_bound_and_given_back_on_unbinding() -> None:
+    """`kubectl label ns apps istio.io/rev=1-29-0`, bound to `stable`, then unbound: the namespace leaves with
+    1-29-0, so its next pods are still injected (as a legacy label already is)."""
+    hand = {"apps": ns("apps", owned=False, **{"istio.io/rev": "1-29-0"})}
+    assert plan({"apps": "stable"}, released=(), live=hand).changes == [
+        Change("apps", label="stable", keep_rev="1-29-0")]
+    bound = {"apps": ns("apps", annotations={REPLACED_REV_ANNOTATION: "1-29-0"}, **{"istio.io/rev": "stable"})}
+    change = plan({}, released=["apps"], live=bound).changes
+    assert change == [Change("apps", release=True, restore_rev="1-29-0", forget_rev=True)]
+    assert keep_patch(change[0]) is None
+    assert keep_patch(Change("apps", label="stable", keep_rev="1-29-0")) == {
+        "metadata": {"annotations": {REPLACED_REV_ANNOTATION: "1-29-0"}}}
+    assert release_patch(change[0]) == {"metadata": {"annotations": {REPLACED_REV_ANNOTATION: None}}}
+
+
+def test_only_a_first_binding_keeps_the_rev_label_it_replaces() -> None:
+    same = {"apps": ns("apps", owned=False, **{"istio.io/rev": "stable"})}
+    assert plan({"apps": "stable"}, released=(), live=same).changes == [Change("apps", label="stable")], (
+        "the same value is shared with its hand owner: unbinding leaves it")
+    drifted = {"apps": ns("apps", owned=False, **{"istio.io/rev": "other"})}
+    assert plan({"apps": "stable"}, released=["apps"], live=drifted).changes == [Change("apps", label="stable")], (
+        "a hand edit of a bound namespace is drift put right, not what it had before")
+    kept = {"apps": ns("apps", owned=False, annotations={REPLACED_REV_ANNOTATION: "1-29-0"},
+                       **{"istio.io/rev": "other"})}
+    assert plan({"apps": "stable"}, released=(), live=kept).changes == [Change("apps", label="stable")], (
+        "a value kept already is the one from before the first binding")
+
+
+def test_a_rev_label_set_again_by_hand_since_wins_on_unbinding() -> None:
+    live = {"apps": ns("apps", owned=False, annotations={REPLACED_REV_ANNOTATION: "1-29-0"},
+                       **{"istio.io/rev": "mine"})}
+    assert plan({}, released=["apps"], live=live).changes == [Change("apps", forget_rev=True)]
+
+
+def test_the_given_back_rev_label_is_applied_by_its_own_manager() -> None:
+    """Applied (not merged) under another manager before ours lets go, so it stays even when it equals our
+    value, and there is no moment without a label."""
+    assert restore_apply(Change("apps", release=True, restore_rev="1-29-0")) == {
+        "apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "apps", "labels": {"istio.io/rev": "1-29-0"}}}
+    assert restore_apply(Change("apps", release=True)) is None
+    assert RESTORE_MANAGER != FIELD_MANAGER

@@ -7,7 +7,8 @@ it refuses a bound namespace that does not exist, and proves with a server-side 
 changes; and it records in `drift` what the cluster has that the bindings do not say (a label set by hand
 since), so `diff` (pure) shows that as a change and the next `up` puts it right. `create`/`update` list the
 namespaces again and patch only those that differ (mesh.namespace_labels decides); a failed or interrupted
-run is simply planned again. Delete gives every label up and every removed legacy label back.
+run is simply planned again. Delete gives every label up, and every removed legacy label and replaced
+hand-set `istio.io/rev` back.
 """
 
 from __future__ import annotations
@@ -26,14 +27,17 @@ from mesh import kube
 from mesh.istio_vocabulary import LEGACY_INJECTION_ENABLED, LEGACY_INJECTION_LABEL, REV_LABEL
 from mesh.namespace_labels import (
     FIELD_MANAGER,
+    RESTORE_MANAGER,
     Change,
     LiveNamespace,
     drift,
+    keep_patch,
     label_apply,
     live_namespace,
     plan,
     release_patch,
     removal_patch,
+    restore_apply,
 )
 from mesh.providers import KubeProvider, is_unknown, progress
 from mesh.spec import PROJECT
@@ -132,13 +136,18 @@ class NamespaceLabelsProvider(KubeProvider):
                 if len(todo.changes) <= LISTED_EACH:
                     progress(f"namespace {change.namespace}: {_describe(change)}")
         bound_now = sum(1 for c in todo.changes if c.label)
-        released_now = sum(1 for c in todo.changes if c.release or c.restore_legacy or c.forget_legacy)
+        released_now = sum(1 for c in todo.changes if c.release or c.restore_legacy or c.forget_legacy or c.forget_rev)
         progress(f"namespace labels: {bound_now} set, {released_now} given up, "
                  f"{len(bound) - bound_now} of {len(bound)} bound namespaces already right")
 
 
 def _change(core: client.CoreV1Api, change: Change) -> None:
     ns = change.namespace
+    if (keep := keep_patch(change)) is not None:
+        core.patch_namespace(ns, keep)  # remembered before the label is taken over: an interruption loses nothing
+    if (back := restore_apply(change)) is not None:
+        # Applied by another manager before ours lets go: the label is never absent in between.
+        core.patch_namespace(ns, back, field_manager=RESTORE_MANAGER, force=True, _content_type=APPLY)
     if change.label is not None or change.release:
         core.patch_namespace(ns, label_apply(ns, change.label), field_manager=FIELD_MANAGER, force=True,
                              _content_type=APPLY)
@@ -158,6 +167,10 @@ def _describe(change: Change) -> str:
         parts.append(f"unbound, {REV_LABEL} given up")
     if change.remove_legacy is not None:
         parts.append(f"removed {LEGACY_INJECTION_LABEL}={change.remove_legacy}, which would beat {REV_LABEL}")
+    if change.keep_rev is not None:
+        parts.append(f"hand-set {REV_LABEL}={change.keep_rev} kept, to be given back on unbinding")
+    if change.restore_rev is not None:
+        parts.append(f"hand-set {REV_LABEL}={change.restore_rev} given back")
     if change.restore_legacy is not None:
         parts.append(f"{LEGACY_INJECTION_LABEL}={change.restore_legacy} given back")
     return "; ".join(parts)
