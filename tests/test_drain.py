@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from mesh.drain import pods_using, refusal_message, revision_used
+from mesh.drain import Selectors, pods_using, refusal_message, revision_used, selectors_of, template_from_object
 from mesh.istio_vocabulary import INJECT_KEY
 from mesh.providers import drain_guard
 from mesh.providers.drain_guard import DrainGuardProvider
@@ -112,6 +112,37 @@ def test_refusal_names_namespaces_counts_and_how_to_move_them() -> None:
     assert "stays installed" in message
 
 
+def workload(kind: str, ns: str, name: str, labels: dict[str, str], host_network: bool = False) -> dict[str, Any]:
+    template = {"metadata": {"labels": labels}, "spec": {"hostNetwork": host_network}}
+    spec = {"jobTemplate": {"spec": {"template": template}}} if kind == "CronJob" else {"template": template}
+    return {"metadata": {"namespace": ns, "name": name}, "spec": spec}
+
+
+def test_namespace_labels_and_pod_templates_still_selecting_the_revision_keep_it_in_use() -> None:
+    """No pod alive (a CronJob between runs, a Deployment scaled to 0, a namespace labelled by hand): once the
+    revision is gone, their next pods would start without a sidecar, and nothing would fail."""
+    namespaces = {"batch": {"istio.io/rev": "a"}, "legacy": {"istio.io/rev": "a", "istio-injection": "enabled"},
+                  "other": {"istio.io/rev": "b"}, "plain": {}}
+    templates = [
+        template_from_object("CronJob", workload("CronJob", "plain", "nightly", {"istio.io/rev": "a"})),
+        template_from_object("Deployment", workload("Deployment", "plain", "idle", {"istio.io/rev": "a"})),
+        template_from_object("Deployment", workload("Deployment", "other", "ns-wins", {"istio.io/rev": "a"})),
+        template_from_object("Deployment", workload(
+            "Deployment", "plain", "opted-out", {"istio.io/rev": "a", INJECT_KEY: "false"})),
+        template_from_object("DaemonSet", workload("DaemonSet", "plain", "host", {"istio.io/rev": "a"}, True)),
+    ]
+    found = selectors_of("a", namespaces, templates)
+    assert found == Selectors(namespaces=["batch"], templates={"plain": ["CronJob/nightly", "Deployment/idle"]})
+    message = refusal_message("a", {}, found)
+    assert message is not None and message.startswith("revision a is still selected by 1 namespace label(s) "
+                                                      "and 2 pod template(s)")
+    assert "  namespace batch: istio.io/rev=a" in message
+    assert "  plain: CronJob/nightly, Deployment/idle" in message
+    assert "kubectl label namespace <namespace> istio.io/rev=<tag or revision> --overwrite" in message
+    assert selectors_of("c", namespaces, templates) == Selectors()
+    assert refusal_message("c", {}, Selectors()) is None
+
+
 # --- the provider around the rules ----------------------------------------------------------------
 
 
@@ -138,7 +169,9 @@ class FakeCluster:
 
     def __init__(self, monkeypatch: pytest.MonkeyPatch, answers: list[dict[str, list[str]]]) -> None:
         self.answers, self.now, self.polls = answers, 0.0, 0
+        self.selectors = Selectors()
         monkeypatch.setattr(drain_guard, "revision_users", self.users)
+        monkeypatch.setattr(drain_guard, "revision_selectors", lambda _api, _revision: self.selectors)
         monkeypatch.setattr(drain_guard, "monotonic", lambda: self.now)
         monkeypatch.setattr(drain_guard, "sleep", self.sleep)
         monkeypatch.setattr(drain_guard.kube, "api_client", lambda _settings: contextlib.nullcontext())
@@ -170,3 +203,12 @@ def test_guard_delete_without_timeout_refuses_at_once(monkeypatch: pytest.Monkey
     with pytest.raises(drain_guard.RevisionInUseError):
         DrainGuardProvider().delete("a", {"revision": "a", "drain_timeout_seconds": 0.0})
     assert (cluster.polls, cluster.now) == (1, 0.0)
+
+
+def test_guard_delete_refuses_while_a_namespace_label_still_selects_the_revision(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """No pod left, but `batch` is labelled istio.io/rev=a (a CronJob's namespace between runs)."""
+    cluster = FakeCluster(monkeypatch, [{}])
+    cluster.selectors = Selectors(namespaces=["batch"], templates={"batch": ["CronJob/nightly"]})
+    with pytest.raises(drain_guard.RevisionInUseError, match=r"namespace batch: istio\.io/rev=a"):
+        DrainGuardProvider().delete("a", {"revision": "a", "drain_timeout_seconds": 0.0})

@@ -1,4 +1,5 @@
-"""DrainGuard: one per revision; its delete refuses while any pod still runs that revision.
+"""DrainGuard: one per revision; its delete refuses while any pod still runs that revision, or any
+namespace label or workload pod template still selects it (mesh.drain).
 
 The components make the guard depend on every object of the revision's istiod chart, so when the
 revision leaves the config the engine deletes the guard first (reverse dependency order). A
@@ -17,7 +18,7 @@ from kubernetes import client
 from pulumi.dynamic import CheckFailure, CheckResult, CreateResult, DiffResult, UpdateResult
 
 from mesh import kube
-from mesh.drain import pods_using, refusal_message
+from mesh.drain import TEMPLATE_KINDS, Selectors, pods_using, refusal_message, selectors_of, template_from_object
 from mesh.providers import KubeProvider, is_unknown, progress
 from mesh.workloads import pod_from_object
 
@@ -33,6 +34,20 @@ def revision_users(api: client.ApiClient, revision: str) -> dict[str, list[str]]
     server-side, so every pod is listed (page by page) and filtered here."""
     pods = (pod_from_object(p) for p in kube.list_objects(client.CoreV1Api(api).list_pod_for_all_namespaces))
     return pods_using(pods, revision)
+
+
+def revision_selectors(api: client.ApiClient, revision: str) -> Selectors:
+    """Namespace labels and workload pod templates cluster-wide that still select `revision`: one list of
+    namespaces and one per workload kind, paged."""
+    namespaces = {(ns.get("metadata") or {}).get("name", ""): (ns.get("metadata") or {}).get("labels") or {}
+                  for ns in kube.list_objects(client.CoreV1Api(api).list_namespace)}
+    apps, batch = client.AppsV1Api(api), client.BatchV1Api(api)
+    lists = {"Deployment": apps.list_deployment_for_all_namespaces,
+             "StatefulSet": apps.list_stateful_set_for_all_namespaces,
+             "DaemonSet": apps.list_daemon_set_for_all_namespaces,
+             "CronJob": batch.list_cron_job_for_all_namespaces}
+    templates = [template_from_object(kind, obj) for kind in TEMPLATE_KINDS for obj in kube.list_objects(lists[kind])]
+    return selectors_of(revision, namespaces, templates)
 
 
 class DrainGuardProvider(KubeProvider):
@@ -66,16 +81,20 @@ class DrainGuardProvider(KubeProvider):
         with kube.api_client(self.kube_settings()) as api:
             while True:
                 users = revision_users(api, revision)
-                if not users:
-                    progress(f"revision {revision}: no pod uses it any more; it may be removed")
+                selectors = revision_selectors(api, revision)
+                if not users and not selectors:
+                    progress(f"revision {revision}: no pod uses it and no label selects it any more; it may be "
+                             "removed")
                     return
                 left = deadline - monotonic()
                 if left <= 0:
-                    raise RevisionInUseError(refusal_message(revision, users))
+                    raise RevisionInUseError(refusal_message(revision, users, selectors))
                 count = sum(len(names) for names in users.values())
+                where = sorted({*users, *selectors.namespaces, *selectors.templates})
                 progress(
-                    f"revision {revision}: {count} pod(s) in {', '.join(users)} still use it; "
-                    f"waiting up to {left:.0f}s more for them to move"
+                    f"revision {revision}: {count} pod(s) use it, {len(selectors.namespaces)} namespace label(s) "
+                    f"and {sum(map(len, selectors.templates.values()))} pod template(s) select it, in "
+                    f"{', '.join(where)}; waiting up to {left:.0f}s more for them to move"
                 )
                 sleep(min(POLL_SECONDS, left))
 
