@@ -22,7 +22,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from mesh.istio_vocabulary import LEGACY_INJECTION_LABEL, REV_LABEL
+from mesh.istio_vocabulary import DEFAULT_TAG, LEGACY_INJECTION_ENABLED, LEGACY_INJECTION_LABEL, REV_LABEL
 
 FIELD_MANAGER = "istio-mesh-namespaces"
 """The field manager of every binding's label. Not the earlier versions' `istio-mesh` (one NamespacePatch per
@@ -223,3 +223,58 @@ def handover_patch(namespace: LiveNamespace, previous: str | None) -> dict[str, 
             return None
         return {"metadata": {"annotations": {REMOVED_LEGACY_ANNOTATION: previous}}}
     return {"metadata": {"labels": {LEGACY_INJECTION_LABEL: previous}}}
+
+
+@dataclass(frozen=True)
+class GatewayPin:
+    """A gateway in a namespace no binding manages: the tag or revision its pods ask for by their own
+    `istio.io/rev` label, and its canary's (None without a canary)."""
+
+    namespace: str
+    revision: str
+    canary: str | None = None
+
+
+def gateway_label_conflicts(pins: Mapping[str, GatewayPin], live: Mapping[str, LiveNamespace]) -> dict[str, str]:
+    """Per config key, how a gateway namespace's own injection label would override its pods' label.
+
+    A pod's `istio.io/rev` counts only in a namespace with neither injection label: `istio-injection=enabled`
+    sends every pod to the default tag, another `istio-injection` value blocks injection, and a namespace's
+    `istio.io/rev` beats the pod's. So a gateway pinned elsewhere (or its canary, pinned to another revision
+    by definition) would silently run the wrong revision, or no proxy at all. Refused rather than managed:
+    the label serves the namespace's other pods too, and binding the namespace is the managed way."""
+    found: dict[str, str] = {}
+    for name, pin in sorted(pins.items()):
+        namespace = live.get(pin.namespace)
+        if namespace is None:
+            continue  # created by this run: no labels to override anything
+        legacy, rev = namespace.legacy, namespace.labels.get(REV_LABEL)
+        if legacy is not None:
+            label = f"{LEGACY_INJECTION_LABEL}={legacy}"
+            wins = DEFAULT_TAG if legacy == LEGACY_INJECTION_ENABLED else None
+        elif rev is not None:
+            label, wins = f"{REV_LABEL}={rev}", rev
+        else:
+            continue
+        unlabel = f"kubectl label namespace {pin.namespace} {label.split('=')[0]}-"
+        if wins != pin.revision:
+            found[f"gateways.{name}.namespace"] = _overridden(pin.namespace, label, pin.revision, wins) + (
+                f": remove the label (`{unlabel}`), bind the namespace to the gateway's pin "
+                f"(`namespaces.{pin.namespace}: {pin.revision}`, which manages its labels and gives them back when "
+                "unbound), or move the gateway to a namespace without injection labels")
+        if pin.canary is not None and wins != pin.canary:
+            found[f"gateways.{name}.canary"] = _overridden(pin.namespace, label, pin.canary, wins) + (
+                f": a canary's pods need their own label to count, so remove the label (`{unlabel}`) or move the "
+                "gateway to a namespace without injection labels")
+    return found
+
+
+def _overridden(namespace: str, label: str, pinned: str, wins: str | None) -> str:
+    if wins is None:
+        gets = "no proxy at all (it blocks every revision's injection)"
+    elif wins == DEFAULT_TAG and label.startswith(LEGACY_INJECTION_LABEL):
+        gets = f'the default tag\'s revision, not "{pinned}"'
+    else:
+        gets = f'"{wins}", not "{pinned}"'
+    return (f"namespace {namespace} carries {label}, which beats the gateway's pod label {REV_LABEL}={pinned}: "
+            f"its pods would get {gets}")

@@ -30,6 +30,7 @@ from mesh.components.istio_revision_tag import IstioRevisionTag
 from mesh.components.namespace_bindings import BoundNamespace, NamespaceBindings
 from mesh.components.platform_privileges import PlatformPrivileges
 from mesh.istio_vocabulary import ISTIO_NAMESPACE
+from mesh.namespace_labels import GatewayPin
 from mesh.platform import cni_namespace, needs_network_attachments, network_attachment, scc_grants
 from mesh.providers.rollout import MeshRollout, RolloutSettings
 from mesh.providers.version_gate import VersionGate
@@ -137,6 +138,11 @@ class Istio(pulumi.ComponentResource):
                 for ns, b in sorted(spec.namespaces.items())
             },
             created=sorted(owned_namespaces),
+            # Their namespaces' own injection labels would beat their pods' label: the preview checks them.
+            gateways={
+                name: GatewayPin(g.namespace, g.revision, g.canary.revision if g.canary else None)
+                for name, g in sorted(spec.gateways.items()) if g.namespace not in spec.namespaces
+            },
             # Every target installed, and every namespace the program creates, before any label is set.
             depends_on=list(dict.fromkeys([
                 *(installed(b.revision) for _, b in sorted(spec.namespaces.items())),
@@ -172,8 +178,8 @@ class Istio(pulumi.ComponentResource):
                 workload=gateway_workload(name, g),
                 kind=gateway_kind(g),
                 rollout=rollout(g),
-                depends_on=[installed(g.revision), owned_namespaces[g.namespace],
-                            *([self.namespaces] if g.namespace in spec.namespaces else [])],
+                # After the bindings' labels, and after the check of its own namespace's labels.
+                depends_on=[installed(g.revision), owned_namespaces[g.namespace], self.namespaces],
                 canary=canary(name, g),
                 opts=child,
             )

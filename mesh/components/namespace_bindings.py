@@ -14,6 +14,7 @@ from typing import Any
 import pulumi
 from pulumi_kubernetes.apiextensions import CustomResource
 
+from mesh.namespace_labels import GatewayPin
 from mesh.providers.namespace_labels import NamespaceLabels
 from mesh.providers.rollout import RolloutSettings, RolloutTarget
 
@@ -41,10 +42,11 @@ class NamespaceBindings(pulumi.ComponentResource):
     """Bound namespace -> the revision its binding resolves to (through its tag, if it names one)."""
 
     def __init__(self, name: str, *, bindings: Mapping[str, BoundNamespace], created: list[str],
-                 depends_on: list[pulumi.Resource], network_attachments: Mapping[str, dict[str, Any]],
-                 opts: pulumi.ResourceOptions | None = None) -> None:
+                 gateways: Mapping[str, GatewayPin], depends_on: list[pulumi.Resource],
+                 network_attachments: Mapping[str, dict[str, Any]], opts: pulumi.ResourceOptions | None = None) -> None:
         """`created` are the namespaces the program itself creates in the same run (they need not exist yet);
-        `depends_on` is whatever must exist before pods are sent to any binding's target."""
+        `gateways` are the gateways in namespaces no binding manages, whose labels the preview checks against
+        their pins; `depends_on` is whatever must exist before pods are sent to any binding's target."""
         super().__init__("istio-mesh:index:NamespaceBindings", name, None, opts)
         self.revisions = {ns: b.revision for ns, b in bindings.items()}
         self.network_attachments = [
@@ -66,6 +68,7 @@ class NamespaceBindings(pulumi.ComponentResource):
             "namespace-labels",
             namespaces={ns: b.target for ns, b in sorted(bindings.items())},
             created=created,
+            gateways=gateways,
             opts=pulumi.ResourceOptions(parent=self, depends_on=[*depends_on, *self.network_attachments]),
         )
         # Moved by the stack's MeshRollout (Istio collects these), after the labels are set.

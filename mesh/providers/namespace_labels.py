@@ -1,14 +1,17 @@
 """NamespaceLabels: the `istio.io/rev` label of every bound namespace, one resource for the whole stack.
 
-Inputs: `namespaces` (namespace -> the label value: a tag or revision) and `created` (the namespaces this
-program creates in the same run, which need not exist yet). `check` lists the cluster's namespaces once:
-it refuses a bound namespace that does not exist, and proves with a server-side dry run that a legacy
-`istio-injection` label can be removed, so a binding that cannot take effect is refused before anything
-changes; and it records in `drift` what the cluster has that the bindings do not say (a label set by hand
-since), so `diff` (pure) shows that as a change and the next `up` puts it right. `create`/`update` list the
-namespaces again and patch only those that differ (mesh.namespace_labels decides); a failed or interrupted
-run is simply planned again. Delete gives every label up, and every removed legacy label and replaced
-hand-set `istio.io/rev` back.
+Inputs: `namespaces` (namespace -> the label value: a tag or revision), `created` (the namespaces this
+program creates in the same run, which need not exist yet) and `gateways` (the gateways in namespaces no
+binding manages, with the tag or revision their pods ask for). `check` lists the cluster's namespaces once:
+it refuses a bound namespace that does not exist, proves with a server-side dry run that a legacy
+`istio-injection` label can be removed, and refuses a gateway whose unbound namespace carries an injection
+label that would override its pods' (mesh.namespace_labels.gateway_label_conflicts), so a binding or a
+gateway that cannot take effect is refused before anything changes (gateway charts wait for this
+resource); and it records in `drift` what the cluster has that the bindings do not say (a label set by
+hand since), so `diff` (pure) shows that as a change and the next `up` puts it right. `create`/`update`
+list the namespaces again and patch only those that differ (mesh.namespace_labels decides); a failed or
+interrupted run is simply planned again. Delete gives every label up, and every removed legacy label and
+replaced hand-set `istio.io/rev` back.
 """
 
 from __future__ import annotations
@@ -29,8 +32,10 @@ from mesh.namespace_labels import (
     FIELD_MANAGER,
     RESTORE_MANAGER,
     Change,
+    GatewayPin,
     LiveNamespace,
     drift,
+    gateway_label_conflicts,
     keep_patch,
     label_apply,
     live_namespace,
@@ -67,6 +72,13 @@ def _key(namespace: str) -> str:
     return f"{PROJECT}:namespaces.{namespace}"
 
 
+def _pins(value: Any) -> dict[str, GatewayPin]:
+    """The `gateways` input (gateway -> {namespace, revision, canary?}); unknown during a preview: none to check."""
+    if is_unknown(value) or not isinstance(value, Mapping):
+        return {}
+    return {name: GatewayPin(pin["namespace"], pin["revision"], pin.get("canary")) for name, pin in value.items()}
+
+
 def _is_text_map(value: Any) -> bool:
     return isinstance(value, Mapping) and all(isinstance(k, str) and isinstance(v, str) for k, v in value.items())
 
@@ -99,6 +111,10 @@ class NamespaceLabelsProvider(KubeProvider):
                 f"{'to the default tag' if live[ns].legacy == LEGACY_INJECTION_ENABLED else 'uninjected'}: allow "
                 "the identity that runs pulumi to patch namespaces, or remove the label yourself, then preview again"))
             for ns, problem in refusals.items()
+        ]
+        failures += [
+            CheckFailure("gateways", f"{PROJECT}:{key}: {problem}")
+            for key, problem in gateway_label_conflicts(_pins(news.get("gateways")), live).items()
         ]
         return CheckResult({**news, "drift": drift(bound, live)}, failures)
 
@@ -191,6 +207,9 @@ class NamespaceLabels(pulumi.dynamic.Resource, module="mesh", name="NamespaceLab
     namespaces: pulumi.Output[dict[str, str]]
 
     def __init__(self, name: str, *, namespaces: Mapping[str, str], created: list[str],
-                 opts: pulumi.ResourceOptions | None = None) -> None:
+                 gateways: Mapping[str, GatewayPin], opts: pulumi.ResourceOptions | None = None) -> None:
+        """`gateways` are checked, never labelled: a change of them alone is no change (`diff`)."""
+        pins = {name: {"namespace": p.namespace, "revision": p.revision, **({"canary": p.canary} if p.canary else {})}
+                for name, p in sorted(gateways.items())}
         super().__init__(NamespaceLabelsProvider(), name,
-                         {"namespaces": dict(namespaces), "created": created, "drift": None}, opts)
+                         {"namespaces": dict(namespaces), "created": created, "gateways": pins, "drift": None}, opts)
