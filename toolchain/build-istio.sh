@@ -21,9 +21,9 @@ log() { printf '[build-istio] %s\n' "$*" >&2; }
 # The newest version name and its wrapper module ("<version> <module dir>", sorted by version).
 read -r ver moddir < <(istio_versions | sort -V | tail -n1)
 bin="$CACHE/istio-$ver/bin"
-stamped() { [[ -x "$bin/$1" ]] && "$bin/$1" version --short 2>/dev/null | grep -qx "$ver"; }
-if stamped istioctl && [[ -x "$bin/pilot-discovery" ]] \
-  && "$bin/pilot-discovery" version --short 2>/dev/null | grep -qx "$ver"; then
+# Each says its version on the last line of `version --short` ("1.31.0", "client version: 1.31.0").
+stamped() { [[ -x "$bin/$1" ]] && "$bin/$1" version --short "${@:2}" 2>/dev/null | tail -n1 | grep -qE "(^| )$ver\$"; }
+if stamped pilot-discovery && stamped istioctl --remote=false; then
   log "istio $ver: pilot-discovery and istioctl already in $bin"
   exit 0
 fi
