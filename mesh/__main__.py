@@ -30,6 +30,7 @@ from mesh.review import (
     left_to_gateways,
     moves,
     refusals,
+    selected_after,
     unmanaged_labels,
 )
 from mesh.spec import PROJECT, MeshSpec, SpecError, load_spec
@@ -93,12 +94,13 @@ def injectors(api: Any) -> dict[str, dict[str, Any]]:
 
 def cluster_part(spec: MeshSpec, deployed: Deployed, raw: dict[str, Any]) -> dict[str, Any] | str:
     """Read only what the review needs: the moving namespaces (the MeshRollout's own reader), every pod
-    only when a revision goes (as the drain guard reads them), one list of namespaces and one of
+    and workloads only when a revision goes (as the drain guard reads them), one list of namespaces and one of
     webhooks. The Review's cluster fields, or why the cluster could not be read."""
     from kubernetes import client, config
     from urllib3.exceptions import HTTPError
 
     from mesh import kube
+    from mesh.providers.drain_guard import workload_templates
     from mesh.providers.rollout import NamespaceReader, RolloutError
     from mesh.workloads import pod_from_object
 
@@ -115,18 +117,21 @@ def cluster_part(spec: MeshSpec, deployed: Deployed, raw: dict[str, Any]) -> dic
                     workloads, pods = {}, []
                 planes.append(data_plane(move, workloads.values(), pods, left_to_gateways(spec, move)))
             core = client.CoreV1Api(api)
-            refused = {}
-            if set(deployed.versions) - set(spec.revisions):  # every pod, as the guard reads them, only then
+            refused, templates = {}, []
+            if set(deployed.versions) - set(spec.revisions):  # every pod and workload, as the guard reads them
                 pods = (pod_from_object(p) for p in kube.list_objects(core.list_pod_for_all_namespaces))
                 refused = refusals(deployed, spec, pods)
+                templates = workload_templates(api)
             labels = {ns["metadata"]["name"]: ns["metadata"].get("labels") or {}
                       for ns in kube.list_objects(core.list_namespace)}
             hooks = injectors(api)
     except (client.exceptions.ApiException, HTTPError, OSError, config.ConfigException) as e:
         return unreachable(e)
     after = webhooks_after(spec, deployed.versions, deployed.tags, hooks)
+    labels_after = namespaces_after(spec, deployed.namespaces, labels)
     return {"data_plane": planes, "refusals": refused, "unmanaged": unmanaged_labels(labels, spec),
-            "overlaps": overlaps(after, namespaces_after(spec, deployed.namespaces, labels))}
+            "overlaps": overlaps(after, labels_after),
+            "selected": selected_after(deployed, spec, labels_after, templates)}
 
 
 def build_review(stack: str, raw: dict[str, Any], deployed: Deployed,
@@ -147,7 +152,7 @@ def build_review(stack: str, raw: dict[str, Any], deployed: Deployed,
     if isinstance(cluster, str):
         return 0, Review(stack, lines, None, {}, {}, *settings, cluster_note=cluster, per_namespace=cap)
     return 0, Review(stack, lines, cluster["data_plane"], cluster["refusals"], cluster["unmanaged"], *settings,
-                     overlaps=cluster["overlaps"], per_namespace=cap)
+                     overlaps=cluster["overlaps"], per_namespace=cap, selected=cluster["selected"])
 
 
 def review(stack: str) -> tuple[int, Review | str]:
@@ -160,11 +165,12 @@ def review(stack: str) -> tuple[int, Review | str]:
 def build_status(stack: str, raw: dict[str, Any], outputs: dict[str, Any],
                  state_note: str | None = None) -> tuple[int, Status]:
     """What runs where: the deployed revisions from `outputs` and those installed (one list of webhooks), and
-    every pod of the cluster (one list)."""
+    every pod, namespace and workload of the cluster (one list each, as the drain guard reads them)."""
     from kubernetes import client, config
     from urllib3.exceptions import HTTPError
 
     from mesh import kube
+    from mesh.providers.drain_guard import workload_templates
 
     deployed = Deployed.from_outputs(outputs)
     settings = kube_settings(raw)
@@ -174,9 +180,12 @@ def build_status(stack: str, raw: dict[str, Any], outputs: dict[str, Any],
         with kube.api_client(settings) as api:
             pods = list(kube.list_objects(client.CoreV1Api(api).list_pod_for_all_namespaces))
             installed = installed_revisions(injectors(api))
+            namespaces = {ns["metadata"]["name"]: ns["metadata"].get("labels") or {}
+                          for ns in kube.list_objects(client.CoreV1Api(api).list_namespace)}
+            templates = workload_templates(api)
     except (client.exceptions.ApiException, HTTPError, OSError, config.ConfigException) as e:
         return 1, status(stack, deployed, None, unreachable(e), state_note)
-    return 0, status(stack, deployed, pods, None, state_note, installed)
+    return 0, status(stack, deployed, pods, None, state_note, installed, namespaces, templates)
 
 
 def main(argv: list[str]) -> int:

@@ -22,7 +22,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from mesh.istio_vocabulary import LEGACY_INJECTION_LABEL, REV_LABEL
+from mesh.istio_vocabulary import LEGACY_INJECTION_LABEL, NEVER_INJECTED_NAMESPACES, REV_LABEL
 from mesh.workloads import Pod, opted_out
 
 EXAMPLES_PER_NAMESPACE = 3
@@ -95,11 +95,15 @@ class Selectors:
 
 def selectors_of(revision: str, namespaces: Mapping[str, Mapping[str, str]],
                  templates: Iterable[PodTemplate]) -> Selectors:
-    """What still selects `revision` by label, from every namespace's labels and every workload's template."""
+    """What still selects `revision` by label, from every namespace's labels and every workload's template
+    (namespaces Istio never injects, such as kube-system, select nothing)."""
     selecting = sorted(ns for ns, labels in namespaces.items()
-                       if labels.get(REV_LABEL) == revision and LEGACY_INJECTION_LABEL not in labels)
+                       if labels.get(REV_LABEL) == revision and LEGACY_INJECTION_LABEL not in labels
+                       and ns not in NEVER_INJECTED_NAMESPACES)
     found: dict[str, list[str]] = {}
     for t in templates:
+        if t.namespace in NEVER_INJECTED_NAMESPACES:
+            continue
         labels = namespaces.get(t.namespace) or {}
         namespace_decides = REV_LABEL in labels or LEGACY_INJECTION_LABEL in labels
         if t.revision_label == revision and t.injectable and not namespace_decides:

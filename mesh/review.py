@@ -3,7 +3,8 @@ outputs) and the config in the work tree, plus what the cluster runs in the name
 
 Pure: `mesh/__main__.py` reads the stack outputs and the cluster and hands them in. The data-plane
 numbers come from the MeshRollout's own decisions (`mesh.workloads.decide`, `revision_report`) and the
-removal refusals from the drain guard's (`mesh.drain.pods_using`), so the review names what `up` does.
+removal refusals from the drain guard's (`mesh.drain.pods_using`, `selectors_of`), so the review names what
+`up` does.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from mesh.charts import CANARY_SUFFIX, gateway_workload
-from mesh.drain import pods_using
+from mesh.drain import PodTemplate, Selectors, pods_using, selectors_of
 from mesh.istio_vocabulary import LEGACY_INJECTION_LABEL, NATURAL, NONE, REV_LABEL, Strategy
 from mesh.restart_budget import gateway_workloads
 from mesh.rollout_entries import gateway_entry
@@ -229,6 +230,22 @@ def refusals(deployed: Deployed, spec: MeshSpec, pods: Iterable[Any]) -> dict[st
     return result
 
 
+def selected_after(deployed: Deployed, spec: MeshSpec, namespace_labels: Mapping[str, Mapping[str, str]],
+                   templates: Iterable[PodTemplate]) -> dict[str, Selectors]:
+    """Per removed revision, what still selects it by label once the change is applied, as the drain guard will
+    read it: `namespace_labels` as the bindings leave them (`mesh.webhook_overlap.namespaces_after`), and the pod
+    templates of workloads the stack does not render (its gateways' templates follow the config)."""
+    ours = {(g.namespace, w) for name, g in spec.gateways.items()
+            for w in (gateway_workload(name, g), f"{gateway_workload(name, g)}{CANARY_SUFFIX}")}
+    ours |= {(str(v.get("namespace")), name) for name, v in deployed.gateways.items()}
+    others = [t for t in templates if (t.namespace, t.workload.split("/", 1)[1]) not in ours]
+    result = {}
+    for name in sorted(set(deployed.versions) - set(spec.revisions)):
+        if found := selectors_of(name, namespace_labels, others):
+            result[name] = found
+    return result
+
+
 def unmanaged_labels(namespaces: Mapping[str, Mapping[str, str]], spec: MeshSpec) -> dict[str, str]:
     """Namespaces carrying injection labels that no binding manages (they follow tags on their own)."""
     return {
@@ -252,6 +269,8 @@ class Review:
     overlaps: list[Overlap] = field(default_factory=list)
     """Injection webhooks that would both inject one pod once the change is applied (IST0139)."""
     per_namespace: int | None = None
+    selected: dict[str, Selectors] = field(default_factory=dict)
+    """Per removed revision, the namespace labels and pod templates still selecting it (`selected_after`)."""
 
     @property
     def restarts(self) -> int:
@@ -307,6 +326,11 @@ class Review:
             pod = ", ".join(f"{k}={v}" for k, v in o.pod_labels.items()) or "none"
             out.append(f"- `{o.namespace}`: webhooks {', '.join(f'`{w}`' for w in o.webhooks)} would all inject "
                        f"one pod (IST0139; pod labels: {pod})")
-        if not self.refusals and not self.unmanaged and not self.overlaps:
+        for revision, sel in self.selected.items():
+            found = [f"namespace `{ns}` ({REV_LABEL}={revision})" for ns in sel.namespaces]
+            found += [f"pod template `{ns}/{w}`" for ns, names in sel.templates.items() for w in names]
+            out.append(f"- removing `{revision}`: up will refuse, still selected by {', '.join(found)} "
+                       "(their next pods would start without a sidecar)")
+        if not self.refusals and not self.unmanaged and not self.overlaps and not self.selected:
             out.append("- nothing found" if self.data_plane is not None else "- not checked (no cluster)")
         return "\n".join(out) + "\n"

@@ -19,7 +19,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from mesh.drain import pods_using, revision_used
+from mesh.drain import PodTemplate, Selectors, pods_using, revision_used, selectors_of
 from mesh.istio_vocabulary import REV_LABEL
 from mesh.proxy_image import ProxyState, parse_image, proxy_state
 from mesh.review import Deployed
@@ -115,12 +115,18 @@ def _namespace_pods(names: Iterable[str], pods: Mapping[tuple[str, str], Pod], n
     return NamespacePods(len(found), dict(sorted(Counter(_tag(p.proxy.image) for p in found).items())), stale)
 
 
-def _drop_verdict(name: str, deployed: Deployed, users: Mapping[str, list[str]]) -> tuple[bool, str]:
-    """The drain guard's decision (no pod uses it), and what still points at the revision in the config."""
+def _drop_verdict(name: str, deployed: Deployed, users: Mapping[str, list[str]],
+                  selectors: Selectors | None = None) -> tuple[bool, str]:
+    """The drain guard's decision (no pod uses it, no label selects it), and what still points at the
+    revision in the config."""
     if users:
         total = sum(len(n) for n in users.values())
         where = ", ".join(f"{ns} ({len(n)})" for ns, n in users.items())
         return False, f"{total} pods still run it ({where}): up would refuse to remove it"
+    if selectors:
+        found = [f"namespace `{ns}` ({REV_LABEL}={name})" for ns in selectors.namespaces]
+        found += [f"pod template `{ns}/{w}`" for ns, names in selectors.templates.items() for w in names]
+        return False, f"no pod runs it, but {' and '.join(found)} still select it: up would refuse to remove it"
     refs = [f"tag `{t}`" for t, r in sorted(deployed.tags.items()) if r == name]
     refs += [f"namespace `{ns}`" for ns, r in sorted(deployed.namespaces.items()) if r == name]
     refs += [f"gateway `{g}`" for g, v in sorted(deployed.gateways.items()) if v.get("revision") == name]
@@ -149,16 +155,21 @@ def installed_revisions(webhooks: Mapping[str, Mapping[str, Any]]) -> dict[str, 
 
 def status(stack: str, deployed: Deployed, pod_objects: Iterable[Mapping[str, Any]] | None,
            cluster_note: str | None = None, state_note: str | None = None,
-           installed: Mapping[str, str] | None = None) -> Status:
+           installed: Mapping[str, str] | None = None,
+           namespace_labels: Mapping[str, Mapping[str, str]] | None = None,
+           templates: Iterable[PodTemplate] | None = None) -> Status:
     """The report from the stack's outputs, the cluster's pods (None when they could not be read) and the
-    revisions installed in the cluster (`installed_revisions`)."""
+    revisions installed in the cluster (`installed_revisions`), and, as the drain guard also reads them, every
+    namespace's labels and every workload's pod template (`mesh.drain.template_from_object`)."""
     users = [pod for pod in map(pod_from_object, pod_objects or []) if pod.live]
     pods = {(pod.namespace, pod.name): pod for pod in users}
     revisions = []
     every = {**(installed or {}), **deployed.versions}
+    every_template = list(templates or [])
     for name, version in sorted(every.items()):
         using = pods_using(users, name) if pod_objects is not None else {}
-        can_drop, why = _drop_verdict(name, deployed, using)
+        selecting = selectors_of(name, namespace_labels or {}, every_template)
+        can_drop, why = _drop_verdict(name, deployed, using, selecting)
         if pod_objects is None:
             can_drop, why = False, "unknown: the pods could not be read"
         revisions.append(RevisionStatus(

@@ -122,7 +122,7 @@ def test_namespace_labels_and_pod_templates_still_selecting_the_revision_keep_it
     """No pod alive (a CronJob between runs, a Deployment scaled to 0, a namespace labelled by hand): once the
     revision is gone, their next pods would start without a sidecar, and nothing would fail."""
     namespaces = {"batch": {"istio.io/rev": "a"}, "legacy": {"istio.io/rev": "a", "istio-injection": "enabled"},
-                  "other": {"istio.io/rev": "b"}, "plain": {}}
+                  "other": {"istio.io/rev": "b"}, "plain": {}, "kube-system": {"istio.io/rev": "a"}}
     templates = [
         template_from_object("CronJob", workload("CronJob", "plain", "nightly", {"istio.io/rev": "a"})),
         template_from_object("Deployment", workload("Deployment", "plain", "idle", {"istio.io/rev": "a"})),
@@ -130,6 +130,7 @@ def test_namespace_labels_and_pod_templates_still_selecting_the_revision_keep_it
         template_from_object("Deployment", workload(
             "Deployment", "plain", "opted-out", {"istio.io/rev": "a", INJECT_KEY: "false"})),
         template_from_object("DaemonSet", workload("DaemonSet", "plain", "host", {"istio.io/rev": "a"}, True)),
+        template_from_object("Deployment", workload("Deployment", "kube-system", "dns", {"istio.io/rev": "a"})),
     ]
     found = selectors_of("a", namespaces, templates)
     assert found == Selectors(namespaces=["batch"], templates={"plain": ["CronJob/nightly", "Deployment/idle"]})

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
+from mesh.drain import Selectors, template_from_object
 from mesh.review import (
     DataPlane,
     Deployed,
@@ -14,10 +15,12 @@ from mesh.review import (
     left_to_gateways,
     moves,
     refusals,
+    selected_after,
     unmanaged_labels,
 )
 from mesh.rollout_plan import rollout_inputs
 from mesh.spec import load_spec
+from mesh.webhook_overlap import namespaces_after
 from mesh.workloads import Target, Workload, attach_pods, pod_from_object
 
 DEPLOYED = Deployed.from_outputs({
@@ -185,3 +188,26 @@ def test_a_paused_deployment_is_named_with_what_up_does_with_it() -> None:
     md = Review("prod", [], [plane], {}, {}, concurrency=4, timeout_seconds=600).markdown()
     assert "rolling: nothing to restart; refuses Deployment/api (1 pods not on 1-31-0" in md
     assert "up restarts the others, then fails naming them" in md
+
+
+def test_removing_a_revision_still_selected_by_labels_says_up_will_refuse() -> None:
+    """No pod runs 1-30-2, but a namespace labelled by hand and a CronJob still select it once the change is
+    applied; a namespace the change rebinds and the stack's own gateway Deployment do not."""
+    s = load_spec({"revisions": {"1-31-0": {"version": "1.31.0"}}, "tags": {"default": "1-31-0"},
+                   "namespaces": {"payments": "1-31-0"},
+                   "gateways": {"ingress": {"namespace": "istio-ingress", "revision": "1-31-0"}}})
+    deployed = Deployed.from_outputs({"revisions": {"1-30-2": {"version": "1.30.2"}, "1-31-0": {"version": "1.31.0"}},
+                                      "namespaces": {"payments": "1-30-2"}})
+    live = {"payments": {"istio.io/rev": "1-30-2"}, "batch": {"istio.io/rev": "1-30-2"}}
+    templates = [
+        template_from_object("CronJob", {"metadata": {"namespace": "jobs", "name": "nightly"}, "spec": {
+            "jobTemplate": {"spec": {"template": {"metadata": {"labels": {"istio.io/rev": "1-30-2"}}}}}}}),
+        template_from_object("Deployment", {"metadata": {"namespace": "istio-ingress", "name": "ingress"}, "spec": {
+            "template": {"metadata": {"labels": {"istio.io/rev": "1-30-2"}}}}}),
+    ]
+    found = selected_after(deployed, s, namespaces_after(s, deployed.namespaces, live), templates)
+    assert found == {"1-30-2": Selectors(namespaces=["batch"], templates={"jobs": ["CronJob/nightly"]})}
+    md = Review("prod", control_plane(deployed, s), [], {}, {}, 4, 600, selected=found).markdown()
+    assert ("removing `1-30-2`: up will refuse, still selected by namespace `batch` (istio.io/rev=1-30-2), "
+            "pod template `jobs/CronJob/nightly`") in md
+    assert "nothing found" not in md

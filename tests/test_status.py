@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from mesh.drain import pods_using
+from mesh.drain import pods_using, template_from_object
 from mesh.review import Deployed
 from mesh.status import installed_revisions, status
 from mesh.webhook_overlap import revision_webhook
@@ -120,3 +120,17 @@ def test_a_revision_whose_removal_was_refused_is_read_from_the_cluster() -> None
                                                                       {"istio-ingress", "legacy", "team-c"})
     assert "old-install" in s.unmanaged and "legacy" not in s.unmanaged
     assert "- `1-30-0`: 1.30.0; installed, not in the stack's last outputs" in s.markdown()
+
+
+def test_a_revision_still_selected_by_labels_cannot_be_dropped() -> None:
+    """No pod runs 1-30-0, but a namespace and a CronJob's template still select it: the guard would refuse."""
+    drained = [p for p in PODS if p["metadata"]["annotations"].get("istio.io/rev") != "1-30-0"
+               and p["metadata"]["name"] != "ingress-1"]
+    cron = template_from_object("CronJob", {"metadata": {"namespace": "plain", "name": "nightly"}, "spec": {
+        "jobTemplate": {"spec": {"template": {"metadata": {"labels": {"istio.io/rev": "1-30-0"}}}}}}})
+    s = status("dev", DEPLOYED, drained, namespace_labels={"batch": {"istio.io/rev": "1-30-0"}}, templates=[cron])
+    old = s.revisions[0]
+    assert old.can_drop is False
+    assert old.why == ("no pod runs it, but namespace `batch` (istio.io/rev=1-30-0) and pod template "
+                       "`plain/CronJob/nightly` still select it: up would refuse to remove it")
+    assert status("dev", DEPLOYED, drained, namespace_labels={}, templates=[]).revisions[0].can_drop

@@ -18,7 +18,15 @@ from kubernetes import client
 from pulumi.dynamic import CheckFailure, CheckResult, CreateResult, DiffResult, UpdateResult
 
 from mesh import kube
-from mesh.drain import TEMPLATE_KINDS, Selectors, pods_using, refusal_message, selectors_of, template_from_object
+from mesh.drain import (
+    TEMPLATE_KINDS,
+    PodTemplate,
+    Selectors,
+    pods_using,
+    refusal_message,
+    selectors_of,
+    template_from_object,
+)
 from mesh.providers import KubeProvider, is_unknown, progress
 from mesh.workloads import pod_from_object
 
@@ -36,18 +44,21 @@ def revision_users(api: client.ApiClient, revision: str) -> dict[str, list[str]]
     return pods_using(pods, revision)
 
 
-def revision_selectors(api: client.ApiClient, revision: str) -> Selectors:
-    """Namespace labels and workload pod templates cluster-wide that still select `revision`: one list of
-    namespaces and one per workload kind, paged."""
-    namespaces = {(ns.get("metadata") or {}).get("name", ""): (ns.get("metadata") or {}).get("labels") or {}
-                  for ns in kube.list_objects(client.CoreV1Api(api).list_namespace)}
+def workload_templates(api: client.ApiClient) -> list[PodTemplate]:
+    """The pod template of every workload that makes pods later, cluster-wide: one paged list per kind."""
     apps, batch = client.AppsV1Api(api), client.BatchV1Api(api)
     lists = {"Deployment": apps.list_deployment_for_all_namespaces,
              "StatefulSet": apps.list_stateful_set_for_all_namespaces,
              "DaemonSet": apps.list_daemon_set_for_all_namespaces,
              "CronJob": batch.list_cron_job_for_all_namespaces}
-    templates = [template_from_object(kind, obj) for kind in TEMPLATE_KINDS for obj in kube.list_objects(lists[kind])]
-    return selectors_of(revision, namespaces, templates)
+    return [template_from_object(kind, obj) for kind in TEMPLATE_KINDS for obj in kube.list_objects(lists[kind])]
+
+
+def revision_selectors(api: client.ApiClient, revision: str) -> Selectors:
+    """Namespace labels and workload pod templates cluster-wide that still select `revision`."""
+    namespaces = {(ns.get("metadata") or {}).get("name", ""): (ns.get("metadata") or {}).get("labels") or {}
+                  for ns in kube.list_objects(client.CoreV1Api(api).list_namespace)}
+    return selectors_of(revision, namespaces, workload_templates(api))
 
 
 class DrainGuardProvider(KubeProvider):
