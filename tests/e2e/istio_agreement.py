@@ -14,7 +14,7 @@ reads the pods the real istiod injected:
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 
 from kubernetes import client as k8s
 
@@ -49,12 +49,15 @@ def injected_pod_problems(api: k8s.ApiClient) -> list[str]:
 
 
 def check_istio_agrees(
-    cluster: KubeCluster, stack: MeshStack, expected: Iterable[tuple[str, str]] = ()
+    cluster: KubeCluster, stack: MeshStack, expected: Iterable[tuple[str, str]] = (),
+    tags: Mapping[str, str] | None = None,
 ) -> None:
-    """The checks above; `expected` are the (code, origin) analyzer findings this step causes on purpose."""
+    """The checks above; `expected` are the (code, origin) analyzer findings this step causes on purpose;
+    `tags` what `istioctl tag list` must say when it is not the stack's `tags` output (before a takeover)."""
     found = analyze(cluster)
     assert {(m.code, m.origin) for m in found} == set(expected), "\n".join(
         f"{m.level} [{m.code}] ({m.origin}) {m.message}" for m in found
     )
-    assert tag_list(cluster) == stack.outputs().get("tags", {}), "istioctl tag list disagrees with the stack"
+    want = stack.outputs().get("tags", {}) if tags is None else dict(tags)
+    assert tag_list(cluster) == want, "istioctl tag list disagrees with the stack"
     assert injected_pod_problems(cluster.api()) == []
