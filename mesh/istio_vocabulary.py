@@ -43,6 +43,12 @@ PROXY_IMAGE_ANNOTATION = "sidecar.istio.io/proxyImage"
 """Set on a pod (template) by hand to choose its proxy image: the rollout leaves such pods alone."""
 PROXY_IMAGE_TYPE_ANNOTATION = "sidecar.istio.io/proxyImageType"
 """Chooses a pod's image type (`debug`, `distroless`, `default`): the version still follows the revision."""
+PROXY_CONFIG_ANNOTATION = "proxy.istio.io/config"
+"""A pod's own ProxyConfig (YAML); its `image.imageType` ranks below a workload ProxyConfig resource's."""
+PROXY_OVERRIDES_ANNOTATION = "proxy.istio.io/overrides"
+"""Written by the injector: the pod template's own `istio-proxy` container (JSON), whose image it keeps."""
+AUTO_IMAGE = "auto"
+"""The image a template's `istio-proxy` container names to take the injected one (gateways)."""
 
 
 def istiod_service(revision: str) -> str:

@@ -6,7 +6,9 @@ from typing import Any
 
 import pulumi
 
+from mesh.charts import istiod_values
 from mesh.components import Istio
+from mesh.injection import InjectorPolicy
 from mesh.proxy_image import proxy_image
 from mesh.spec import MeshSpec, SpecError, load_spec
 from mesh.validation import validate_or_raise
@@ -32,8 +34,11 @@ def spec_from_config(raw: dict[str, Any]) -> MeshSpec:
 
 def deploy(spec: MeshSpec) -> Istio:
     mesh = Istio("mesh", spec)
+    injectors = {name: InjectorPolicy.from_values(istiod_values(spec, name)) for name in mesh.revisions}
     pulumi.export("revisions", {
-        name: {"version": rev.version, "service": rev.service, "proxy": proxy_image(spec, name)}
+        name: {"version": rev.version, "service": rev.service, "proxy": proxy_image(spec, name),
+               # Only when its values change which pods istiod injects: other stacks keep their outputs.
+               **({"injector": injectors[name].props()} if injectors[name] != InjectorPolicy() else {})}
         for name, rev in mesh.revisions.items()
     })
     pulumi.export("tags", {tag: t.revision for tag, t in mesh.tags.items()})

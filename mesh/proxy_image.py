@@ -13,19 +13,32 @@ Istio's rule, from istio/istio: the `istio-proxy` container's `image` in the ist
   annotation `sidecar.istio.io/proxyImageType` overrides it per pod. A known type already ending the
   tag is replaced, and the type `default` means none.
 
-Only the values the istiod chart is rendered with count here; ProxyConfig resources and the
-`proxy.istio.io/config` annotation, which can also set an image type, are not read.
+The image type can also come from ProxyConfig: resources and the pod's `proxy.istio.io/config` annotation
+(`configured_image_type`); a pod whose type is its own is compared without type suffixes. A pod template's
+own `istio-proxy` container with an image keeps that image (the injector applies the container as an
+override and records it in `proxy.istio.io/overrides`): such a proxy is left alone, like a hand-set image.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import json
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from enum import Enum
 from typing import Any
 
+import yaml
+
 from mesh.charts import istiod_values
-from mesh.istio_vocabulary import PROXY_CONTAINER, PROXY_IMAGE_ANNOTATION, PROXY_IMAGE_TYPE_ANNOTATION
+from mesh.istio_vocabulary import (
+    AUTO_IMAGE,
+    PROXY_CONFIG_ANNOTATION,
+    PROXY_CONTAINER,
+    PROXY_IMAGE_ANNOTATION,
+    PROXY_IMAGE_TYPE_ANNOTATION,
+    PROXY_OVERRIDES_ANNOTATION,
+    REV_LABEL,
+)
 from mesh.spec import MeshSpec
 
 KNOWN_IMAGE_TYPES = ("distroless", "debug")
@@ -108,11 +121,14 @@ class PodProxy:
     pinned: str | None = None
     """A `sidecar.istio.io/proxyImage` the injection template uses as is (it contains "/")."""
     image_type: str | None = None
-    """The pod's `sidecar.istio.io/proxyImageType`, if any."""
+    """The pod's own image type: its `sidecar.istio.io/proxyImageType`, else ProxyConfig's (`configured_image_type`)."""
+    override: str | None = None
+    """The image of the pod template's own `istio-proxy` container, which the injector keeps."""
 
 
 def pod_proxy(spec: Mapping[str, Any], annotations: Mapping[str, str]) -> PodProxy:
-    """Read the proxy facts of a pod from its spec and annotations (API dicts)."""
+    """Read the proxy facts of a pod from its spec and annotations (API dicts); ProxyConfig resources are
+    applied later, by whoever read them (`configured_image_type`)."""
     image = None
     for key in ("containers", "initContainers"):
         found = [c.get("image") for c in spec.get(key) or [] if c.get("name") == PROXY_CONTAINER]
@@ -123,8 +139,80 @@ def pod_proxy(spec: Mapping[str, Any], annotations: Mapping[str, str]) -> PodPro
     return PodProxy(
         image=image,
         pinned=pinned if pinned and "/" in pinned else None,
-        image_type=annotations.get(PROXY_IMAGE_TYPE_ANNOTATION),
+        image_type=annotations.get(PROXY_IMAGE_TYPE_ANNOTATION) or _image_type_of(_annotation_config(annotations)),
+        override=_override(annotations),
     )
+
+
+def _override(annotations: Mapping[str, str]) -> str | None:
+    """The image of the `istio-proxy` container the injector recorded as the template's own, unless `auto`."""
+    try:
+        overrides = json.loads(annotations.get(PROXY_OVERRIDES_ANNOTATION) or "{}")
+    except ValueError:
+        return None
+    if not isinstance(overrides, Mapping):
+        return None
+    for key in ("containers", "initContainers"):
+        for c in overrides.get(key) or []:
+            if not isinstance(c, Mapping) or c.get("name") != PROXY_CONTAINER:
+                continue
+            if c.get("image") not in (None, "", AUTO_IMAGE):
+                return str(c["image"])
+    return None
+
+
+def _annotation_config(annotations: Mapping[str, str]) -> Any:
+    """The pod's `proxy.istio.io/config` (YAML); one istiod cannot parse counts as absent, as istiod ignores it."""
+    raw = annotations.get(PROXY_CONFIG_ANNOTATION)
+    if not raw:
+        return None
+    try:
+        return yaml.safe_load(raw)
+    except yaml.YAMLError:
+        return None
+
+
+def _image_type_of(config: Any) -> str | None:
+    """`image.imageType` of a ProxyConfig resource's spec or an annotation's config, if set."""
+    image = config.get("image") if isinstance(config, Mapping) else None
+    image_type = image.get("imageType") if isinstance(image, Mapping) else None
+    return str(image_type) if image_type else None
+
+
+def proxy_configs_for(objects: Iterable[Mapping[str, Any]], revision: str) -> list[Mapping[str, Any]]:
+    """The ProxyConfig resources a revision's istiod reads (no `istio.io/rev` label, or its own), oldest first,
+    the order in which istiod picks the first of a rank."""
+    mine = [o for o in objects if ((o.get("metadata") or {}).get("labels") or {}).get(REV_LABEL) in (None, revision)]
+    return sorted(mine, key=lambda o: str((o.get("metadata") or {}).get("creationTimestamp") or ""))
+
+
+def configured_image_type(namespace: str, labels: Mapping[str, str], annotations: Mapping[str, str],
+                          proxy_configs: list[Mapping[str, Any]], root_namespace: str) -> str | None:
+    """The image type a pod gets from ProxyConfig, None when none sets one (then the revision's values decide).
+
+    As istio/istio `pilot/pkg/model/proxy_config.go` `EffectiveProxyConfig` ranks them: the oldest resource of
+    the pod's namespace whose `selector.matchLabels` its labels include, then the pod's `proxy.istio.io/config`
+    annotation, then the oldest resource without a selector in its namespace, then in the root namespace. The
+    pod's `sidecar.istio.io/proxyImageType` beats all of them (`ProxyImage`).
+    """
+
+    def first(ns: str, selected: bool) -> Any:
+        """The oldest resource of `ns` of a rank: matchLabels the pod's labels include, or no selector at all."""
+        for pc in proxy_configs:
+            if (pc.get("metadata") or {}).get("namespace") != ns:
+                continue
+            spec = pc.get("spec") or {}
+            wanted = (spec.get("selector") or {}).get("matchLabels") or {}
+            if selected and wanted and all(labels.get(k) == v for k, v in wanted.items()):
+                return spec
+            if not selected and spec.get("selector") is None:
+                return spec
+        return None
+
+    ranks = [first(namespace, True), _annotation_config(annotations),
+             first(namespace, False) if namespace != root_namespace else None, first(root_namespace, False)]
+    pod_type = annotations.get(PROXY_IMAGE_TYPE_ANNOTATION)
+    return pod_type or next((t for t in map(_image_type_of, ranks) if t), None)
 
 
 class ProxyState(Enum):
@@ -132,6 +220,7 @@ class ProxyState(Enum):
     STALE = "runs another proxy image"
     NO_PROXY = "has no istio-proxy container to compare"
     PINNED = f"proxy image set by hand ({PROXY_IMAGE_ANNOTATION})"
+    OVERRIDDEN = f"proxy image set by the pod template's own {PROXY_CONTAINER} container, which the injector keeps"
     DIGEST_ONLY = "proxy image given by digest alone (no tag to compare)"
 
 
@@ -158,6 +247,8 @@ def proxy_state(proxy: PodProxy, expected: str) -> ProxyState:
         return ProxyState.NO_PROXY
     if proxy.pinned is not None:
         return ProxyState.PINNED
+    if proxy.override is not None:
+        return ProxyState.OVERRIDDEN
     want, have = parse_image(expected), parse_image(proxy.image)
     if want.repository != have.repository:
         return ProxyState.STALE

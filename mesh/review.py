@@ -10,12 +10,14 @@ removal refusals from the drain guard's (`mesh.drain.pods_using`, `selectors_of`
 from __future__ import annotations
 
 import math
+from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from mesh.charts import CANARY_SUFFIX, gateway_workload
+from mesh.charts import CANARY_SUFFIX, gateway_workload, istiod_values
 from mesh.drain import PodTemplate, Selectors, pods_using, selectors_of
+from mesh.injection import InjectorPolicy
 from mesh.istio_vocabulary import LEGACY_INJECTION_LABEL, NATURAL, NONE, REV_LABEL, Strategy
 from mesh.restart_budget import gateway_workloads
 from mesh.rollout_entries import gateway_entry
@@ -43,6 +45,8 @@ class Deployed:
     rollout: Mapping[str, Mapping[str, Mapping[str, str]]] = field(default_factory=dict)
     """The MeshRollout's `namespaces` and `gateways` as it last completed them (its state; empty when it was never
     created): what `up` plans against. A failed `up` has already exported the outputs above, not this."""
+    injectors: Mapping[str, InjectorPolicy] = field(default_factory=dict)
+    """Revision -> which pods its istiod injects, for the revisions whose values change that (exported only then)."""
 
     @classmethod
     def from_outputs(cls, outputs: Mapping[str, Any],
@@ -51,6 +55,7 @@ class Deployed:
         return cls(
             versions={n: r["version"] for n, r in revisions.items()},
             proxies={n: r["proxy"] for n, r in revisions.items() if r.get("proxy")},
+            injectors={n: InjectorPolicy.from_props(r["injector"]) for n, r in revisions.items() if r.get("injector")},
             tags=dict(outputs.get("tags") or {}),
             namespaces=dict(outputs.get("namespaces") or {}),
             gateways=dict(outputs.get("gateways") or {}),
@@ -156,7 +161,9 @@ def moves(deployed: Deployed, spec: MeshSpec) -> list[Move]:
         ns, _, workload = entry.partition("/")
         old = before.get(entry) or {}
         result.append(Move(ns, workload or None, old.get("revision"),
-                           Target(target["revision"], target["proxy_image"]), target["strategy"],
+                           Target(target["revision"], target["proxy_image"],
+                                  InjectorPolicy.from_values(istiod_values(spec, target["revision"]))),
+                           target["strategy"],
                            _why(old, target, bool(workload))))
     return result
 
@@ -186,6 +193,8 @@ class DataPlane:
     """For `natural`: pods not on the target yet."""
     manual: Mapping[str, str] = field(default_factory=dict)
     """`<Kind>/<name>` -> why the MeshRollout refuses to restart it (paused; pods replaced only when deleted)."""
+    left_alone: Mapping[str, str] = field(default_factory=dict)
+    """Pod -> why no restart can change what it runs (`mesh.workloads.left_alone`), as `up` reports them."""
 
 
 def left_to_gateways(spec: MeshSpec, move: Move) -> dict[str, str]:
@@ -201,9 +210,10 @@ def data_plane(move: Move, workloads: Iterable[Workload], pods: Iterable[Pod],
                elsewhere: Mapping[str, str] | None = None) -> DataPlane:
     """The MeshRollout's own decision for each workload of the namespace; `elsewhere` are those another entry
     moves (`left_to_gateways`)."""
+    pods = list(pods)
+    report = revision_report(pods, move.target)
     if move.strategy == NATURAL:
-        report = revision_report(pods, move.target)
-        return DataPlane(move, {}, 0, report.on_other + report.stale_proxies)
+        return DataPlane(move, {}, 0, report.on_other + report.stale_proxies, left_alone=dict(report.left_alone))
     if move.strategy == NONE:
         return DataPlane(move, {}, 0, 0)
     restart, waiting, manual = {}, 0, {}
@@ -216,7 +226,8 @@ def data_plane(move: Move, workloads: Iterable[Workload], pods: Iterable[Pod],
         elif decision.action is Action.MANUAL:
             manual[w.key] = decision.reason
         waiting += decision.action is Action.WAIT
-    return DataPlane(move, dict(sorted(restart.items())), waiting, 0, dict(sorted(manual.items())))
+    return DataPlane(move, dict(sorted(restart.items())), waiting, 0, dict(sorted(manual.items())),
+                     dict(report.left_alone))
 
 
 def refusals(deployed: Deployed, spec: MeshSpec, pods: Iterable[Any]) -> dict[str, dict[str, int]]:
@@ -314,6 +325,10 @@ class Review:
                     refused = "; ".join(f"{k} ({why})" for k, why in d.manual.items())
                     extra += f"; refuses {refused}: up restarts the others, then fails naming them"
                 out.append(f"- `{where}`: {d.move.why}, rolling: {does}{extra}")
+            if d.left_alone:
+                reasons = Counter(d.left_alone.values())
+                listed = "; ".join(f"{n} {why}" for why, n in sorted(reasons.items()))
+                out.append(f"  - leaves {len(d.left_alone)} pods as they are (a restart cannot move them): {listed}")
         if self.data_plane:
             out.append(f"- `up` restarts {self.restarts} workload(s): {self.estimate()}")
         out.append("#### Safety")

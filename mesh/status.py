@@ -20,6 +20,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from mesh.drain import PodTemplate, Selectors, pods_using, revision_used, selectors_of
+from mesh.injection import InjectorPolicy
 from mesh.istio_vocabulary import REV_LABEL
 from mesh.proxy_image import ProxyState, parse_image, proxy_state
 from mesh.review import Deployed
@@ -62,6 +63,8 @@ class Status:
     revisions: list[RevisionStatus]
     unmanaged: dict[str, dict[str, int]] = field(default_factory=dict)
     """Namespace -> revision (or "(not injected)" in bound namespaces) -> pods on no revision of the stack."""
+    left_alone: dict[str, dict[str, int]] = field(default_factory=dict)
+    """Bound namespace -> why -> uninjected pods its revision's istiod would not inject (no restart moves them)."""
     cluster_note: str | None = None
     """Why the pods could not be read; None when they were."""
     state_note: str | None = None
@@ -98,6 +101,9 @@ class Status:
             listed = ", ".join(f"{n} {'pods not injected' if rev == UNINJECTED else f'pods on `{rev}`'}"
                                for rev, n in revisions.items())
             out.append(f"- `{ns}`: {listed}")
+        if self.left_alone:
+            out.append("#### Pods no restart moves")
+        out += [f"- `{ns}`: {n} pods {why}" for ns, whys in self.left_alone.items() for why, n in whys.items()]
         return "\n".join(out) + "\n"
 
 
@@ -180,22 +186,35 @@ def status(stack: str, deployed: Deployed, pod_objects: Iterable[Mapping[str, An
             pods={ns: _namespace_pods(names, pods, ns, deployed.proxies.get(name)) for ns, names in using.items()},
             can_drop=can_drop, why=why, in_stack=name in deployed.versions,
         ))
-    return Status(stack, revisions, _unmanaged(users, every, deployed), cluster_note, state_note)
+    unmanaged, left_alone = _unmanaged(users, every, deployed)
+    return Status(stack, revisions, unmanaged, left_alone, cluster_note, state_note)
 
 
-def _unmanaged(users: Iterable[Pod], revisions: Iterable[str], deployed: Deployed) -> dict[str, dict[str, int]]:
+def _unmanaged(users: Iterable[Pod], revisions: Iterable[str],
+               deployed: Deployed) -> tuple[dict[str, dict[str, int]], dict[str, dict[str, int]]]:
     """Pods that use a revision neither deployed nor installed (a revisionless install's `default`, one
-    removed by hand), and pods in bound namespaces that run no proxy at all."""
+    removed by hand), and pods in bound namespaces that run no proxy at all; apart, those of them the bound
+    revision's istiod would not inject (its `injector` output), with the reason."""
     known = set(revisions)
     found: Counter[tuple[str, str]] = Counter()
+    alone: Counter[tuple[str, str]] = Counter()
     for pod in users:
         revision = revision_used(pod)
+        bound = deployed.namespaces.get(pod.namespace)
         if revision is None:
-            if pod.injectable and pod.namespace in deployed.namespaces:
-                found[(pod.namespace, UNINJECTED)] += 1
+            if pod.injectable and bound is not None:
+                refused = deployed.injectors.get(bound, InjectorPolicy()).refuses(pod.labels, pod.annotations)
+                if refused:
+                    alone[(pod.namespace, f"not injected by {bound}: {refused}")] += 1
+                else:
+                    found[(pod.namespace, UNINJECTED)] += 1
         elif revision not in known:
             found[(pod.namespace, revision)] += 1
+    return _by_namespace(found), _by_namespace(alone)
+
+
+def _by_namespace(counted: Counter[tuple[str, str]]) -> dict[str, dict[str, int]]:
     result: dict[str, dict[str, int]] = {}
-    for (ns, revision), n in sorted(found.items()):
-        result.setdefault(ns, {})[revision] = n
+    for (ns, key), n in sorted(counted.items()):
+        result.setdefault(ns, {})[key] = n
     return result

@@ -14,8 +14,9 @@ from dataclasses import dataclass, field, replace
 from enum import Enum
 from typing import Any, Literal
 
+from mesh.injection import InjectorPolicy
 from mesh.istio_vocabulary import INJECT_KEY, REV_ANNOTATION, REV_LABEL
-from mesh.proxy_image import PodProxy, ProxyState, pod_proxy, proxy_state
+from mesh.proxy_image import PodProxy, ProxyState, configured_image_type, pod_proxy, proxy_state
 
 RESTARTED_AT = "kubectl.kubernetes.io/restartedAt"
 """Template annotation `kubectl rollout restart` sets; we set it the same way."""
@@ -39,6 +40,8 @@ class Target:
 
     revision: str
     proxy_image: str
+    injector: InjectorPolicy = field(default_factory=InjectorPolicy, compare=False)
+    """What the revision's istiod decides per pod (which pods it injects at all); not part of a restart's stamp."""
 
     def __str__(self) -> str:
         return f"{self.revision} ({self.proxy_image})"
@@ -80,6 +83,9 @@ class Pod:
     proxy: PodProxy = field(default_factory=PodProxy)
     revision_label: str | None = None
     """The `istio.io/rev` label: the tag or revision the pod asks for by itself (gateways), if any."""
+    labels: Mapping[str, str] = field(default_factory=dict)
+    annotations: Mapping[str, str] = field(default_factory=dict)
+    """Its labels and annotations, which the injector's selectors and ProxyConfig read."""
 
 
 def pod_from_object(obj: Mapping[str, Any]) -> Pod:
@@ -100,7 +106,15 @@ def pod_from_object(obj: Mapping[str, Any]) -> Pod:
         problem=_pod_problem(status),
         proxy=pod_proxy(spec, annotations),
         revision_label=labels.get(REV_LABEL),
+        labels=labels,
+        annotations=annotations,
     )
+
+
+def with_proxy_configs(pod: Pod, proxy_configs: list[Mapping[str, Any]], root_namespace: str) -> Pod:
+    """The pod with the image type the ProxyConfig resources its revision's istiod reads give it (if any)."""
+    image_type = configured_image_type(pod.namespace, pod.labels, pod.annotations, proxy_configs, root_namespace)
+    return replace(pod, proxy=replace(pod.proxy, image_type=image_type))
 
 
 def _pod_problem(status: Mapping[str, Any]) -> str | None:
@@ -299,10 +313,24 @@ def describe_wait(w: Workload) -> str:
     return f"{reason}; {problems[0]}" if problems else reason
 
 
+def left_alone(pod: Pod, target: Target) -> str | None:
+    """Why a restart cannot change what a live injectable pod runs, or None: the target's injector would not
+    inject it, or its proxy image is its own (set by hand, by its template's container, or by digest alone)."""
+    refused = target.injector.refuses(pod.labels, pod.annotations)
+    if refused:
+        return f"not injected by {target.revision}: {refused}"
+    if pod.revision == target.revision:
+        state = proxy_state(pod.proxy, target.proxy_image)
+        if state in (ProxyState.PINNED, ProxyState.OVERRIDDEN, ProxyState.DIGEST_ONLY):
+            return state.value
+    return None
+
+
 def is_stale(pod: Pod, target: Target) -> bool:
     """An injectable pod not on the target revision (uninjected included), or on it with another proxy image.
-    Pods whose proxy image was chosen by hand, or cannot be compared, count as on target (see proxy_state)."""
-    if not pod.injectable:
+    Pods whose proxy image was chosen by hand, or cannot be compared, count as on target (see proxy_state), and
+    pods the target's injector would not inject are not stale: no restart can move them."""
+    if not pod.injectable or target.injector.refuses(pod.labels, pod.annotations):
         return False
     return pod.revision != target.revision or proxy_state(pod.proxy, target.proxy_image) is ProxyState.STALE
 
@@ -342,6 +370,9 @@ def decide(w: Workload, target: Target) -> Decision:
         return Decision(Action.SKIP, f"opted out of injection ({INJECT_KEY}=false)")
     if w.host_network:
         return Decision(Action.SKIP, "hostNetwork pods are never injected")
+    refused = target.injector.refuses(w.template_labels, w.template_annotations)
+    if refused:
+        return Decision(Action.SKIP, f"not injected by {target.revision}: {refused}; a restart cannot move its pods")
     if w.paused and (stale := off_target(w, target)):
         # Before the in-flight check: a paused Deployment never completes a rollout, so waiting on it is futile.
         return Decision(Action.MANUAL, f"{len(stale)} pods not on {target}; Deployment is paused (spec.paused=true): "
@@ -407,17 +438,16 @@ class RevisionReport:
 
 
 def revision_report(pods: Iterable[Pod], target: Target) -> RevisionReport:
-    counted = [p for p in pods if p.live and p.injectable]
-    on_revision = [(p, proxy_state(p.proxy, target.proxy_image)) for p in counted if p.revision == target.revision]
+    """Pods the target's injector would not inject are named with the reason, not counted as behind."""
+    live = [p for p in pods if p.live and p.injectable]
+    alone = {p.name: why for p in sorted(live, key=lambda p: p.name) if (why := left_alone(p, target))}
+    counted = [p for p in live if not target.injector.refuses(p.labels, p.annotations)]
+    on_revision = [p for p in counted if p.revision == target.revision]
     return RevisionReport(
         target=target,
         by_revision=dict(Counter(p.revision or UNINJECTED for p in counted)),
-        stale_proxies=sum(state is ProxyState.STALE for _, state in on_revision),
-        left_alone={
-            p.name: state.value
-            for p, state in sorted(on_revision, key=lambda ps: ps[0].name)
-            if state in (ProxyState.PINNED, ProxyState.DIGEST_ONLY)
-        },
+        stale_proxies=sum(proxy_state(p.proxy, target.proxy_image) is ProxyState.STALE for p in on_revision),
+        left_alone=alone,
     )
 
 

@@ -10,8 +10,10 @@ from mesh.proxy_image import (
     ImageRef,
     PodProxy,
     ProxyState,
+    configured_image_type,
     parse_image,
     pod_proxy,
+    proxy_configs_for,
     proxy_image,
     proxy_image_from_values,
     proxy_state,
@@ -165,3 +167,43 @@ def test_a_pod_injected_by_another_revision_is_told_apart_by_its_revision_not_it
 def test_only_a_full_proxy_image_annotation_pins_the_proxy(annotations: dict[str, str], pinned: str | None) -> None:
     spec = {"containers": [{"name": "istio-proxy", "image": NOW}]}
     assert pod_proxy(spec, annotations) == PodProxy(NOW, pinned)
+
+
+def proxy_config(name: str, namespace: str, image_type: str | None, match: dict | None = None,
+                 created: str = "2026-01-01T00:00:00Z", revision: str | None = None) -> dict:
+    spec: dict = {"image": {"imageType": image_type}} if image_type else {"concurrency": 2}
+    if match is not None:
+        spec["selector"] = {"matchLabels": match}
+    labels = {"istio.io/rev": revision} if revision else {}
+    return {"metadata": {"name": name, "namespace": namespace, "creationTimestamp": created, "labels": labels},
+            "spec": spec}
+
+
+ROOT = proxy_config("mesh", "istio-system", "distroless")
+SHOP = proxy_config("shop", "shop", "debug")
+WEB = proxy_config("web", "shop", "default", {"app": "web"})
+ANNOTATED = {"proxy.istio.io/config": "image:\n  imageType: distroless\n"}
+
+
+@pytest.mark.parametrize(
+    ("configs", "labels", "annotations", "expected"),
+    [
+        ([], {}, {}, None),
+        ([ROOT], {}, {}, "distroless"),
+        ([ROOT, SHOP], {}, {}, "debug"),  # the namespace's beats the root namespace's
+        ([ROOT, SHOP], {}, ANNOTATED, "distroless"),  # the annotation beats the namespace's
+        ([ROOT, SHOP, WEB], {"app": "web"}, ANNOTATED, "default"),  # a workload resource beats the annotation
+        ([WEB], {"app": "api"}, {}, None),  # its selector does not match
+        ([ROOT, proxy_config("no-image", "shop", None)], {}, {}, "distroless"),  # the first sets no image: next rank
+        ([proxy_config("new", "shop", "debug", created="2026-02-01T00:00:00Z"),
+          proxy_config("old", "shop", "distroless", created="2026-01-01T00:00:00Z")], {}, {}, "distroless"),
+        ([ROOT], {}, {"sidecar.istio.io/proxyImageType": "debug"}, "debug"),  # the pod's own type beats all
+        ([proxy_config("other", "shop", "debug", revision="1-29-0")], {}, {}, None),  # another revision's
+        ([proxy_config("mine", "shop", "debug", revision="b")], {}, {}, "debug"),
+    ],
+)
+def test_configured_image_type_ranks_as_istiod_merges_proxy_config(
+    configs: list, labels: dict, annotations: dict, expected: str | None
+) -> None:
+    found = configured_image_type("shop", labels, annotations, proxy_configs_for(configs, "b"), "istio-system")
+    assert found == expected

@@ -190,6 +190,24 @@ def test_a_paused_deployment_is_named_with_what_up_does_with_it() -> None:
     assert "up restarts the others, then fails naming them" in md
 
 
+def test_pods_the_new_revision_would_not_inject_are_left_alone_with_the_reason() -> None:
+    values = {"sidecarInjectorWebhook": {"neverInjectSelector": [{"matchLabels": {"app": "batch"}}]}}
+    s = spec(revisions={"1-30-2": {"version": "1.30.2"}, "1-31-0": {"version": "1.31.0", "values": values}})
+    [move] = [m for m in moves(DEPLOYED, s) if m.namespace == "payments"]
+    batch = {**pod("b1", "1-30-2", "docker.io/istio/proxyv2:1.30.2", "rsB")}
+    batch["metadata"] = {**batch["metadata"], "labels": {"app": "batch"}}
+    pods = [pod_from_object(pod("a1", "1-30-2", "docker.io/istio/proxyv2:1.30.2", "rsA")), pod_from_object(batch)]
+    workloads = attach_pods([web("api", "A"), replace(web("batch", "B"), template_labels={"app": "batch"})], pods,
+                            {"rsA": "A", "rsB": "B"})
+    plane = data_plane(move, workloads, pods)
+    assert plane.restart == {"Deployment/api": 1}
+    assert dict(plane.left_alone) == {"b1": "not injected by 1-31-0: its labels match "
+                                            "sidecarInjectorWebhook.neverInjectSelector {app=batch}"}
+    md = Review("prod", [], [plane], {}, {}, concurrency=4, timeout_seconds=600).markdown()
+    assert ("leaves 1 pods as they are (a restart cannot move them): 1 not injected by 1-31-0: its labels match "
+            "sidecarInjectorWebhook.neverInjectSelector {app=batch}") in md
+
+
 def test_removing_a_revision_still_selected_by_labels_says_up_will_refuse() -> None:
     """No pod runs 1-30-2, but a namespace labelled by hand and a CronJob still select it once the change is
     applied; a namespace the change rebinds and the stack's own gateway Deployment do not."""

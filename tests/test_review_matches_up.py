@@ -79,6 +79,9 @@ class FakeCluster:
     def snapshots(self, entries: Iterable[str]) -> dict[str, tuple[dict[str, Workload], list[Pod]]]:
         return {e: self.snapshot(e) for e in entries}
 
+    def read_proxy_configs(self, _targets: Mapping[str, Target]) -> None:
+        """No ProxyConfig resources here."""
+
     def restart(self, w: Workload, target: Target) -> None:
         self.restarted.append((w.namespace, w.key))
         self.running[(w.namespace, w.name)] = (target.revision, target.proxy_image)

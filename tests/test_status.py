@@ -134,3 +134,26 @@ def test_a_revision_still_selected_by_labels_cannot_be_dropped() -> None:
     assert old.why == ("no pod runs it, but namespace `batch` (istio.io/rev=1-30-0) and pod template "
                        "`plain/CronJob/nightly` still select it: up would refuse to remove it")
     assert status("dev", DEPLOYED, drained, namespace_labels={}, templates=[]).revisions[0].can_drop
+
+
+def test_pods_no_restart_moves_are_told_apart_with_the_reason() -> None:
+    """Uninjected pods the bound revision's istiod would not inject, and a proxy the template pins, are not
+    pods waiting to move."""
+    never = {"policy": "enabled", "never": [{"matchLabels": {"app": "batch"}}], "always": [],
+             "root_namespace": "istio-system"}
+    deployed = Deployed.from_outputs({
+        "revisions": {"1-31-0": {"version": "1.31.0", "proxy": NEW_PROXY, "injector": never}},
+        "namespaces": {"fresh": "1-31-0"},
+    })
+    batch = pod("fresh", "batch-1")
+    batch["metadata"]["labels"] = {"app": "batch"}
+    pinned = pod("fresh", "own-proxy", "1-31-0", "registry.example/own/proxyv2:7")
+    pinned["metadata"]["annotations"]["proxy.istio.io/overrides"] = (
+        '{"containers": [{"name": "istio-proxy", "image": "registry.example/own/proxyv2:7"}]}')
+    s = status("dev", deployed, [batch, pod("fresh", "adopted"), pinned])
+    assert s.unmanaged == {"fresh": {"(not injected)": 1}}
+    assert s.left_alone == {"fresh": {
+        "not injected by 1-31-0: its labels match sidecarInjectorWebhook.neverInjectSelector {app=batch}": 1}}
+    assert s.revisions[0].pods["fresh"].stale == 0
+    assert ("- `fresh`: 1 pods not injected by 1-31-0: its labels match sidecarInjectorWebhook.neverInjectSelector "
+            "{app=batch}") in s.markdown()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 from dataclasses import replace
 from typing import Any
 
@@ -10,7 +11,7 @@ import pytest
 from pulumi.runtime.rpc import UNKNOWN
 
 from mesh.istio_vocabulary import INJECT_KEY
-from mesh.providers.rollout import MeshRolloutProvider, RolloutError, roll
+from mesh.providers.rollout import MeshRolloutProvider, RolloutError, roll, snapshot_of
 from mesh.proxy_image import PodProxy
 from mesh.restart_budget import Schedule
 from mesh.workloads import (
@@ -651,6 +652,10 @@ class FakeCluster:
             result[e] = (ws, [p for w in ws.values() for p in w.pods])
         return result
 
+    def read_proxy_configs(self, targets: dict[str, Target]) -> None:
+        """No ProxyConfig resources here; the targets are kept for the test to look at."""
+        self.targets = targets
+
     def restart(self, w: Workload, target: Target) -> None:
         self.restarts.append(f"{w.namespace}: {w.key}")
         self.workloads[w.namespace][w.key] = restarting(w, target.revision, target.proxy_image)
@@ -832,3 +837,109 @@ def test_a_paused_deployment_is_refused_before_anything_restarts(
     assert "rolling 2 namespaces/gateways: 2 workloads to restart, 0 already restarting, 0 left alone, " \
         "1 refused; " in err
     assert err.index("warning: held: Deployment/w0 refused: 1 pods not on b") < err.index("info: moved")
+
+
+# --- pods a restart cannot move (the injector's own decisions) ----------------------------------
+
+BATCH = {"matchLabels": {"app": "batch"}}
+
+
+def api_pod(revision: str | None, image: str | None, labels: dict | None = None, **annotations: str) -> Pod:
+    """A pod as the API returns it: injected by `revision` with proxy `image` (None: not injected)."""
+    return pod_from_object({
+        "metadata": {"name": "p0", "namespace": NS, "labels": labels or {},
+                     "annotations": {**({"istio.io/rev": revision} if revision else {}), **annotations},
+                     "ownerReferences": [{"controller": True, "uid": "uid-web"}]},
+        "spec": {"containers": [{"name": "app", "image": "app:1"},
+                                *([{"name": "istio-proxy", "image": image}] if image else [])]},
+        "status": {"phase": "Running", "conditions": [{"type": "Ready", "status": "True"}]},
+    })
+
+
+class Injector(FakeCluster):
+    """A controller that recreates the pods as the injector gives them back: here, exactly as they were."""
+
+    def restart(self, w: Workload, target: Target) -> None:
+        self.restarts.append(f"{w.namespace}: {w.key}")
+        self.workloads[w.namespace][w.key] = replace(restarting(w, target.revision, target.proxy_image),
+                                                     observed_generation=w.generation + 1)
+
+
+@pytest.mark.parametrize(
+    ("injector", "template_labels", "reason"),
+    [
+        ({"never": [BATCH]}, {"app": "batch"}, "sidecarInjectorWebhook.neverInjectSelector {app=batch}"),
+        ({"policy": "disabled"}, {"app": "web"}, "global.proxy.autoInject is disabled"),
+    ],
+)
+def test_workloads_the_injector_would_not_inject_are_left_alone_and_reported(
+    fake_cluster: list[FakeCluster], capsys: pytest.CaptureFixture[str], injector: dict, template_labels: dict,
+    reason: str,
+) -> None:
+    """Restarting them gives pods without a proxy again: never restarted, so the `up` does not fail every time."""
+    w = replace(deployment("web"), template_labels=template_labels, desired=1, current=1, updated=1, ready=1,
+                available=1, pods=(api_pod(None, None, template_labels),))
+    fake_cluster.append(Injector({NS: {w.key: w}}))
+    outs = MeshRolloutProvider().update("mesh-rollout", OLDS, {**BOUND_TO_B, "injectors": {"b": injector}}).outs
+    assert fake_cluster[0].restarts == []
+    result = outs["results"][NS]
+    assert reason in result["skipped"]["Deployment/web"]
+    assert result["skipped"]["Deployment/web"].startswith("not injected by b: ")
+    assert reason in result["proxies_left_alone"]["p0"]
+    assert result["pods_on_other_revisions"] == 0
+    assert "proxies left alone: p0: not injected by b" in capsys.readouterr().err
+
+
+def test_a_pod_the_policy_injects_by_its_own_label_is_still_moved(fake_cluster: list[FakeCluster]) -> None:
+    labels = {"app": "web", INJECT_KEY: "true"}
+    w = replace(deployment("web"), template_labels=labels, desired=1, current=1, updated=1, ready=1, available=1,
+                pods=(api_pod("a", TARGETS["a"].proxy_image, labels),))
+    fake_cluster.append(FakeCluster({NS: {w.key: w}}))
+    MeshRolloutProvider().update("mesh-rollout", OLDS, {**BOUND_TO_B, "injectors": {"b": {"policy": "disabled"}}})
+    assert fake_cluster[0].restarts == [f"{NS}: Deployment/web"]
+
+
+OWN_PROXY = json.dumps({"containers": [{"name": "istio-proxy", "image": "registry.example/own/proxyv2:7"}]})
+
+
+@pytest.mark.parametrize(
+    ("pod", "action"),
+    [
+        # the template's own istio-proxy container pins the image: the injector keeps it
+        (api_pod("b", "registry.example/own/proxyv2:7", **{"proxy.istio.io/overrides": OWN_PROXY}), Action.SKIP),
+        # ... but the revision still moves with a restart
+        (api_pod("a", "registry.example/own/proxyv2:7", **{"proxy.istio.io/overrides": OWN_PROXY}), Action.RESTART),
+        # `image: auto` takes the injected image: compared as usual
+        (api_pod("b", OLD_B, **{"proxy.istio.io/overrides": json.dumps(
+            {"containers": [{"name": "istio-proxy", "image": ""}]})}), Action.RESTART),
+        # the pod's proxy.istio.io/config chooses the image type
+        (api_pod("b", f"{B.proxy_image}-distroless", **{"proxy.istio.io/config": "image:\n  imageType: distroless\n"}),
+         Action.SKIP),
+        (api_pod("b", f"{OLD_B}-distroless", **{"proxy.istio.io/config": "image:\n  imageType: distroless\n"}),
+         Action.RESTART),
+    ],
+)
+def test_proxies_whose_image_the_pod_chooses_are_compared_as_the_injector_writes_them(pod: Pod, action: Action) -> None:
+    w = replace(deployment("web"), desired=1, current=1, updated=1, ready=1, available=1, pods=(pod,))
+    assert decide(w, B).action is action
+
+
+def test_the_rollout_reads_proxy_config_resources_into_the_pods_it_compares() -> None:
+    """A ProxyConfig giving `app: web` the distroless type: its pods run `-distroless`, which is on target."""
+    web = {"metadata": {"name": "web", "namespace": NS, "uid": "uid-web", "generation": 1},
+           "spec": {"replicas": 1, "template": {"metadata": {"labels": {"app": "web"}}}},
+           "status": {"observedGeneration": 1, "replicas": 1, "updatedReplicas": 1, "readyReplicas": 1,
+                      "availableReplicas": 1}}
+    rs = {"metadata": {"name": "web-1", "namespace": NS, "uid": "rs1",
+                       "ownerReferences": [{"controller": True, "kind": "Deployment", "uid": "uid-web"}]}}
+    pod = {"metadata": {"name": "web-1-x", "namespace": NS, "labels": {"app": "web"},
+                        "annotations": {"istio.io/rev": "b"}, "ownerReferences": [{"controller": True, "uid": "rs1"}]},
+           "spec": {"containers": [{"name": "istio-proxy", "image": f"{B.proxy_image}-distroless"}]},
+           "status": {"phase": "Running", "conditions": [{"type": "Ready", "status": "True"}]}}
+    objects = {"Deployment": [web], "ReplicaSet": [rs], "Pod": [pod]}
+    config = {"metadata": {"name": "web", "namespace": NS}, "spec": {
+        "selector": {"matchLabels": {"app": "web"}}, "image": {"imageType": "distroless"}}}
+    assert decide(snapshot_of(NS, objects)[0]["Deployment/web"], B).action is Action.RESTART
+    workloads, pods = snapshot_of(NS, objects, ([config], "istio-system"))
+    assert decide(workloads["Deployment/web"], B).action is Action.SKIP
+    assert pods[0].proxy.image_type == "distroless"

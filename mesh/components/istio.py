@@ -29,6 +29,7 @@ from mesh.components.istio_revision import IstioRevision
 from mesh.components.istio_revision_tag import IstioRevisionTag
 from mesh.components.namespace_bindings import BoundNamespace, NamespaceBindings
 from mesh.components.platform_privileges import PlatformPrivileges
+from mesh.injection import injectors_of
 from mesh.istio_vocabulary import ISTIO_NAMESPACE
 from mesh.namespace_labels import GatewayPin
 from mesh.platform import cni_namespace, needs_network_attachments, network_attachment, scc_grants
@@ -193,6 +194,7 @@ class Istio(pulumi.ComponentResource):
             concurrency=spec.rollout.concurrency,
             per_namespace=spec.rollout.per_namespace,
             timeout_seconds=spec.rollout.timeout_seconds,
+            injectors=injectors_of({t.revision for m in movers for t in m.rollout_targets}, values),
             opts=pulumi.ResourceOptions(parent=self, depends_on=[r for m in movers for r in m.rollout_after]),
         )
         self.register_outputs({})

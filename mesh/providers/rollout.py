@@ -31,8 +31,10 @@ from kubernetes.client.exceptions import ApiException
 from pulumi.dynamic import CheckFailure, CheckResult, CreateResult, DiffResult, UpdateResult
 
 from mesh import kube
+from mesh.injection import InjectorPolicy
 from mesh.istio_vocabulary import NATURAL, NONE, ROLLING, STRATEGIES, Strategy
 from mesh.providers import KubeProvider, is_unknown, progress
+from mesh.proxy_image import proxy_configs_for
 from mesh.restart_budget import Schedule, Throttle, final_line, gateway_workloads, namespace_of, progress_line
 from mesh.rollout_entries import entry_workload, workload_entry
 from mesh.rollout_plan import changed_entries, entries_of
@@ -48,6 +50,7 @@ from mesh.workloads import (
     pod_from_object,
     restart_patch,
     revision_report,
+    with_proxy_configs,
     workload_from_object,
 )
 
@@ -56,7 +59,10 @@ PROGRESS_SECONDS = 5.0
 """At most one progress line this often."""
 BULK_NAMESPACES = 4
 """Above this many namespaces in flight, one cluster-wide list per kind beats one list per namespace."""
-SETTINGS = ("concurrency", "per_namespace", "timeout_seconds")
+SETTINGS = ("concurrency", "per_namespace", "timeout_seconds", "injectors")
+"""Kept in the state, never a change by themselves. `injectors` (revision -> mesh.injection.InjectorPolicy) is what
+each revision's istiod decides per pod: which pods it injects at all, and its root namespace."""
+PROXY_CONFIGS = ("networking.istio.io", "v1beta1", "proxyconfigs")
 LISTS: dict[str, tuple[str, str, str]] = {
     # kind -> (API, namespaced list call, cluster-wide list call)
     "Deployment": ("apps", "list_namespaced_deployment", "list_deployment_for_all_namespaces"),
@@ -101,10 +107,12 @@ class RolloutError(Exception):
 
 
 def snapshot_of(
-    entry: str, objects: Mapping[str, list[dict[str, Any]]]
+    entry: str, objects: Mapping[str, list[dict[str, Any]]],
+    proxy_configs: tuple[list[Mapping[str, Any]], str] | None = None,
 ) -> tuple[dict[str, Workload], list[Pod]]:
     """An entry's workloads with their pods, and the pods it is about, from objects listed in its namespace
-    (or cluster-wide: other namespaces' objects are ignored)."""
+    (or cluster-wide: other namespaces' objects are ignored); `proxy_configs` (the ProxyConfig resources the
+    entry's revision reads, and its root namespace) give pods the image type they set."""
     ns, kind_of_one, workload = entry_workload(entry)
 
     def mine(kind: str) -> list[dict[str, Any]]:
@@ -122,6 +130,8 @@ def snapshot_of(
         if ref.get("controller") and ref.get("kind") == "Deployment"
     }
     pods = [pod_from_object(p) for p in mine("Pod")]
+    if proxy_configs and proxy_configs[0]:
+        pods = [with_proxy_configs(p, *proxy_configs) for p in pods]
     attached = attach_pods(workloads, pods, owners)
     if workload:
         pods = [p for w in attached for p in w.pods]
@@ -133,6 +143,22 @@ class ClusterReader:
 
     def __init__(self, api: client.ApiClient) -> None:
         self.apis = {"apps": client.AppsV1Api(api), "core": client.CoreV1Api(api)}
+        self.custom = client.CustomObjectsApi(api)
+        self.proxy_configs: dict[str, tuple[list[Mapping[str, Any]], str]] = {}
+        """Entry -> the ProxyConfig resources its revision's istiod reads, and its root namespace."""
+
+    def read_proxy_configs(self, targets: Mapping[str, Target]) -> None:
+        """One cluster-wide list of ProxyConfig resources, for every snapshot of the run: they can give pods an
+        image type of their own, which a restart keeps. No ProxyConfig CRD means none."""
+        try:
+            found = list(kube.list_objects(self.custom.list_cluster_custom_object, group=PROXY_CONFIGS[0],
+                                           version=PROXY_CONFIGS[1], plural=PROXY_CONFIGS[2]))
+        except ApiException as e:
+            if e.status != 404:
+                raise
+            found = []
+        self.proxy_configs = {e: (proxy_configs_for(found, t.revision), t.injector.root_namespace)
+                              for e, t in targets.items()} if found else {}
 
     def _list(self, kind: str, namespace: str | None, **kwargs: Any) -> list[dict[str, Any]]:
         api, namespaced, everywhere = LISTS[kind]
@@ -146,11 +172,12 @@ class ClusterReader:
         namespaces = sorted({namespace_of(e) for e in entries})
         if len(namespaces) > BULK_NAMESPACES:
             everything = {kind: self._list(kind, None) for kind in LISTS}
-            return {e: snapshot_of(e, everything) for e in entries}
+            return {e: snapshot_of(e, everything, self.proxy_configs.get(e)) for e in entries}
         result = {}
         for ns in namespaces:
             objects = {kind: self._list(kind, ns) for kind in LISTS}
-            result.update({e: snapshot_of(e, objects) for e in entries if namespace_of(e) == ns})
+            result.update({e: snapshot_of(e, objects, self.proxy_configs.get(e)) for e in entries
+                           if namespace_of(e) == ns})
         return result
 
     def restart(self, w: Workload, target: Target) -> None:
@@ -270,9 +297,12 @@ class MeshRolloutProvider(KubeProvider):
         outs = {**{k: news.get(k) for k in ("namespaces", "gateways", *SETTINGS)}, "results": results}
         if not changed:
             return outs
-        targets = {e: Target(t["revision"], t["proxy_image"]) for e, t in changed.items()}
+        injectors = news.get("injectors") or {}
+        targets = {e: Target(t["revision"], t["proxy_image"], InjectorPolicy.from_props(injectors.get(t["revision"])))
+                   for e, t in changed.items()}
         with kube.api_client(self.kube_settings()) as api:
             reader = ClusterReader(api)
+            reader.read_proxy_configs(targets)
             read = reader.snapshots(changed)
             for entry in sorted(e for e, t in changed.items() if t["strategy"] == NATURAL):
                 report = _reported(revision_report(read[entry][1], targets[entry]), entry)
@@ -341,6 +371,8 @@ class MeshRollout(pulumi.dynamic.Resource, module="mesh", name="MeshRollout"):
     concurrency: pulumi.Output[int]
     per_namespace: pulumi.Output[int]
     timeout_seconds: pulumi.Output[int]
+    injectors: pulumi.Output[dict[str, dict[str, Any]]]
+    """Revision -> {policy, never, always, root_namespace}: what its istiod injects (mesh.injection)."""
     results: pulumi.Output[dict[str, dict[str, Any]]]
     """Per entry: restarted (Kind/name), skipped (with the reason), pods_on_other_revisions, other_revisions,
     pods_with_stale_proxy, proxies_left_alone, as of the last run that moved it."""
@@ -353,6 +385,7 @@ class MeshRollout(pulumi.dynamic.Resource, module="mesh", name="MeshRollout"):
         concurrency: int,
         per_namespace: int | None,
         timeout_seconds: int,
+        injectors: Mapping[str, Mapping[str, Any]] | None = None,
         opts: pulumi.ResourceOptions | None = None,
     ) -> None:
         targets = list(targets)
@@ -362,6 +395,7 @@ class MeshRollout(pulumi.dynamic.Resource, module="mesh", name="MeshRollout"):
             "concurrency": concurrency,
             "per_namespace": per_namespace or 0,
             "timeout_seconds": timeout_seconds,
+            "injectors": dict(injectors or {}),
             "results": None,
         }
         super().__init__(MeshRolloutProvider(), name, props, opts)
