@@ -245,7 +245,11 @@ def test_provider_host_loads_the_pickle_and_uses_stack_config(
     apiserver.pods = []
     reads_before = len(apiserver.paths)
     provider_host.Delete(provider_pb2.DeleteRequest(id="b", urn=urn, properties=_struct(props)))  # lets go
-    assert len(apiserver.paths) - reads_before == 2, "it listed the pods again (both pages) before letting go"
+    listed = [path.split("?")[0] for path in apiserver.paths[reads_before:]]
+    assert listed == [p for p in ("/api/v1/pods", "/api/v1/namespaces", "/apis/apps/v1/deployments",
+                                  "/apis/apps/v1/statefulsets", "/apis/apps/v1/daemonsets", "/apis/batch/v1/cronjobs")
+                      for _ in range(2)], (
+        "it listed the pods, the namespaces and every kind of workload again (both pages each) before letting go")
 
 
 def test_no_settings_at_all_names_the_config_keys(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
