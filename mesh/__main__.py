@@ -112,7 +112,7 @@ def cluster_part(spec: MeshSpec, deployed: Deployed, raw: dict[str, Any]) -> dic
             planes = []
             for move in moves(deployed, spec):
                 try:
-                    workloads, pods = NamespaceReader(api, move.namespace, move.workload).snapshot()
+                    workloads, pods = NamespaceReader(api, move.namespace, move.workload, move.target).snapshot()
                 except RolloutError:  # a gateway not installed yet: its pods start on the target
                     workloads, pods = {}, []
                 planes.append(data_plane(move, workloads.values(), pods, left_to_gateways(spec, move)))

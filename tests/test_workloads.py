@@ -10,8 +10,9 @@ from typing import Any
 import pytest
 from pulumi.runtime.rpc import UNKNOWN
 
+from mesh.injection import InjectorPolicy
 from mesh.istio_vocabulary import INJECT_KEY
-from mesh.providers.rollout import MeshRolloutProvider, RolloutError, roll, snapshot_of
+from mesh.providers.rollout import MeshRolloutProvider, NamespaceReader, RolloutError, roll, snapshot_of
 from mesh.proxy_image import PodProxy
 from mesh.restart_budget import Schedule
 from mesh.workloads import (
@@ -943,3 +944,12 @@ def test_the_rollout_reads_proxy_config_resources_into_the_pods_it_compares() ->
     workloads, pods = snapshot_of(NS, objects, ([config], "istio-system"))
     assert decide(workloads["Deployment/web"], B).action is Action.SKIP
     assert pods[0].proxy.image_type == "distroless"
+
+
+def test_the_review_reads_the_entry_as_up_does_proxy_configs_included(monkeypatch: pytest.MonkeyPatch) -> None:
+    cluster = FakeCluster({NS: namespace(1, "b")})
+    monkeypatch.setattr("mesh.providers.rollout.ClusterReader", lambda _api: cluster)
+    target = Target("b", B.proxy_image, InjectorPolicy(root_namespace="mesh-root"))
+    workloads, _pods = NamespaceReader(None, NS, None, target).snapshot()  # type: ignore[arg-type]
+    assert cluster.targets == {NS: target} and cluster.targets[NS].injector.root_namespace == "mesh-root"
+    assert list(workloads) == ["Deployment/w0"]

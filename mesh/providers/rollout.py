@@ -200,9 +200,11 @@ class ClusterReader:
 class NamespaceReader:
     """One namespace (or one gateway workload of it), read as the MeshRollout reads it (for `mesh review`)."""
 
-    def __init__(self, api: client.ApiClient, namespace: str, workload: str | None) -> None:
+    def __init__(self, api: client.ApiClient, namespace: str, workload: str | None, target: Target) -> None:
+        """`target` is what the entry moves to: its revision's ProxyConfig resources are read as `up` reads them."""
         self.reader = ClusterReader(api)
         self.entry = f"{namespace}/{workload}" if workload else namespace
+        self.reader.read_proxy_configs({self.entry: target})
 
     def snapshot(self) -> tuple[dict[str, Workload], list[Pod]]:
         return self.reader.snapshots([self.entry])[self.entry]
