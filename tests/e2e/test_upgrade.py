@@ -25,7 +25,7 @@ from kubernetes.client.rest import ApiException
 from pulumi import automation as auto
 
 from harness.control_plane import KubeCluster, wait_for
-from harness.istio_checks import precheck
+from harness.istio_checks import analyze, precheck
 from harness.mesh_stack import MeshStack
 from harness.toolchain import Tools
 from tests.e2e.cluster_objects import (
@@ -255,6 +255,33 @@ def test_1_steady_state_injects_every_pod_with_the_one_revision(walk: Walk) -> N
     assert list(status) == [OLD] and status[OLD]["tags"] == ["default", "stable"]
     assert status[OLD]["bound"] == sorted((*TEAMS, LEGACY_BOUND)) and status[OLD]["gateways"] == ["ingress"]
     assert not status[OLD]["can_drop"]
+    walk.check_converged()
+
+
+def test_1a_the_reviews_overlap_check_and_istioctl_analyze_agree(walk: Walk) -> None:
+    """A copy of the `stable` tag's webhook (labelled with its revision, as istioctl reads webhooks) makes two
+    injectors select the same pods on purpose. `mesh review` and `istioctl analyze`'s IST0139 must name the
+    same webhook entries; IST0139 tests label permutations, not namespaces, so only the review names where
+    (every namespace bound through the tag); then the copy goes and both are quiet again."""
+    adm = k8s.AdmissionregistrationV1Api(walk.api)
+    raw = json.loads(adm.read_mutating_webhook_configuration("istio-revision-tag-stable", _preload_content=False).data)
+    copy_name = "stable-injector-copy"
+    adm.create_mutating_webhook_configuration({
+        "metadata": {"name": copy_name, "labels": {"istio.io/rev": OLD}},
+        "webhooks": raw["webhooks"],
+    })
+    try:
+        review = mesh_json(walk.stack.review("--json"))
+        ours = {w for o in review["overlaps"] for w in o["webhooks"]}
+        found = [m for m in analyze(walk.cluster) if m.code == "IST0139"]
+        theirs = {w for m in found for w in m.message.split("[", 1)[1].split("]", 1)[0].split()}
+        assert ours and ours == theirs, (sorted(ours), [m.message for m in found])
+        assert {o["namespace"] for o in review["overlaps"] if not o["pod_labels"]} == {*TEAMS, LEGACY_BOUND}
+    finally:
+        adm.delete_mutating_webhook_configuration(copy_name)
+    wait_for("the copy gone from istioctl's view",
+             lambda: not [m for m in analyze(walk.cluster) if m.code == "IST0139"], timeout=30)
+    assert mesh_json(walk.stack.review("--json"))["overlaps"] == []
     walk.check_converged()
 
 
