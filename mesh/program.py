@@ -40,6 +40,10 @@ def deploy(spec: MeshSpec) -> Istio:
                # Only when its values change which pods istiod injects: other stacks keep their outputs.
                **({"injector": injectors[name].props()} if injectors[name] != InjectorPolicy() else {})}
         for name, rev in mesh.revisions.items()
+    } | {
+        # Installed outside the stack: what the cluster said of it at the last `up` ("" where it says nothing).
+        name: {"external": True, "version": ext.version, "proxy": ext.proxy_image}
+        for name, ext in mesh.external.items()
     })
     pulumi.export("tags", {tag: t.revision for tag, t in mesh.tags.items()})
     pulumi.export("namespaces", mesh.namespaces.revisions)

@@ -82,9 +82,17 @@ def proxy_image_from_values(values: Mapping[str, Any]) -> str:
     return f"{_text(glob.get('hub'))}/{name}:{with_image_type(_text(glob.get('tag')), image_type)}"
 
 
+EXTERNAL_IMAGE = "external"
+"""The `proxy_image` of a MeshRollout entry on an external revision: the stack renders nothing it could be computed
+from, so the MeshRollout (and the review) read it from the cluster when the entry moves (mesh.external_revision)."""
+
+
 def proxy_image(spec: MeshSpec, revision: str) -> str:
     """The image revision `revision` injects now: computed from the values its istiod chart is rendered
-    with (hub from `hub` or the revision's `values.global.hub`, tag = its version), never read from the cluster."""
+    with (hub from `hub` or the revision's `values.global.hub`, tag = its version), never read from the cluster;
+    `EXTERNAL_IMAGE` for a revision installed outside the stack."""
+    if spec.revisions[revision].external:
+        return EXTERNAL_IMAGE
     return proxy_image_from_values(istiod_values(spec, revision))
 
 

@@ -105,16 +105,23 @@ class ChartSource(_Model):
 
 
 class RevisionSpec(_Model):
-    """One istiod control plane (Sail's IstioRevision)."""
+    """One istiod control plane (Sail's IstioRevision): installed by the stack (`version`, `values`), or
+    `external`, installed by someone else (a managed control plane's channel, another team's istiod), which the
+    stack only binds namespaces, gateways and tags to."""
 
     shape = 'a mapping such as {version: "1.30.2"}'
-    version: str
+    version: str | None = None
+    """Required unless `external`; an external revision's version is read from the cluster."""
     values: dict[str, Any] = Field(default_factory=dict)
     """Passed through to the istiod chart, merged over what the program sets."""
+    external: bool = False
+    """True: the stack installs nothing for it and never deletes it (mesh.validation refuses version and values)."""
 
     @field_validator("version")
     @classmethod
-    def _semver(cls, v: str) -> str:
+    def _semver(cls, v: str | None) -> str | None:
+        if v is None:
+            return v
         try:
             parse_version(v)
         except ValueError:
@@ -253,9 +260,21 @@ class MeshSpec(_Model):
         return self.tags.get(DEFAULT_TAG, "")
 
     @property
+    def installed(self) -> dict[str, str]:
+        """Revision -> version of the revisions the stack installs (every one but the external ones)."""
+        return {name: r.version for name, r in self.revisions.items() if not r.external and r.version is not None}
+
+    @property
+    def external(self) -> list[str]:
+        """The revisions installed outside the stack, which it binds to but never installs or deletes."""
+        return sorted(name for name, r in self.revisions.items() if r.external)
+
+    @property
     def newest_version(self) -> str:
-        """Base (CRDs, cluster roles) follows the newest installed revision."""
-        return str(max(parse_version(r.version) for r in self.revisions.values()))
+        """Base (CRDs, cluster roles) follows the newest installed revision ("" when the stack installs none:
+        then it installs no base either, the external install's stays)."""
+        versions = [parse_version(v) for v in self.installed.values()]
+        return str(max(versions)) if versions else ""
 
     def strategy_of(self, binding: BindingSpec | GatewaySpec) -> Strategy:
         return binding.strategy or self.rollout.strategy

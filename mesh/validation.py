@@ -45,6 +45,7 @@ def validate(spec: MeshSpec, deployed_revisions: Collection[str] | None = None) 
     """
     return [
         *_names(spec),
+        *_external(spec),
         *_references(spec, deployed_revisions),
         *_gateway_namespaces(spec),
         *_gateway_ports(spec),
@@ -98,6 +99,53 @@ def _names(spec: MeshSpec) -> list[ConfigError]:
             errors.append(ConfigError(f"gateways.{name}", f"gateway name {problem}"))
         if problem := dns_label_problem(gw.namespace, 63):
             errors.append(ConfigError(f"gateways.{name}.namespace", f"namespace name {problem}"))
+    return errors
+
+
+def _external(spec: MeshSpec) -> list[ConfigError]:
+    """A revision the stack installs needs a version; one installed outside it (`external`) takes neither a version
+    nor values, since the stack renders no chart for it and cannot change it. What pins a chart version to an own
+    revision (gateways, istio-cni) needs one such revision."""
+    errors = []
+    for name, rev in sorted(spec.revisions.items()):
+        key = f"revisions.{name}"
+        if not rev.external:
+            if rev.version is None:
+                errors.append(ConfigError(
+                    f"{key}.version",
+                    'is required but not set: give the version the stack installs, e.g. "1.30.2", or set '
+                    f"{key}.external to true for a revision installed outside the stack (a managed control plane's "
+                    "channel, another team's istiod)",
+                ))
+            continue
+        if rev.version is not None:
+            errors.append(ConfigError(
+                f"{key}.version",
+                f"is set, but revision {name} is external: its version is whatever its installer runs (read from the "
+                "cluster at preview), and the stack cannot change it: remove the key (upgrade it where it is "
+                f"installed), or remove {key}.external for a revision the stack installs under another name",
+            ))
+        if rev.values:
+            errors.append(ConfigError(
+                f"{key}.values",
+                f"is set, but revision {name} is external: the stack renders no istiod chart for it, so no value "
+                "would ever reach it: remove values, and configure it where it is installed",
+            ))
+    if spec.installed:
+        return errors
+    why = "the stack installs no revision whose version could pick"
+    for name in sorted(spec.gateways):
+        errors.append(ConfigError(
+            f"gateways.{name}",
+            f"{why} the gateway chart's version (every revision is external): add a revision the stack installs "
+            "(its version picks the chart), or leave the gateway to whoever installs its revision",
+        ))
+    if spec.cni.enabled:
+        errors.append(ConfigError(
+            "cni.enabled",
+            f"is true, but {why} the cni chart's version (every revision is external): add a revision the stack "
+            "installs, or set cni.enabled to false (the external install's node agent stays as it is)",
+        ))
     return errors
 
 
@@ -278,7 +326,7 @@ def _gateway_canaries(spec: MeshSpec) -> list[ConfigError]:
 
 def _owned_values(spec: MeshSpec) -> list[ConfigError]:
     """Values the program derives (revision name, image tag, replicas) must come from their own keys."""
-    sources = [(f"revisions.{n}", "istiod", r.values) for n, r in spec.revisions.items()]
+    sources = [(f"revisions.{n}", "istiod", r.values) for n, r in spec.revisions.items() if not r.external]
     sources += [(f"gateways.{n}", "gateway", g.values) for n, g in spec.gateways.items()]
     errors = []
     for key, chart, values in sources:
@@ -294,9 +342,9 @@ def _owned_values(spec: MeshSpec) -> list[ConfigError]:
 
 def _canary_skew(spec: MeshSpec) -> list[ConfigError]:
     """Revisions side by side may be at most two minors apart (canary upgrades skip at most one minor)."""
-    if not spec.revisions:
+    if not spec.installed:
         return []
-    versions = {name: parse_version(r.version) for name, r in spec.revisions.items()}
+    versions = {name: parse_version(v) for name, v in spec.installed.items()}
     oldest_name = min(versions, key=lambda n: versions[n])
     oldest = versions[oldest_name]
     errors = []
@@ -335,6 +383,37 @@ def in_place_changes(previous: Mapping[str, str], current: Mapping[str, str]) ->
     return errors
 
 
+def ownership_changes(previous: Mapping[str, str], previous_external: Collection[str],
+                      current: Mapping[str, str], current_external: Collection[str]) -> list[ConfigError]:
+    """A revision keeps its owner (previous: as last deployed): one the stack installed made external would have
+    its istiod deleted under its pods, and an external one made the stack's would have its installer's objects
+    (`istiod-<r>`, `istio-sidecar-injector-<r>`) taken over by the chart of the same names."""
+    errors = []
+    if previous and not current and current_external:
+        errors.append(ConfigError(
+            "revisions",
+            f"declares only external revisions, but the stack installed {', '.join(sorted(previous))}: without a "
+            "revision of its own it would delete its base chart, Istio's CRDs, and with them every Istio resource "
+            "in the cluster: keep one revision the stack installs; to hand the CRDs over, first remove the base "
+            "chart from the state without deleting it (`pulumi state delete` of istio-base and its objects)",
+        ))
+    for name in sorted(set(previous) & set(current_external)):
+        errors.append(ConfigError(
+            f"revisions.{name}.external",
+            f"is true, but the stack installed revision {name} (version {previous[name]}): the change would delete "
+            "its istiod while pods run it: keep it as it is; to move to an istiod installed elsewhere, declare that "
+            "one under its own name with external: true, bind namespaces to it, then drop this revision",
+        ))
+    for name in sorted(set(previous_external) & set(current)):
+        errors.append(ConfigError(
+            f"revisions.{name}.version",
+            f"is set, but revision {name} was external (installed outside the stack): installing the istiod chart "
+            f"as {name} would take over its installer's objects of the same names: keep {name} external, or "
+            "install the stack's own revision under another name and move namespaces to it",
+        ))
+    return errors
+
+
 def _get(values: Mapping[str, object], path: tuple[str, ...]) -> object:
     node: object = values
     for part in path:
@@ -368,7 +447,7 @@ def _platform(spec: MeshSpec) -> list[ConfigError]:
                 "or remove profile",
             )
             for name, rev in sorted(spec.revisions.items())
-            if not uses_platforms(rev.version)
+            if rev.version is not None and not rev.external and not uses_platforms(rev.version)
         ]
     errors += [
         ConfigError(

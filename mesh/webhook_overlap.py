@@ -65,7 +65,7 @@ def webhooks_after(spec: MeshSpec, deployed_revisions: Iterable[str], deployed_t
         result.pop(revision_webhook_name(revision), None)
     for tag in deployed_tags:
         result.pop(webhook_name(tag), None)
-    for revision in spec.revisions:
+    for revision in spec.installed:  # an external revision's webhook is its installer's: the live one stays
         result[revision_webhook_name(revision)] = revision_webhook(revision)
     for tag, revision in spec.tags.items():
         result[webhook_name(tag)] = tag_webhook(tag, revision, spec.revisions[revision].values)

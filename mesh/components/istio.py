@@ -33,9 +33,10 @@ from mesh.injection import injectors_of
 from mesh.istio_vocabulary import ISTIO_NAMESPACE
 from mesh.namespace_labels import GatewayPin
 from mesh.platform import cni_namespace, needs_network_attachments, network_attachment, scc_grants
+from mesh.providers.external_revision import ExternalRevision
 from mesh.providers.rollout import MeshRollout, RolloutSettings
 from mesh.providers.version_gate import VersionGate
-from mesh.proxy_image import proxy_image_from_values
+from mesh.proxy_image import proxy_image
 from mesh.spec import BindingSpec, GatewaySpec, MeshSpec
 
 
@@ -46,6 +47,7 @@ class Istio(pulumi.ComponentResource):
     Deletes run in reverse, so a revision goes only after everything that referred to it has moved."""
 
     revisions: dict[str, IstioRevision]
+    external: dict[str, ExternalRevision]
     tags: dict[str, IstioRevisionTag]
     namespaces: NamespaceBindings
     gateways: dict[str, Gateway]
@@ -55,9 +57,7 @@ class Istio(pulumi.ComponentResource):
     def __init__(self, name: str, spec: MeshSpec, opts: pulumi.ResourceOptions | None = None) -> None:
         super().__init__("istio-mesh:index:Istio", name, None, opts)
         child = pulumi.ResourceOptions(parent=self)
-        gate = VersionGate(
-            "versions", versions={n: r.version for n, r in spec.revisions.items()}, opts=child
-        )
+        gate = VersionGate("versions", versions=spec.installed, external=spec.external, opts=child)
         after_gate = pulumi.ResourceOptions(parent=self, depends_on=[gate])
         # Namespaces the mesh needs to install into; kept on delete: nothing here ever deletes a namespace.
         owned_namespaces = {
@@ -68,15 +68,16 @@ class Istio(pulumi.ComponentResource):
             )
             for ns in sorted({ISTIO_NAMESPACE, *(g.namespace for g in spec.gateways.values())})
         }
+        # Shared by every revision and present on clusters taken over from istioctl or Helm; none when every
+        # revision is external (their installer's base stays theirs).
         base = install_chart(
             "istio-base",
             chart_ref(spec.charts, "base", spec.newest_version),
             base_values(spec),
             ISTIO_NAMESPACE,
             pulumi.ResourceOptions(parent=self, depends_on=[gate, owned_namespaces[ISTIO_NAMESPACE]]),
-            # Shared by every revision and present on clusters taken over from istioctl or Helm.
             owned_outright=True,
-        )
+        ) if spec.installed else gate
         # Whatever a revision's pods rely on exists before any revision injects them.
         before_revisions: list[pulumi.Resource] = [base]
         if grants := scc_grants(spec):
@@ -96,8 +97,8 @@ class Istio(pulumi.ComponentResource):
         )
         if self.cni:
             before_revisions.append(self.cni)
-        values = {name: istiod_values(spec, name) for name in spec.revisions}
-        proxies = {name: proxy_image_from_values(v) for name, v in values.items()}
+        values = {name: istiod_values(spec, name) for name in spec.installed}
+        proxies = {name: proxy_image(spec, name) for name in spec.revisions}
 
         def rollout(binding: BindingSpec | GatewaySpec) -> RolloutSettings:
             return RolloutSettings(
@@ -114,15 +115,24 @@ class Istio(pulumi.ComponentResource):
                 depends_on=before_revisions,
                 opts=child,
             )
-            for name, rev in sorted(spec.revisions.items())
+            for name, rev in sorted(spec.revisions.items()) if not rev.external
         }
+        # Installed by someone else: checked in the cluster at preview, never installed or deleted.
+        self.external = {
+            name: ExternalRevision(
+                f"{name}-external", revision=name, tags=[t for t, r in spec.tags.items() if r == name],
+                opts=pulumi.ResourceOptions(parent=self, depends_on=[gate]),
+            )
+            for name in spec.external
+        }
+        revisions: dict[str, pulumi.Resource] = {**self.revisions, **self.external}
         self.tags = {
             tag: IstioRevisionTag(
                 tag,
                 revision=revision,
                 version=spec.revisions[revision].version,
                 revision_values=spec.revisions[revision].values,
-                installed=self.revisions[revision],
+                installed=revisions[revision],
                 opts=child,
             )
             for tag, revision in sorted(spec.tags.items())
@@ -130,7 +140,7 @@ class Istio(pulumi.ComponentResource):
 
         def installed(target: str) -> pulumi.Resource:
             """What must exist before pods are sent to `target` (a tag's webhook, or a revision)."""
-            return self.tags[target].injecting if target in self.tags else self.revisions[target]
+            return self.tags[target].injecting if target in self.tags else revisions[target]
 
         self.namespaces = NamespaceBindings(
             "namespaces",
@@ -194,7 +204,7 @@ class Istio(pulumi.ComponentResource):
             concurrency=spec.rollout.concurrency,
             per_namespace=spec.rollout.per_namespace,
             timeout_seconds=spec.rollout.timeout_seconds,
-            injectors=injectors_of({t.revision for m in movers for t in m.rollout_targets}, values),
+            injectors=injectors_of({t.revision for m in movers for t in m.rollout_targets} & set(values), values),
             opts=pulumi.ResourceOptions(parent=self, depends_on=[r for m in movers for r in m.rollout_after]),
         )
         self.register_outputs({})

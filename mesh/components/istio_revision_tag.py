@@ -20,10 +20,12 @@ class IstioRevisionTag(pulumi.ComponentResource):
 
     revision: str
 
-    def __init__(self, tag: str, *, revision: str, version: str, revision_values: Mapping[str, Any],
+    def __init__(self, tag: str, *, revision: str, version: str | None, revision_values: Mapping[str, Any],
                  installed: pulumi.Resource, opts: pulumi.ResourceOptions | None = None) -> None:
         """`revision` is the revision the tag points at, at `version`, rendered with `revision_values` (its
-        injector settings are the tag's too); `installed` is that revision, which must exist first."""
+        injector settings are the tag's too); `installed` is that revision, which must exist first. An external
+        revision has no version here: its tag gets no Service (its version, and so whether it has one, is its
+        installer's), only the webhook, which calls `istiod-<revision>` (its ExternalRevision checks that)."""
         super().__init__("istio-mesh:index:IstioRevisionTag", tag, None, opts)
         self.revision = revision
         # Only once the target istiod is installed may pods be sent to it.
@@ -41,7 +43,7 @@ class IstioRevisionTag(pulumi.ComponentResource):
         self.webhook = MutatingWebhookConfiguration(
             webhook_name(tag), metadata=hook["metadata"], webhooks=hook["webhooks"], opts=webhook_opts
         )
-        svc = tag_service(tag, revision, version)
+        svc = tag_service(tag, revision, version) if version is not None else None
         self.service = (
             Service(service_name(tag), metadata=svc["metadata"], spec=svc["spec"], opts=child) if svc else None
         )

@@ -2,8 +2,9 @@
 
 Whether `revisions.<name>.version` may change depends on what it was last deployed as, which only the
 engine knows. A dynamic resource's `check` receives exactly that (its previous inputs), so the rule from
-`mesh.validation.in_place_changes` runs there; everything else in the mesh depends on the gate, so a
-refused change stops the preview and the update before any cluster object is touched. No cluster I/O.
+`mesh.validation.in_place_changes` runs there, and so does `ownership_changes` (a revision may not switch
+between installed by the stack and `external`, input `external`); everything else in the mesh depends on the
+gate, so a refused change stops the preview and the update before any cluster object is touched. No cluster I/O.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from typing import Any
 import pulumi
 from pulumi.dynamic import CheckFailure, CheckResult, CreateResult, DiffResult, ResourceProvider, UpdateResult
 
-from mesh.validation import in_place_changes
+from mesh.validation import in_place_changes, ownership_changes
 
 
 class VersionGateProvider(ResourceProvider):
@@ -21,10 +22,12 @@ class VersionGateProvider(ResourceProvider):
         previous = _olds.get("versions") or {}
         current = news.get("versions") or {}
         failures = [CheckFailure("versions", str(e)) for e in in_place_changes(previous, current)]
+        failures += [CheckFailure("external", str(e)) for e in ownership_changes(
+            previous, _olds.get("external") or [], current, news.get("external") or [])]
         return CheckResult(news, failures)
 
     def diff(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> DiffResult:
-        changed = (olds.get("versions") or {}) != (news.get("versions") or {})
+        changed = any((olds.get(k) or {}) != (news.get(k) or {}) for k in ("versions", "external"))
         return DiffResult(changes=changed, replaces=[], delete_before_replace=False)
 
     def create(self, props: dict[str, Any]) -> CreateResult:
@@ -39,5 +42,9 @@ class VersionGate(pulumi.dynamic.Resource, module="mesh", name="VersionGate"):
 
     versions: pulumi.Output[dict[str, str]]
 
-    def __init__(self, name: str, *, versions: dict[str, str], opts: pulumi.ResourceOptions | None = None) -> None:
-        super().__init__(VersionGateProvider(), name, {"versions": versions}, opts)
+    def __init__(self, name: str, *, versions: dict[str, str], external: list[str] | None = None,
+                 opts: pulumi.ResourceOptions | None = None) -> None:
+        """`external`: the revisions installed outside the stack; only set when there are any, so stacks without
+        them keep their inputs as they were."""
+        props: dict[str, Any] = {"versions": versions, **({"external": external} if external else {})}
+        super().__init__(VersionGateProvider(), name, props, opts)
