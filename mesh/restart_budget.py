@@ -16,7 +16,7 @@ from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
-from mesh.workloads import RolloutRun, Workload
+from mesh.workloads import RolloutRun, Workload, off_target, waiting_for
 
 
 def namespace_of(entry: str) -> str:
@@ -75,6 +75,14 @@ class Schedule:
     def active(self) -> list[str]:
         """Entries with work queued or in flight: the ones the next tick needs a snapshot of."""
         return [key for key, run in self.runs.items() if run.queue or run.in_flight]
+
+    def unconfirmed(self, snapshots: Mapping[str, Mapping[str, Workload]]) -> list[str]:
+        """Entries whose snapshot shows a workload in flight complete but with pods off target: the tick would
+        fail it. Read from watches, a workload can be a moment ahead of its pods, so such an entry is read again
+        afresh first; only a fresh read fails a workload."""
+        return [key for key, run in self.runs.items()
+                if any((w := snapshots.get(key, {}).get(wk)) is not None and waiting_for(w) is None
+                       and off_target(w, run.target) for wk in run.in_flight)]
 
     def tick(self, snapshots: Mapping[str, Mapping[str, Workload]], now: float) -> list[tuple[str, Workload]]:
         """Account every run against its snapshot, then fill the free slots round-robin.

@@ -82,6 +82,14 @@ class FakeCluster:
     def read_proxy_configs(self, _targets: Mapping[str, Target]) -> None:
         """No ProxyConfig resources here."""
 
+    def follow(self, _entries: Iterable[str]) -> None:
+        """Nothing to watch: every read is current."""
+
+    def wait(self, _timeout: float) -> None:
+        """A restart lands at once: nothing to wait for."""
+
+    confirm = snapshots
+
     def restart(self, w: Workload, target: Target) -> None:
         self.restarted.append((w.namespace, w.key))
         self.running[(w.namespace, w.name)] = (target.revision, target.proxy_image)
@@ -109,7 +117,6 @@ def up(state: Mapping[str, Any], config: Mapping[str, Any], cluster: FakeCluster
     """The MeshRollout's update from its state to `config`'s inputs: the workloads it restarts."""
     monkeypatch.setattr(rollout_provider.kube, "api_client", lambda _settings: contextlib.nullcontext())
     monkeypatch.setattr(rollout_provider, "ClusterReader", lambda _api: cluster)
-    monkeypatch.setattr(rollout_provider, "POLL_SECONDS", 0)
     MeshRolloutProvider().apply(dict(state), registered_rollout(config))
     return set(cluster.restarted)
 

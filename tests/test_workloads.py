@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+from collections.abc import Iterable
 from dataclasses import replace
 from typing import Any
 
@@ -638,6 +639,15 @@ class FakeCluster:
         self.pending: dict[tuple[str, str], int] = {}
         self.restarts: list[str] = []
         self.max_in_flight = 0
+        self.followed: list[set[str]] = []
+        self.waited = 0.0
+
+    def follow(self, entries: Iterable[str]) -> None:
+        self.followed.append({e.partition("/")[0] for e in entries})
+
+    def wait(self, timeout: float) -> None:
+        """A change arrives after `timeout` (the tests' clock may be this count)."""
+        self.waited += timeout
 
     def snapshots(self, entries: list[str]) -> dict[str, tuple[dict[str, Workload], list[Pod]]]:
         for where in list(self.pending):
@@ -646,6 +656,10 @@ class FakeCluster:
                 del self.pending[where]
                 ns, key = where
                 self.workloads[ns][key] = rolled(self.workloads[ns][key], "b")
+        return self.confirm(entries)
+
+    def confirm(self, entries: list[str]) -> dict[str, tuple[dict[str, Workload], list[Pod]]]:
+        """The cluster as it is, without moving time on."""
         result = {}
         for e in entries:
             ns, _, gateway = e.partition("/")
@@ -669,7 +683,6 @@ def fake_cluster(monkeypatch: pytest.MonkeyPatch) -> list[FakeCluster]:
     """The provider's cluster I/O replaced by the FakeCluster the test appends."""
     clusters: list[FakeCluster] = []
     monkeypatch.setattr("mesh.kube.api_client", lambda _settings: contextlib.nullcontext())
-    monkeypatch.setattr("mesh.providers.rollout.POLL_SECONDS", 0)
     monkeypatch.setattr("mesh.providers.rollout.ClusterReader", lambda _api: clusters[0])
     return clusters
 
@@ -793,16 +806,14 @@ def test_pods_with_a_proxy_set_by_hand_are_left_alone_and_reported(
 
 
 def test_progress_lines_are_throttled(capsys: pytest.CaptureFixture[str]) -> None:
-    """Polls a second apart, each restart taking 4 polls: one line per 5s at most, however many polls, and a last
-    line once all moved."""
+    """Ticks a second apart (no change seen for a second), each restart taking 4 ticks: one line per 5s at most,
+    however many ticks, and a last line once all moved."""
     cluster = FakeCluster({NS: namespace(10)}, ticks=4)
     run = RolloutRun(B, 1, 300)
     run.plan(namespace(10).values(), 0)
-    clock = [0.0]
-    roll(cluster, Schedule({NS: run}, concurrency=1), clock=lambda: clock[0],  # type: ignore[arg-type]
-         sleep=lambda _s: clock.__setitem__(0, clock[0] + 1))
+    roll(cluster, Schedule({NS: run}, concurrency=1), clock=lambda: cluster.waited)  # type: ignore[arg-type]
     lines = [line for line in capsys.readouterr().err.splitlines() if "waiting on readiness" in line]
-    assert clock[0] == 40
+    assert cluster.waited == 40  # TICK_SECONDS apart
     assert len(lines) == 8  # at 5s, 10s, ... 35s, and the last
     assert lines[0] == "info: moved 1/10 workloads, 1 waiting on readiness, eta 45s"
     assert lines[-1] == "info: moved 10/10 workloads, 0 waiting on readiness, eta 0s"
