@@ -10,6 +10,10 @@ import re
 from collections.abc import Collection, Mapping
 
 from mesh.charts import CANARY_SUFFIX, DEPLOYMENT, GATEWAY_KINDS, PROGRAM_OWNED_VALUES, gateway_workload
+
+# Istio's version-skew rules live in one place; the version gate imports `in_place_changes` from here.
+from mesh.checks.version_skew import canary_skew
+from mesh.checks.version_skew import in_place_changes as in_place_changes
 from mesh.istio_vocabulary import DEFAULT_TAG, NEVER_INJECTED_NAMESPACES
 from mesh.platform import (
     CONFIGURATION_PROFILES,
@@ -19,12 +23,7 @@ from mesh.platform import (
     cni_required_by_profile,
     uses_platforms,
 )
-from mesh.spec import ConfigError, MeshSpec, SpecError, closest, dns_label_problem, parse_version
-
-MAX_CANARY_MINORS = 2
-"""A canary revision may skip one minor: at most n+2 over the oldest revision."""
-MAX_IN_PLACE_MINORS = 1
-"""An existing revision's version may move one minor at a time."""
+from mesh.spec import ConfigError, MeshSpec, SpecError, closest, dns_label_problem
 
 # Longest names that still fit the objects named after them (Service names are DNS labels, 63 chars):
 # `istiod-<revision>` and `istiod-revision-tag-<tag>`.
@@ -341,46 +340,8 @@ def _owned_values(spec: MeshSpec) -> list[ConfigError]:
 
 
 def _canary_skew(spec: MeshSpec) -> list[ConfigError]:
-    """Revisions side by side may be at most two minors apart (canary upgrades skip at most one minor)."""
-    if not spec.installed:
-        return []
-    versions = {name: parse_version(v) for name, v in spec.installed.items()}
-    oldest_name = min(versions, key=lambda n: versions[n])
-    oldest = versions[oldest_name]
-    errors = []
-    for name, v in sorted(versions.items()):
-        if v.major != oldest.major:
-            errors.append(ConfigError(
-                f"revisions.{name}.version",
-                f"{v} is a different major version than revision {oldest_name} ({oldest}); "
-                "Istio supports revision upgrades within one major version only",
-            ))
-        elif v.minor - oldest.minor > MAX_CANARY_MINORS:
-            errors.append(ConfigError(
-                f"revisions.{name}.version",
-                f"{v} is {v.minor - oldest.minor} minors ahead of revision {oldest_name} ({oldest}); a canary "
-                f"may be at most {MAX_CANARY_MINORS} minors ahead of the oldest revision: upgrade through an "
-                f"intermediate revision (1.{oldest.minor + MAX_CANARY_MINORS}.x) first",
-            ))
-    return errors
-
-
-def in_place_changes(previous: Mapping[str, str], current: Mapping[str, str]) -> list[ConfigError]:
-    """An existing revision's version may change by at most one minor (previous: as last deployed)."""
-    errors = []
-    for name, new in sorted(current.items()):
-        old = previous.get(name)
-        if old is None or old == new:
-            continue
-        o, n = parse_version(old), parse_version(new)
-        if o.major != n.major or abs(n.minor - o.minor) > MAX_IN_PLACE_MINORS:
-            errors.append(ConfigError(
-                f"revisions.{name}.version",
-                f"changes revision {name} in place from {o} to {n}, more than {MAX_IN_PLACE_MINORS} minor at a "
-                "time: keep this revision's version and add a new revision at the new version instead "
-                "(canary upgrade), or step through each minor",
-            ))
-    return errors
+    """Revisions side by side may be at most two minors apart (the rule is `mesh.checks.version_skew`'s)."""
+    return canary_skew(spec.installed)
 
 
 def ownership_changes(previous: Mapping[str, str], previous_external: Collection[str],
