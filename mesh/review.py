@@ -12,20 +12,19 @@ from __future__ import annotations
 import math
 from collections import Counter
 from collections.abc import Iterable, Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 from mesh.charts import CANARY_SUFFIX, gateway_workload, istiod_values
-from mesh.checks import PASSED, REFUSAL, WARNING
-from mesh.checks.run import Checks
-from mesh.checks.version_skew import ProxyPod, proxy_version
 from mesh.drain import PodTemplate, Selectors, pods_using, selectors_of
+from mesh.external_revision import ExternalFacts, external_target
 from mesh.injection import InjectorPolicy
 from mesh.istio_vocabulary import LEGACY_INJECTION_LABEL, NATURAL, NONE, REV_LABEL, Strategy
+from mesh.proxy_image import EXTERNAL_IMAGE
 from mesh.restart_budget import gateway_workloads
 from mesh.rollout_entries import gateway_entry
 from mesh.rollout_plan import changed_entries, entries_of, rollout_inputs
-from mesh.spec import PROJECT, GatewaySpec, MeshSpec, parse_version
+from mesh.spec import GatewaySpec, MeshSpec, parse_version
 from mesh.webhook_overlap import Overlap
 from mesh.workloads import Action, Pod, Target, Workload, decide, revision_report
 
@@ -50,13 +49,18 @@ class Deployed:
     created): what `up` plans against. A failed `up` has already exported the outputs above, not this."""
     injectors: Mapping[str, InjectorPolicy] = field(default_factory=dict)
     """Revision -> which pods its istiod injects, for the revisions whose values change that (exported only then)."""
+    external: Mapping[str, str] = field(default_factory=dict)
+    """Revision -> version ("" unknown) of the revisions installed outside the stack, which it never removes (not
+    in `versions`, which are the ones it installed)."""
 
     @classmethod
     def from_outputs(cls, outputs: Mapping[str, Any],
                      rollout: Mapping[str, Mapping[str, Mapping[str, str]]] | None = None) -> Deployed:
-        revisions = outputs.get("revisions") or {}
+        every = outputs.get("revisions") or {}
+        revisions = {n: r for n, r in every.items() if not r.get("external")}
         return cls(
             versions={n: r["version"] for n, r in revisions.items()},
+            external={n: str(r.get("version") or "") for n, r in every.items() if r.get("external")},
             proxies={n: r["proxy"] for n, r in revisions.items() if r.get("proxy")},
             injectors={n: InjectorPolicy.from_props(r["injector"]) for n, r in revisions.items() if r.get("injector")},
             tags=dict(outputs.get("tags") or {}),
@@ -94,6 +98,11 @@ def control_plane(deployed: Deployed, spec: MeshSpec) -> list[str]:
     lines = []
     for name, rev in sorted(spec.revisions.items()):
         old = deployed.versions.get(name)
+        if rev.external:
+            if name not in deployed.external:
+                lines.append(f"revision `{name}` added as external (installed outside the stack: nothing is installed, "
+                             "the preview checks its injection webhook)")
+            continue
         if old is None:
             lines.append(f"revision `{name}` added at {rev.version}")
         elif old != rev.version:
@@ -101,11 +110,14 @@ def control_plane(deployed: Deployed, spec: MeshSpec) -> list[str]:
                          "(allowed: at most one minor at a time)")
     lines += [f"revision `{name}` removed (was {v})" for name, v in sorted(deployed.versions.items())
               if name not in spec.revisions]
-    if deployed.versions:
+    lines += [f"external revision `{name}` no longer declared (nothing of it is deleted)"
+              for name in sorted(deployed.external) if name not in spec.revisions]
+    # Every revision external: the stack installs no base (VersionGate refuses dropping the last one it installed).
+    if spec.installed and deployed.versions:
         old_base = str(max(parse_version(v) for v in deployed.versions.values()))
         if old_base != spec.newest_version:
             lines.append(f"base chart and CRDs {old_base} -> {spec.newest_version}")
-    else:
+    elif spec.installed:
         lines.append(f"base chart and CRDs installed at {spec.newest_version}")
     lines += _platform_lines(deployed, spec)
     for tag in sorted({*deployed.tags, *spec.tags}):
@@ -163,12 +175,24 @@ def moves(deployed: Deployed, spec: MeshSpec) -> list[Move]:
     for entry, target in sorted(changed_entries(deployed.rollout, rollout_inputs(spec)).items()):
         ns, _, workload = entry.partition("/")
         old = before.get(entry) or {}
+        external = spec.revisions[target["revision"]].external
+        policy = InjectorPolicy() if external else InjectorPolicy.from_values(istiod_values(spec, target["revision"]))
         result.append(Move(ns, workload or None, old.get("revision"),
-                           Target(target["revision"], target["proxy_image"],
-                                  InjectorPolicy.from_values(istiod_values(spec, target["revision"]))),
+                           Target(target["revision"], target["proxy_image"], policy),
                            target["strategy"],
                            _why(old, target, bool(workload))))
     return result
+
+
+def with_external_target(move: Move, facts: ExternalFacts | None) -> Move:
+    """A move to an external revision (target `EXTERNAL_IMAGE`) with the target the MeshRollout will read from the
+    cluster (`facts`, None when the revision has no injection webhook: then the preview refuses the change)."""
+    if move.target.proxy_image != EXTERNAL_IMAGE:
+        return move
+    if facts is None:
+        return replace(move, target=Target(move.target.revision, ""),
+                       why=f"{move.why} (external, but no injection webhook of it in the cluster: preview refuses it)")
+    return replace(move, target=external_target(facts), why=f"{move.why} ({facts.target_note})")
 
 
 def _why(old: Mapping[str, str], new: Mapping[str, str], gateway: bool) -> str:
@@ -260,22 +284,6 @@ def selected_after(deployed: Deployed, spec: MeshSpec, namespace_labels: Mapping
     return result
 
 
-def proxy_pods(pods: Iterable[Pod]) -> tuple[ProxyPod, ...]:
-    """The live pods running a proxy of a known version, with the revision that injected them (for the skew
-    check); pods whose proxy image carries no version (a digest) are left out, as nothing can be said of them."""
-    found = []
-    for pod in pods:
-        version = proxy_version(pod.proxy.image)
-        if pod.live and pod.revision and version:
-            found.append(ProxyPod(pod.namespace, pod.name, pod.revision, version))
-    return tuple(found)
-
-
-def restarted_namespaces(planes: Iterable[DataPlane]) -> frozenset[str]:
-    """The namespaces where this `up` restarts workloads (their pods come back on the new proxy)."""
-    return frozenset(d.move.namespace for d in planes if d.restart)
-
-
 def unmanaged_labels(namespaces: Mapping[str, Mapping[str, str]], spec: MeshSpec) -> dict[str, str]:
     """Namespaces carrying injection labels that no binding manages (they follow tags on their own)."""
     return {
@@ -301,8 +309,6 @@ class Review:
     per_namespace: int | None = None
     selected: dict[str, Selectors] = field(default_factory=dict)
     """Per removed revision, the namespace labels and pod templates still selecting it (`selected_after`)."""
-    checks: Checks = field(default_factory=lambda: Checks([]))
-    """Istio's upgrade rules over the change (`mesh.checks`): passed, warnings, refusals, and what was skipped."""
 
     @property
     def restarts(self) -> int:
@@ -323,25 +329,7 @@ class Review:
                 f"at most {batches * self.timeout_seconds}s")
 
     def to_json(self) -> dict[str, Any]:
-        """Everything as data; `checks` as {refusals, warnings, passed: [{rule, key, message, details}], skipped}."""
-        data = asdict(self)
-        data["checks"] = {
-            "refusals": [asdict(f) for f in self.checks.of(REFUSAL)],
-            "warnings": [asdict(f) for f in self.checks.of(WARNING)],
-            "passed": [asdict(f) for f in self.checks.of(PASSED)],
-            "skipped": list(self.checks.skipped),
-        }
-        return data
-
-    def checks_markdown(self) -> list[str]:
-        """Refusals first (the preview refuses them too), then warnings, what passed, and what was not checked."""
-        out = ["#### Checks"]
-        for label, severity in (("refused", REFUSAL), ("warning", WARNING), ("passed", PASSED)):
-            out += [f"- {label}: `{PROJECT}:{f.key}`: {f.message}" for f in self.checks.of(severity)]
-        out += [f"- skipped: {why}" for why in self.checks.skipped]
-        if len(out) == 1:
-            out.append("- nothing to check")
-        return out
+        return asdict(self)
 
     def markdown(self) -> str:
         out = [f"#### Control plane ({self.stack})", *(f"- {line}" for line in self.control_plane or ["no change"])]
@@ -387,5 +375,4 @@ class Review:
                        "(their next pods would start without a sidecar)")
         if not self.refusals and not self.unmanaged and not self.overlaps and not self.selected:
             out.append("- nothing found" if self.data_plane is not None else "- not checked (no cluster)")
-        out += self.checks_markdown()
         return "\n".join(out) + "\n"

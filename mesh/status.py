@@ -55,6 +55,8 @@ class RevisionStatus:
     why: str
     in_stack: bool = True
     """False for a revision installed in the cluster that the stack's last outputs no longer name."""
+    external: bool = False
+    """Installed outside the stack (`revisions.<r>.external`): never the stack's to drop."""
 
 
 @dataclass(frozen=True)
@@ -81,7 +83,9 @@ class Status:
             facts = [r.version, *([f"tags {', '.join(r.tags)}"] if r.tags else []),
                      f"bound: {', '.join(r.bound) or 'none'}",
                      *([f"gateways: {', '.join(r.gateways)}"] if r.gateways else [])]
-            if not r.in_stack:
+            if r.external:
+                facts.insert(1, "external (installed outside the stack)")
+            elif not r.in_stack:
                 facts.insert(1, "installed, not in the stack's last outputs (its removal was refused or is pending)")
             out.append(f"- `{r.name}`: {'; '.join(facts)}")
             if self.cluster_note is None:
@@ -163,14 +167,17 @@ def status(stack: str, deployed: Deployed, pod_objects: Iterable[Mapping[str, An
            cluster_note: str | None = None, state_note: str | None = None,
            installed: Mapping[str, str] | None = None,
            namespace_labels: Mapping[str, Mapping[str, str]] | None = None,
-           templates: Iterable[PodTemplate] | None = None) -> Status:
+           templates: Iterable[PodTemplate] | None = None, external: Iterable[str] = ()) -> Status:
     """The report from the stack's outputs, the cluster's pods (None when they could not be read) and the
     revisions installed in the cluster (`installed_revisions`), and, as the drain guard also reads them, every
-    namespace's labels and every workload's pod template (`mesh.drain.template_from_object`)."""
+    namespace's labels and every workload's pod template (`mesh.drain.template_from_object`). `external` are the
+    revisions installed outside the stack (its outputs' and its config's): shown with their pods, never droppable."""
     users = [pod for pod in map(pod_from_object, pod_objects or []) if pod.live]
     pods = {(pod.namespace, pod.name): pod for pod in users}
     revisions = []
-    every = {**(installed or {}), **deployed.versions}
+    outside = {*external, *deployed.external}
+    every = {**(installed or {}), **{n: v for n, v in deployed.external.items() if v}, **deployed.versions}
+    every.update({n: "?" for n in outside if n not in every})
     every_template = list(templates or [])
     for name, version in sorted(every.items()):
         using = pods_using(users, name) if pod_objects is not None else {}
@@ -178,13 +185,17 @@ def status(stack: str, deployed: Deployed, pod_objects: Iterable[Mapping[str, An
         can_drop, why = _drop_verdict(name, deployed, using, selecting)
         if pod_objects is None:
             can_drop, why = False, "unknown: the pods could not be read"
+        if name in outside:
+            running = f"; {sum(len(n) for n in using.values())} pods run it" if using else ""
+            can_drop, why = False, f"external: installed outside the stack, which never removes it{running}"
         revisions.append(RevisionStatus(
             name=name, version=version, proxy=deployed.proxies.get(name),
             tags=sorted(t for t, r in deployed.tags.items() if r == name),
             bound=sorted(ns for ns, r in deployed.namespaces.items() if r == name),
             gateways=_gateways_on(deployed, name),
             pods={ns: _namespace_pods(names, pods, ns, deployed.proxies.get(name)) for ns, names in using.items()},
-            can_drop=can_drop, why=why, in_stack=name in deployed.versions,
+            can_drop=can_drop, why=why, in_stack=name in deployed.versions or name in outside,
+            external=name in outside,
         ))
     unmanaged, left_alone = _unmanaged(users, every, deployed)
     return Status(stack, revisions, unmanaged, left_alone, cluster_note, state_note)

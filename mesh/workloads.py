@@ -40,11 +40,17 @@ class Target:
 
     revision: str
     proxy_image: str
+    """"" when it cannot be known (an external revision whose injector is remote): pods are checked for the
+    revision alone."""
     injector: InjectorPolicy = field(default_factory=InjectorPolicy, compare=False)
     """What the revision's istiod decides per pod (which pods it injects at all); not part of a restart's stamp."""
 
     def __str__(self) -> str:
-        return f"{self.revision} ({self.proxy_image})"
+        return f"{self.revision} ({self.proxy_image})" if self.proxy_image else self.revision
+
+    def stale_proxy(self, pod: Pod) -> bool:
+        """Whether a pod on the revision runs another proxy image than it injects now (never, when unknown)."""
+        return bool(self.proxy_image) and proxy_state(pod.proxy, self.proxy_image) is ProxyState.STALE
 
 
 def _meta(obj: Mapping[str, Any]) -> Mapping[str, Any]:
@@ -319,7 +325,7 @@ def left_alone(pod: Pod, target: Target) -> str | None:
     refused = target.injector.refuses(pod.labels, pod.annotations)
     if refused:
         return f"not injected by {target.revision}: {refused}"
-    if pod.revision == target.revision:
+    if pod.revision == target.revision and target.proxy_image:
         state = proxy_state(pod.proxy, target.proxy_image)
         if state in (ProxyState.PINNED, ProxyState.OVERRIDDEN, ProxyState.DIGEST_ONLY):
             return state.value
@@ -332,7 +338,7 @@ def is_stale(pod: Pod, target: Target) -> bool:
     pods the target's injector would not inject are not stale: no restart can move them."""
     if not pod.injectable or target.injector.refuses(pod.labels, pod.annotations):
         return False
-    return pod.revision != target.revision or proxy_state(pod.proxy, target.proxy_image) is ProxyState.STALE
+    return pod.revision != target.revision or target.stale_proxy(pod)
 
 
 def off_target(w: Workload, target: Target) -> list[Pod]:
@@ -446,7 +452,7 @@ def revision_report(pods: Iterable[Pod], target: Target) -> RevisionReport:
     return RevisionReport(
         target=target,
         by_revision=dict(Counter(p.revision or UNINJECTED for p in counted)),
-        stale_proxies=sum(proxy_state(p.proxy, target.proxy_image) is ProxyState.STALE for p in on_revision),
+        stale_proxies=sum(target.stale_proxy(p) for p in on_revision),
         left_alone=alone,
     )
 
