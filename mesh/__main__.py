@@ -22,6 +22,10 @@ from typing import Any
 
 import yaml
 
+from mesh.checks import REFUSAL
+from mesh.checks.run import Checks, Facts, chart_versions, run, skipped
+from mesh.checks.steps import steps
+from mesh.checks.upgrade_notes import to_read
 from mesh.review import (
     Deployed,
     Review,
@@ -29,7 +33,9 @@ from mesh.review import (
     data_plane,
     left_to_gateways,
     moves,
+    proxy_pods,
     refusals,
+    restarted_namespaces,
     selected_after,
     unmanaged_labels,
     with_external_target,
@@ -95,8 +101,9 @@ def injectors(api: Any) -> dict[str, dict[str, Any]]:
 
 def cluster_part(spec: MeshSpec, deployed: Deployed, raw: dict[str, Any]) -> dict[str, Any] | str:
     """Read only what the review needs: the moving namespaces (the MeshRollout's own reader), every pod
-    and workloads only when a revision goes (as the drain guard reads them), one list of namespaces and one of
-    webhooks. The Review's cluster fields, or why the cluster could not be read."""
+    and workloads only when a revision goes (as the drain guard reads them), every pod when a revision changes in
+    place (whose proxies the skew check reads), one list of namespaces, one of webhooks and the API server's
+    version. The Review's cluster fields, or why the cluster could not be read."""
     from kubernetes import client, config
     from urllib3.exceptions import HTTPError
 
@@ -121,11 +128,14 @@ def cluster_part(spec: MeshSpec, deployed: Deployed, raw: dict[str, Any]) -> dic
                     workloads, pods = {}, []
                 planes.append(data_plane(move, workloads.values(), pods, left_to_gateways(spec, move)))
             core = client.CoreV1Api(api)
-            refused, templates = {}, []
-            if set(deployed.versions) - set(spec.revisions):  # every pod and workload, as the guard reads them
-                pods = (pod_from_object(p) for p in kube.list_objects(core.list_pod_for_all_namespaces))
-                refused = refusals(deployed, spec, pods)
+            refused, templates, every = {}, [], None
+            removed = set(deployed.versions) - set(spec.revisions)
+            if removed or any(s.how == "in place" for s in steps(deployed.versions, deployed.cni, spec)):
+                every = [pod_from_object(p) for p in kube.list_objects(core.list_pod_for_all_namespaces)]
+            if removed:  # every pod and workload, as the guard reads them
+                refused = refusals(deployed, spec, every or [])
                 templates = workload_templates(api)
+            kubernetes = client.VersionApi(api).get_code().git_version
             labels = {ns["metadata"]["name"]: ns["metadata"].get("labels") or {}
                       for ns in kube.list_objects(core.list_namespace)}
             hooks = injectors(api)
@@ -135,7 +145,27 @@ def cluster_part(spec: MeshSpec, deployed: Deployed, raw: dict[str, Any]) -> dic
     labels_after = namespaces_after(spec, deployed.namespaces, labels)
     return {"data_plane": planes, "refusals": refused, "unmanaged": unmanaged_labels(labels, spec),
             "overlaps": overlaps(after, labels_after),
-            "selected": selected_after(deployed, spec, labels_after, templates)}
+            "selected": selected_after(deployed, spec, labels_after, templates),
+            "kubernetes": kubernetes, "proxy_pods": None if every is None else proxy_pods(every)}
+
+
+def review_checks(spec: MeshSpec, deployed: Deployed, cluster: dict[str, Any] | str) -> Checks:
+    """Istio's upgrade rules (`mesh.checks`) over the change: the chart files and release notes of the versions
+    involved, read from the local mirror once (`mesh.chart_files`), and the cluster facts `cluster_part` read."""
+    from mesh import chart_files
+
+    change = steps(deployed.versions, deployed.cni, spec)
+    wanted = chart_versions(spec, change)
+    charts = chart_files.library(spec.charts, wanted)
+    available, where = chart_files.release_notes(spec.charts, {v for s in change for v in (s.before, s.after) if v})
+    notes = {i: chart_files.read_note(where[v], i) for v, ids in to_read(change, available).items() for i in ids}
+    read = not isinstance(cluster, str)
+    facts = Facts(charts, available, notes,
+                  cluster_version=cluster["kubernetes"] if read else None,
+                  pods=cluster["proxy_pods"] if read else None,
+                  restarted=restarted_namespaces(cluster["data_plane"]) if read else frozenset(),
+                  skipped=tuple(skipped(spec, wanted, charts, None if read else cluster)))
+    return run(spec, deployed.versions, deployed.cni, facts)
 
 
 def build_review(stack: str, raw: dict[str, Any], deployed: Deployed,
@@ -153,10 +183,13 @@ def build_review(stack: str, raw: dict[str, Any], deployed: Deployed,
         lines.insert(0, f"(compared with an empty mesh: {state_note})")
     settings = (spec.rollout.concurrency, spec.rollout.timeout_seconds)
     cap = spec.rollout.per_namespace
+    checks = review_checks(spec, deployed, cluster)
+    code = 2 if checks.of(REFUSAL) else 0  # what the preview (or, for a revision's skew, the version gate) refuses
     if isinstance(cluster, str):
-        return 0, Review(stack, lines, None, {}, {}, *settings, cluster_note=cluster, per_namespace=cap)
-    return 0, Review(stack, lines, cluster["data_plane"], cluster["refusals"], cluster["unmanaged"], *settings,
-                     overlaps=cluster["overlaps"], per_namespace=cap, selected=cluster["selected"])
+        return code, Review(stack, lines, None, {}, {}, *settings, cluster_note=cluster, per_namespace=cap,
+                            checks=checks)
+    return code, Review(stack, lines, cluster["data_plane"], cluster["refusals"], cluster["unmanaged"], *settings,
+                        overlaps=cluster["overlaps"], per_namespace=cap, selected=cluster["selected"], checks=checks)
 
 
 def review(stack: str) -> tuple[int, Review | str]:

@@ -16,6 +16,9 @@ from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 from mesh.charts import CANARY_SUFFIX, gateway_workload, istiod_values
+from mesh.checks import PASSED, REFUSAL, WARNING
+from mesh.checks.run import Checks
+from mesh.checks.version_skew import ProxyPod, proxy_version
 from mesh.drain import PodTemplate, Selectors, pods_using, selectors_of
 from mesh.external_revision import ExternalFacts, external_target
 from mesh.injection import InjectorPolicy
@@ -24,7 +27,7 @@ from mesh.proxy_image import EXTERNAL_IMAGE
 from mesh.restart_budget import gateway_workloads
 from mesh.rollout_entries import gateway_entry
 from mesh.rollout_plan import changed_entries, entries_of, rollout_inputs
-from mesh.spec import GatewaySpec, MeshSpec, parse_version
+from mesh.spec import PROJECT, GatewaySpec, MeshSpec, parse_version
 from mesh.webhook_overlap import Overlap
 from mesh.workloads import Action, Pod, Target, Workload, decide, revision_report
 
@@ -284,6 +287,22 @@ def selected_after(deployed: Deployed, spec: MeshSpec, namespace_labels: Mapping
     return result
 
 
+def proxy_pods(pods: Iterable[Pod]) -> tuple[ProxyPod, ...]:
+    """The live pods running a proxy of a known version, with the revision that injected them (for the skew
+    check); pods whose proxy image carries no version (a digest) are left out, as nothing can be said of them."""
+    found = []
+    for pod in pods:
+        version = proxy_version(pod.proxy.image)
+        if pod.live and pod.revision and version:
+            found.append(ProxyPod(pod.namespace, pod.name, pod.revision, version))
+    return tuple(found)
+
+
+def restarted_namespaces(planes: Iterable[DataPlane]) -> frozenset[str]:
+    """The namespaces where this `up` restarts workloads (their pods come back on the new proxy)."""
+    return frozenset(d.move.namespace for d in planes if d.restart)
+
+
 def unmanaged_labels(namespaces: Mapping[str, Mapping[str, str]], spec: MeshSpec) -> dict[str, str]:
     """Namespaces carrying injection labels that no binding manages (they follow tags on their own)."""
     return {
@@ -309,6 +328,8 @@ class Review:
     per_namespace: int | None = None
     selected: dict[str, Selectors] = field(default_factory=dict)
     """Per removed revision, the namespace labels and pod templates still selecting it (`selected_after`)."""
+    checks: Checks = field(default_factory=lambda: Checks([]))
+    """Istio's upgrade rules over the change (`mesh.checks`): passed, warnings, refusals, and what was skipped."""
 
     @property
     def restarts(self) -> int:
@@ -329,7 +350,25 @@ class Review:
                 f"at most {batches * self.timeout_seconds}s")
 
     def to_json(self) -> dict[str, Any]:
-        return asdict(self)
+        """Everything as data; `checks` as {refusals, warnings, passed: [{rule, key, message, details}], skipped}."""
+        data = asdict(self)
+        data["checks"] = {
+            "refusals": [asdict(f) for f in self.checks.of(REFUSAL)],
+            "warnings": [asdict(f) for f in self.checks.of(WARNING)],
+            "passed": [asdict(f) for f in self.checks.of(PASSED)],
+            "skipped": list(self.checks.skipped),
+        }
+        return data
+
+    def checks_markdown(self) -> list[str]:
+        """Refusals first (the preview refuses them too), then warnings, what passed, and what was not checked."""
+        out = ["#### Checks"]
+        for label, severity in (("refused", REFUSAL), ("warning", WARNING), ("passed", PASSED)):
+            out += [f"- {label}: `{PROJECT}:{f.key}`: {f.message}" for f in self.checks.of(severity)]
+        out += [f"- skipped: {why}" for why in self.checks.skipped]
+        if len(out) == 1:
+            out.append("- nothing to check")
+        return out
 
     def markdown(self) -> str:
         out = [f"#### Control plane ({self.stack})", *(f"- {line}" for line in self.control_plane or ["no change"])]
@@ -375,4 +414,5 @@ class Review:
                        "(their next pods would start without a sidecar)")
         if not self.refusals and not self.unmanaged and not self.overlaps and not self.selected:
             out.append("- nothing found" if self.data_plane is not None else "- not checked (no cluster)")
+        out += self.checks_markdown()
         return "\n".join(out) + "\n"

@@ -13,14 +13,21 @@ whose pods run another revision or proxy image, the way `kubectl rollout restart
 runs elsewhere; `none` does nothing. Decisions come from mesh.workloads and mesh.restart_budget;
 this module only reads and patches the cluster.
 
+The namespaces it moves are followed with watches (mesh.providers.watch): each is listed once, page by
+page, then the API server sends only what changes there, and each change wakes the next tick. Nothing is
+polled and nothing is read cluster-wide, so an `up` costs the API server what moves, not what the cluster
+holds. A namespace is followed while an entry of it has work left.
+
 An interrupted or failed `up` leaves the previous inputs in the state, so the next `up` plans the same
 entries again; the restart annotations make finished workloads skipped and in-flight ones waited on.
 """
 
 from __future__ import annotations
 
+import json
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -36,6 +43,7 @@ from mesh.injection import InjectorPolicy
 from mesh.istio_vocabulary import NATURAL, NONE, ROLLING, STRATEGIES, Strategy
 from mesh.providers import KubeProvider, is_unknown, progress
 from mesh.providers.external_revision import read_external
+from mesh.providers.watch import Watches
 from mesh.proxy_image import EXTERNAL_IMAGE, proxy_configs_for
 from mesh.restart_budget import Schedule, Throttle, final_line, gateway_workloads, namespace_of, progress_line
 from mesh.rollout_entries import entry_workload, workload_entry
@@ -56,23 +64,27 @@ from mesh.workloads import (
     workload_from_object,
 )
 
-POLL_SECONDS = 0.5
+TICK_SECONDS = 1.0
+"""Without a change in the followed namespaces, the schedule still ticks this often (timeouts, progress);
+it reads the watches' caches, never the API server."""
 PROGRESS_SECONDS = 5.0
 """At most one progress line this often."""
-BULK_NAMESPACES = 4
-"""Above this many namespaces in flight, one cluster-wide list per kind beats one list per namespace."""
 SETTINGS = ("concurrency", "per_namespace", "timeout_seconds", "injectors")
 """Kept in the state, never a change by themselves. `injectors` (revision -> mesh.injection.InjectorPolicy) is what
 each revision's istiod decides per pod: which pods it injects at all, and its root namespace."""
 PROXY_CONFIGS = ("networking.istio.io", "v1beta1", "proxyconfigs")
-LISTS: dict[str, tuple[str, str, str]] = {
-    # kind -> (API, namespaced list call, cluster-wide list call)
-    "Deployment": ("apps", "list_namespaced_deployment", "list_deployment_for_all_namespaces"),
-    "StatefulSet": ("apps", "list_namespaced_stateful_set", "list_stateful_set_for_all_namespaces"),
-    "DaemonSet": ("apps", "list_namespaced_daemon_set", "list_daemon_set_for_all_namespaces"),
-    "ReplicaSet": ("apps", "list_namespaced_replica_set", "list_replica_set_for_all_namespaces"),
-    "Pod": ("core", "list_namespaced_pod", "list_pod_for_all_namespaces"),
+LISTS: dict[str, tuple[str, str]] = {
+    # kind -> (API, namespaced list call: it lists, and with watch=True watches)
+    "Deployment": ("apps", "list_namespaced_deployment"),
+    "StatefulSet": ("apps", "list_namespaced_stateful_set"),
+    "DaemonSet": ("apps", "list_namespaced_daemon_set"),
+    "ReplicaSet": ("apps", "list_namespaced_replica_set"),
+    "Pod": ("core", "list_namespaced_pod"),
 }
+FRESH_KINDS = ("ReplicaSet", "Pod")
+"""What a workload's watch can be ahead of: read afresh before a workload is failed on its pods."""
+PATCHES = {"Deployment": "patch_namespaced_deployment", "StatefulSet": "patch_namespaced_stateful_set",
+           "DaemonSet": "patch_namespaced_daemon_set"}
 
 
 @dataclass(frozen=True)
@@ -140,13 +152,25 @@ def snapshot_of(
     return {w.key: w for w in attached}, pods
 
 
+def kinds_to_follow(listed: Mapping[str, list[dict[str, Any]]]) -> list[str]:
+    """What to watch in a namespace, from its first lists: the workload kinds it has (the plan is made from those
+    lists, so a kind it lacks has nothing to move), ReplicaSets with Deployments (they link pods to them), and
+    pods (whose proxies say whether a restart landed)."""
+    kinds: list[str] = [kind for kind in KINDS if listed.get(kind)]
+    if "Deployment" in kinds:
+        kinds.append("ReplicaSet")
+    return [*kinds, "Pod"]
+
+
 class ClusterReader:
-    """Reads the entries of a run into the snapshots mesh.workloads plans on, and patches workloads."""
+    """Reads the entries of a run into the snapshots mesh.workloads plans on, and patches workloads. Namespaces
+    it `follow`s are read from their watches' caches; any other is listed once per read, page by page."""
 
     def __init__(self, api: client.ApiClient) -> None:
         self.api = api
         self.apis = {"apps": client.AppsV1Api(api), "core": client.CoreV1Api(api)}
         self.custom = client.CustomObjectsApi(api)
+        self.watches = Watches({kind: getattr(self.apis[group], call) for kind, (group, call) in LISTS.items()})
         self.proxy_configs: dict[str, tuple[list[Mapping[str, Any]], str]] = {}
         """Entry -> the ProxyConfig resources its revision's istiod reads, and its root namespace."""
 
@@ -167,41 +191,64 @@ class ClusterReader:
         """What the cluster says of an external revision now (None: no injection webhook of it)."""
         return read_external(self.api, revision)[0]
 
-    def _list(self, kind: str, namespace: str | None, **kwargs: Any) -> list[dict[str, Any]]:
-        api, namespaced, everywhere = LISTS[kind]
-        if namespace is None:
-            return list(kube.list_objects(getattr(self.apis[api], everywhere), **kwargs))
-        return list(kube.list_objects(getattr(self.apis[api], namespaced), namespace=namespace, **kwargs))
+    def _listed(self, namespace: str, kinds: Iterable[str] = tuple(LISTS)) -> dict[str, list[dict[str, Any]]]:
+        """`kinds` in one namespace, one paged list each."""
+        return {kind: list(kube.list_objects(getattr(self.apis[LISTS[kind][0]], LISTS[kind][1]), namespace=namespace))
+                for kind in kinds}
 
     def snapshots(self, entries: Iterable[str]) -> dict[str, tuple[dict[str, Workload], list[Pod]]]:
-        """One list per kind and namespace, or per kind cluster-wide when many namespaces are read."""
+        """Followed namespaces as their watches know them now; the others listed (one list per kind)."""
+        return self._read(entries, fresh=False)
+
+    def confirm(self, entries: Iterable[str]) -> dict[str, tuple[dict[str, Workload], list[Pod]]]:
+        """The entries with their pods and ReplicaSets listed afresh: watches of different kinds are not in step,
+        so a workload's watch can report its rollout complete a moment before the pods' watch shows the new
+        pods. The workloads themselves are as their watch said."""
+        return self._read(entries, fresh=True)
+
+    def _read(self, entries: Iterable[str], fresh: bool) -> dict[str, tuple[dict[str, Workload], list[Pod]]]:
         entries = list(entries)
-        namespaces = sorted({namespace_of(e) for e in entries})
-        if len(namespaces) > BULK_NAMESPACES:
-            everything = {kind: self._list(kind, None) for kind in LISTS}
-            return {e: snapshot_of(e, everything, self.proxy_configs.get(e)) for e in entries}
         result = {}
-        for ns in namespaces:
-            objects = {kind: self._list(kind, ns) for kind in LISTS}
+        for ns in sorted({namespace_of(e) for e in entries}):
+            objects = self.watches.objects(ns)
+            if objects is None:
+                objects = self._listed(ns)
+            elif fresh:
+                objects.update(self._listed(ns, FRESH_KINDS))
             result.update({e: snapshot_of(e, objects, self.proxy_configs.get(e)) for e in entries
                            if namespace_of(e) == ns})
         return result
 
+    def follow(self, entries: Iterable[str]) -> None:
+        """Watch the namespaces of `entries` from now on, and no others (none: every watch stops)."""
+        self.watches.follow({namespace_of(e) for e in entries}, kinds_to_follow)
+
+    def wait(self, timeout: float) -> None:
+        """Until something changes in a followed namespace, or `timeout` seconds."""
+        self.watches.wait(timeout)
+
     def restart(self, w: Workload, target: Target) -> None:
-        """Patch the pod template like `kubectl rollout restart`; a deleted workload is no error."""
-        apps = self.apis["apps"]
-        patch = {
-            "Deployment": apps.patch_namespaced_deployment,
-            "StatefulSet": apps.patch_namespaced_stateful_set,
-            "DaemonSet": apps.patch_namespaced_daemon_set,
-        }[w.kind]
+        """Patch the pod template like `kubectl rollout restart`; a deleted workload is no error. The patched
+        object goes into the watch's cache at once, so the next tick sees its new generation."""
+        patch = getattr(self.apis["apps"], PATCHES[w.kind])
         now = datetime.now(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
         try:
-            patch(w.name, w.namespace, restart_patch(target, now),
-                  _content_type="application/strategic-merge-patch+json")
+            response = patch(w.name, w.namespace, restart_patch(target, now),
+                             _content_type="application/strategic-merge-patch+json", _preload_content=False)
         except ApiException as e:
             if e.status != 404:
                 raise
+            return
+        self.watches.store(w.namespace, w.kind, json.loads(response.data))
+
+
+@contextmanager
+def following(reader: ClusterReader) -> Iterator[ClusterReader]:
+    """The reader, whose watches all stop when the block ends, however it ends."""
+    try:
+        yield reader
+    finally:
+        reader.follow([])
 
 
 class NamespaceReader:
@@ -222,16 +269,21 @@ def roll(
     schedule: Schedule,
     *,
     clock: Callable[[], float] = time.monotonic,
-    sleep: Callable[[float], None] = time.sleep,
 ) -> dict[str, list[Pod]]:
-    """Drive `schedule` to its end against the cluster: restart, poll, log. Returns the last pods seen per entry."""
+    """Drive `schedule` to its end against the cluster: restart, tick on each change the watches see (or every
+    `TICK_SECONDS`), log. Returns the last pods seen per entry."""
     started = clock()
     throttle = Throttle(PROGRESS_SECONDS)
     throttle.due(started)
     pods: dict[str, list[Pod]] = {}
     reported: set[str] = set()
     while True:
-        read = reader.snapshots(schedule.active())
+        active = schedule.active()
+        reader.follow(active)
+        read = reader.snapshots(active)
+        unsure = schedule.unconfirmed({e: w for e, (w, _p) in read.items()})
+        if unsure:
+            read.update(reader.confirm(unsure))
         pods.update({e: p for e, (_w, p) in read.items()})
         starts = schedule.tick({e: w for e, (w, _p) in read.items()}, clock())
         for entry, run in sorted(schedule.runs.items()):
@@ -245,7 +297,7 @@ def roll(
             return pods
         if throttle.due(clock()):
             progress(progress_line(schedule.done, schedule.total, schedule.in_flight, clock() - started))
-        sleep(POLL_SECONDS)
+        reader.wait(TICK_SECONDS)
 
 
 EMPTY_RESULT: dict[str, Any] = {
@@ -307,10 +359,10 @@ class MeshRolloutProvider(KubeProvider):
         if not changed:
             return outs
         injectors = news.get("injectors") or {}
-        with kube.api_client(self.kube_settings()) as api:
-            reader = ClusterReader(api)
+        with kube.api_client(self.kube_settings()) as api, following(ClusterReader(api)) as reader:
             targets = targets_of(reader, changed, injectors)
             reader.read_proxy_configs(targets)
+            reader.follow(e for e, t in changed.items() if t["strategy"] == ROLLING)
             read = reader.snapshots(changed)
             for entry in sorted(e for e, t in changed.items() if t["strategy"] == NATURAL):
                 report = _reported(revision_report(read[entry][1], targets[entry]), entry)
