@@ -10,6 +10,7 @@ run with (delete runs the provider and the properties of the old state).
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from time import monotonic, sleep
 from typing import Any
 
@@ -44,21 +45,28 @@ def revision_users(api: client.ApiClient, revision: str) -> dict[str, list[str]]
     return pods_using(pods, revision)
 
 
-def workload_templates(api: client.ApiClient) -> list[PodTemplate]:
-    """The pod template of every workload that makes pods later, cluster-wide: one paged list per kind."""
+def each_template(api: client.ApiClient) -> Iterator[PodTemplate]:
+    """The pod template of every workload that makes pods later, cluster-wide: one paged list per kind, read
+    as it is used, so a reader that folds them holds one page of workloads at a time."""
     apps, batch = client.AppsV1Api(api), client.BatchV1Api(api)
     lists = {"Deployment": apps.list_deployment_for_all_namespaces,
              "StatefulSet": apps.list_stateful_set_for_all_namespaces,
              "DaemonSet": apps.list_daemon_set_for_all_namespaces,
              "CronJob": batch.list_cron_job_for_all_namespaces}
-    return [template_from_object(kind, obj) for kind in TEMPLATE_KINDS for obj in kube.list_objects(lists[kind])]
+    return (template_from_object(kind, obj) for kind in TEMPLATE_KINDS for obj in kube.list_objects(lists[kind]))
+
+
+def workload_templates(api: client.ApiClient) -> list[PodTemplate]:
+    """`each_template`, all of them (for readers that go over them more than once)."""
+    return list(each_template(api))
 
 
 def revision_selectors(api: client.ApiClient, revision: str) -> Selectors:
-    """Namespace labels and workload pod templates cluster-wide that still select `revision`."""
+    """Namespace labels and workload pod templates cluster-wide that still select `revision` (the templates
+    folded page by page: only those that select it are kept)."""
     namespaces = {(ns.get("metadata") or {}).get("name", ""): (ns.get("metadata") or {}).get("labels") or {}
                   for ns in kube.list_objects(client.CoreV1Api(api).list_namespace)}
-    return selectors_of(revision, namespaces, workload_templates(api))
+    return selectors_of(revision, namespaces, each_template(api))
 
 
 class DrainGuardProvider(KubeProvider):
