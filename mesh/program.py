@@ -6,11 +6,13 @@ from typing import Any
 
 import pulumi
 
+from mesh import chart_files
 from mesh.charts import istiod_values
+from mesh.checks.run import chart_versions, preview_refusals
 from mesh.components import Istio
 from mesh.injection import InjectorPolicy
 from mesh.proxy_image import proxy_image
-from mesh.spec import MeshSpec, SpecError, load_spec
+from mesh.spec import ConfigError, MeshSpec, SpecError, load_spec
 from mesh.validation import validate_or_raise
 
 OBJECT_KEYS = ("charts", "revisions", "tags", "namespaces", "gateways", "rollout", "cni")
@@ -25,9 +27,15 @@ def read_config(config: pulumi.Config) -> dict[str, Any]:
 
 
 def spec_from_config(raw: dict[str, Any]) -> MeshSpec:
-    """The validated spec, or a RunError listing every problem (shown without a traceback)."""
+    """The validated spec, or a RunError listing every problem (shown without a traceback). With charts in a local
+    mirror, what their files refuse too (`mesh.checks.run.preview_refusals`: the review's refusals of that kind)."""
     try:
-        return validate_or_raise(load_spec(raw))
+        spec = validate_or_raise(load_spec(raw))
+        charts = chart_files.library(spec.charts, chart_versions(spec, []))
+        refused = preview_refusals(spec, charts)
+        if refused:
+            raise SpecError([ConfigError(f.key, f.message) for f in refused])
+        return spec
     except SpecError as exc:
         raise pulumi.RunError(str(exc)) from None
 
