@@ -5,8 +5,9 @@ The review needs the stack's last outputs, the MeshRollout's state and the clust
 builds the first two directly (N namespaces on the old revision, both revisions with their proxy image)
 instead of running `pulumi up`, and times `mesh.__main__.build_review`, i.e. everything
 `python -m mesh review` does after reading the state: config load and validation, the control-plane
-diff, the cluster reads and the report. The reading of the state by the `pulumi` CLI (one
-`pulumi stack export`, the same whatever N) is not in the figure.
+diff, the cluster reads, the checks (`mesh.checks`, with the charts of the toolchain's mirror) and the
+report. The reading of the state by the `pulumi` CLI (one `pulumi stack export`, the same whatever N) is not
+in the figure.
 
 The cluster is the harness's local control plane (harness/control_plane.py: etcd, kube-apiserver,
 controllers, KWOK nodes that make pods Ready, and a real istiod per revision), with two revisions of the
@@ -34,7 +35,7 @@ from kubernetes.client.rest import ApiException
 
 from harness.control_plane import ControlPlane, KubeCluster, wait_for
 from harness.revision import HUB, install_revision
-from harness.toolchain import locate_or_exit
+from harness.toolchain import cache_dir, locate_or_exit
 from mesh.__main__ import build_review, build_status
 from mesh.kube import KUBECONFIG_KEY
 from mesh.review import Deployed, Review
@@ -128,6 +129,7 @@ def config(namespaces: list[str], kubeconfig: Path, *, drop_old: bool = False) -
     bindings = {ns: NEW if i == 0 or drop_old else OLD for i, ns in enumerate(namespaces)}
     revisions = {rev: {"version": v} for rev, v in VERSIONS.items() if not (drop_old and rev == OLD)}
     return {"istio-mesh:revisions": revisions, "istio-mesh:namespaces": bindings,
+            "istio-mesh:charts": {"path": str(cache_dir() / "istio-{version}" / "charts")},  # the checks read them
             KUBECONFIG_KEY: str(kubeconfig)}
 
 
@@ -164,6 +166,10 @@ def main(argv: list[str] | None = None) -> None:
         assert code == 0 and isinstance(review, Review) and review.cluster_note is None, review
         [plane] = review.data_plane or []
         assert (plane.move.namespace, plane.restart) == (namespaces[0], {"Deployment/web": args.pods}), plane
+        checks = review.to_json()["checks"]
+        assert not checks["skipped"] and any(p["rule"] == "kubernetes-support" for p in checks["passed"]), checks
+        print(f"  checks: {len(checks['passed'])} passed, {len(checks['warnings'])} warnings, "
+              f"{len(checks['refusals'])} refusals", flush=True)
         code, review = timed("review, every namespace moves and the old revision goes (every pod listed)",
                              lambda: build_review("bench", config(namespaces, kubeconfig, drop_old=True), state))
         assert code == 0 and isinstance(review, Review) and len(review.refusals[OLD]) == args.namespaces

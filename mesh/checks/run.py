@@ -48,9 +48,10 @@ def installed_versions(spec: MeshSpec) -> dict[str, str]:
 
 
 def chart_versions(spec: MeshSpec, change: Iterable[Step]) -> set[tuple[str, str]]:
-    """The (chart, version) pairs whose files the checks read: every release the config renders, and the target
-    chart of every step."""
-    return {(chart, version) for _, chart, version, _ in chart_uses(spec)} | {(s.chart, s.after) for s in change}
+    """The (chart, version) pairs whose files the checks read: every release the config renders with values of
+    the user's, and the target chart of every step (nothing else is read: a move of namespaces reads no chart)."""
+    return {(chart, version) for _, chart, version, values in chart_uses(spec) if values} | {
+        (s.chart, s.after) for s in change}
 
 
 def run(spec: MeshSpec, deployed_versions: Mapping[str, str], deployed_cni: str | None, facts: Facts) -> Checks:
