@@ -76,6 +76,17 @@ class Schedule:
         """Entries with work queued or in flight: the ones the next tick needs a snapshot of."""
         return [key for key, run in self.runs.items() if run.queue or run.in_flight]
 
+    def wanted(self, width: int) -> list[str]:
+        """The entries the next tick reads: each with a workload in flight (to account for it) and the next
+        `width` that could start one, in round-robin order from where the last tick stopped. The tick starts
+        nothing in an entry it has no snapshot of, so a reader need not follow every entry with work left."""
+        order = sorted(self.runs)
+        flying = {key for key in order if self.runs[key].in_flight}
+        if self.failed or not order:
+            return sorted(flying)
+        turn = [order[(self._cursor + i) % len(order)] for i in range(len(order))]
+        return sorted(flying | set([key for key in turn if self.runs[key].can_start][:width]))
+
     def unconfirmed(self, snapshots: Mapping[str, Mapping[str, Workload]]) -> list[str]:
         """Entries whose snapshot shows a workload in flight complete but with pods off target: the tick would
         fail it. Read from watches, a workload can be a moment ahead of its pods, so such an entry is read again
@@ -85,12 +96,14 @@ class Schedule:
                        and off_target(w, run.target) for wk in run.in_flight)]
 
     def tick(self, snapshots: Mapping[str, Mapping[str, Workload]], now: float) -> list[tuple[str, Workload]]:
-        """Account every run against its snapshot, then fill the free slots round-robin.
+        """Account every run against its snapshot, then fill the free slots round-robin (only in entries
+        `snapshots` has).
 
         Returns (entry, workload) pairs to patch now; they already count as in flight.
         """
         for key, run in self.runs.items():
-            run.account(snapshots.get(key, {}), now)
+            if key in snapshots:
+                run.account(snapshots[key], now)
         if self.failed:
             return []
         per_ns = Counter({ns: 0 for ns in map(namespace_of, self.runs)})
@@ -109,7 +122,8 @@ class Schedule:
                 index = (first + step) % len(order)
                 key = order[index]
                 run, ns = self.runs[key], namespace_of(key)
-                if not run.can_start or (self.per_namespace and per_ns[ns] >= self.per_namespace):
+                if key not in snapshots or not run.can_start or (
+                        self.per_namespace and per_ns[ns] >= self.per_namespace):
                     continue
                 took_slot, w = run.start_next(snapshots.get(key, {}), now)
                 moved = True

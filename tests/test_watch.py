@@ -26,10 +26,10 @@ from urllib3.exceptions import ProtocolError
 from mesh import kube
 from mesh.object_cache import ObjectCache, Step, after_failure, lines
 from mesh.providers import watch
-from mesh.providers.rollout import MeshRolloutProvider, kinds_to_follow
+from mesh.providers.rollout import MeshRolloutProvider, kinds_to_follow, roll
 from mesh.restart_budget import Schedule
 from mesh.workloads import RESTARTED_FOR, RESTARTED_FOR_PROXY, RolloutRun
-from tests.test_workloads import NS, B, deployment, restarting, rolled
+from tests.test_workloads import NS, B, FakeCluster, deployment, in_ns, namespace, restarting, rolled
 
 OLD, NEW = "docker.io/istio/proxyv2:1.30.0", "docker.io/istio/proxyv2:1.31.0"
 
@@ -95,6 +95,32 @@ def test_a_workload_done_before_its_pods_is_read_afresh_before_it_fails() -> Non
     ahead = replace(moving, observed_generation=moving.generation)  # complete, yet its old pod still seen
     assert schedule.unconfirmed({NS: {w.key: ahead}}) == [NS]
     assert schedule.unconfirmed({NS: {w.key: rolled(moving, "b")}}) == []
+
+
+def test_the_next_tick_reads_the_entries_in_flight_and_the_next_in_turn() -> None:
+    workloads = {ns: in_ns(ns, namespace(3)) for ns in "abcde"}
+    runs = {}
+    for ns, ws in workloads.items():
+        runs[ns] = RolloutRun(B, 2, 300)
+        runs[ns].plan(ws.values(), 0)
+    schedule = Schedule(runs, concurrency=2)
+    assert schedule.wanted(2) == ["a", "b"]
+    started = schedule.tick({ns: workloads[ns] for ns in schedule.wanted(2)}, 0)
+    assert [e for e, _w in started] == ["a", "b"]
+    assert schedule.wanted(2) == ["a", "b", "c", "d"]  # a and b to account for, c and d next in turn
+    assert schedule.tick({"c": workloads["c"]}, 1) == []  # no slot free; a and b not read: not accounted
+
+
+def test_the_rollout_follows_a_window_of_namespaces_not_every_one_it_moves() -> None:
+    cluster = FakeCluster({f"ns{i:02d}": in_ns(f"ns{i:02d}", namespace(2)) for i in range(12)}, ticks=2)
+    runs = {}
+    for ns, ws in cluster.workloads.items():
+        runs[ns] = RolloutRun(B, 2, 300)
+        runs[ns].plan(ws.values(), 0)
+    roll(cluster, Schedule(runs, concurrency=2), clock=lambda: cluster.waited)  # type: ignore[arg-type]
+    assert len(cluster.restarts) == 24
+    assert max(len(followed) for followed in cluster.followed) <= 2 + 2 * 2  # in flight + the next 2 per slot
+    assert set().union(*cluster.followed) == set(cluster.workloads)
 
 
 # --- paged lists ------------------------------------------------------------------------------------

@@ -16,7 +16,8 @@ this module only reads and patches the cluster.
 The namespaces it moves are followed with watches (mesh.providers.watch): each is listed once, page by
 page, then the API server sends only what changes there, and each change wakes the next tick. Nothing is
 polled and nothing is read cluster-wide, so an `up` costs the API server what moves, not what the cluster
-holds. A namespace is followed while an entry of it has work left.
+holds. A namespace is followed while a workload of it restarts, or while
+its turn to start one is near (`FOLLOWED_PER_SLOT`).
 
 An interrupted or failed `up` leaves the previous inputs in the state, so the next `up` plans the same
 entries again; the restart annotations make finished workloads skipped and in-flight ones waited on.
@@ -67,6 +68,10 @@ from mesh.workloads import (
 TICK_SECONDS = 1.0
 """Without a change in the followed namespaces, the schedule still ticks this often (timeouts, progress);
 it reads the watches' caches, never the API server."""
+FOLLOWED_PER_SLOT = 2
+"""Entries followed besides those with a workload in flight: the next this many per slot of `concurrency` in
+round-robin order (mesh.restart_budget.Schedule.wanted), so the watches grow with the budget, not with the
+number of namespaces an `up` moves."""
 PROGRESS_SECONDS = 5.0
 """At most one progress line this often."""
 SETTINGS = ("concurrency", "per_namespace", "timeout_seconds", "injectors")
@@ -278,9 +283,9 @@ def roll(
     pods: dict[str, list[Pod]] = {}
     reported: set[str] = set()
     while True:
-        active = schedule.active()
-        reader.follow(active)
-        read = reader.snapshots(active)
+        wanted = schedule.wanted(FOLLOWED_PER_SLOT * schedule.concurrency)
+        reader.follow(wanted)
+        read = reader.snapshots(wanted)
         unsure = schedule.unconfirmed({e: w for e, (w, _p) in read.items()})
         if unsure:
             read.update(reader.confirm(unsure))
@@ -362,7 +367,8 @@ class MeshRolloutProvider(KubeProvider):
         with kube.api_client(self.kube_settings()) as api, following(ClusterReader(api)) as reader:
             targets = targets_of(reader, changed, injectors)
             reader.read_proxy_configs(targets)
-            reader.follow(e for e, t in changed.items() if t["strategy"] == ROLLING)
+            width = FOLLOWED_PER_SLOT * int(news["concurrency"])
+            reader.follow(sorted(e for e, t in changed.items() if t["strategy"] == ROLLING)[:width])
             read = reader.snapshots(changed)
             for entry in sorted(e for e, t in changed.items() if t["strategy"] == NATURAL):
                 report = _reported(revision_report(read[entry][1], targets[entry]), entry)
