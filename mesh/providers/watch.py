@@ -83,6 +83,8 @@ class Follower:
             _request_timeout=(CONNECT_SECONDS, WATCH_SECONDS + STALL_SECONDS))
         self._response = response
         try:
+            if self._stop.is_set():  # stopped while the request went out: `stop` saw no response to shut
+                return Step.RESUME
             for line in lines(response.stream(amt=None, decode_content=False)):
                 if self._stop.is_set():
                     return Step.RESUME
