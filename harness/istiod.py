@@ -113,8 +113,8 @@ def environment(deployment: dict[str, Any], kubeconfig: Path) -> dict[str, str]:
     env: dict[str, str] = {}
     for item in (_container(deployment) or {}).get("env") or []:
         name, source = item["name"], item.get("valueFrom") or {}
-        if "value" in item:
-            env[name] = str(item["value"])
+        if "value" in item or not source:  # an empty value is sent without the key
+            env[name] = str(item.get("value", ""))
         elif "fieldRef" in source:
             env[name] = fields.get(source["fieldRef"].get("fieldPath", ""), "")
         elif "resourceFieldRef" in source:

@@ -193,7 +193,7 @@ def test_daemonset_runs_on_every_node(kube_cluster: KubeCluster) -> None:
 
 def test_validating_webhook_is_answered_by_istiod(kube_cluster: KubeCluster, revisions: dict[str, str]) -> None:
     """The chart's validator of r-a (labelled objects only) calls r-a's istiod, which refuses invalid config
-    with its own message and admits valid config."""
+    with its own message (istiod's validation, not the CRD's schema) and admits valid config."""
     api = kube_cluster.api()
     ns = new_namespace(api)
     custom = k8s.CustomObjectsApi(api)
@@ -211,14 +211,18 @@ def test_validating_webhook_is_answered_by_istiod(kube_cluster: KubeCluster, rev
     def refused() -> bool:
         try:
             custom.create_namespaced_custom_object(
-                "networking.istio.io", "v1", ns, "virtualservices", virtual_service("bad", []), dry_run="All")
+                "networking.istio.io", "v1", ns, "virtualservices", virtual_service("bad", ["*"]), dry_run="All")
         except ApiException as e:
             refusal[:] = [e.body or ""]
             return "validation.istio.io" in (e.body or "")
+        refusal[:] = ["accepted"]
         return False
 
-    wait_for("istiod's validation refusing a VirtualService without hosts", refused, timeout=60)
-    assert "at least one host is required" in refusal[0]
+    try:
+        wait_for("istiod's validation refusing a mesh VirtualService for every host", refused, timeout=60)
+    except AssertionError as e:
+        raise AssertionError(f"{e}; last answer: {refusal}") from None
+    assert "wildcard host * is not allowed for virtual services bound to the mesh gateway" in refusal[0]
     custom.create_namespaced_custom_object(
         "networking.istio.io", "v1", ns, "virtualservices", virtual_service("good", ["web"]))
 
