@@ -145,9 +145,10 @@ def is_ours(hook: Mapping[str, Any]) -> bool:
 
 
 def previous_tag_webhook(live: Mapping[str, Any] | None) -> dict[str, Any] | None:
-    """What to keep of a tag webhook found before the program applies its own (`istioctl install` makes
-    `istio-revision-tag-default`, so does `istioctl tag set default`), so that removing the tag puts that one
-    back as it was: everything but what the API server owns. None when there is none, or it is ours already."""
+    """What to keep of a tag webhook (or the tag's Service) found before the program applies its own
+    (`istioctl install` makes `istio-revision-tag-default` and `istiod-revision-tag-default`, so does `istioctl
+    tag set default`), so that removing the tag puts that one back as it was: everything but what the API
+    server owns. None when there is none, or it is ours already."""
     if live is None or is_ours(live):
         return None
     kept = copy.deepcopy(dict(live))

@@ -130,6 +130,22 @@ def tag_rollback(previous: Mapping[str, Any] | None, live: Mapping[str, Any] | N
     return TagRollback("delete")
 
 
+def tag_service_rollback(previous: Mapping[str, Any] | None, live: Mapping[str, Any] | None) -> TagRollback:
+    """What removing the default tag does to its Service `istiod-revision-tag-default`: `replace` ours with the
+    one found before the takeover (`previous`), `create` it again when ours is gone (without the cluster IP it
+    had, which may be taken since), `delete` ours when there was none, or `leave` someone else's."""
+    if previous is not None:
+        body = copy.deepcopy(dict(previous))
+        if live is None:
+            body["spec"] = {k: v for k, v in (body.get("spec") or {}).items() if k not in ("clusterIP", "clusterIPs")}
+            return TagRollback("create", body)
+        body["metadata"] = {**body["metadata"], "resourceVersion": live["metadata"]["resourceVersion"]}
+        return TagRollback("replace", body)
+    if live is None or not is_ours(live):
+        return TagRollback("leave")
+    return TagRollback("delete")
+
+
 def revisionless_pods(pods: Mapping[str, int]) -> str:
     """A progress line about pods still on the old install, from a namespace -> count map."""
     if not pods:

@@ -7,7 +7,7 @@ import json
 
 from mesh.drain import pods_using
 from mesh.istio_vocabulary import REVISIONLESS
-from mesh.revision_tag_webhook import previous_tag_webhook, tag_webhook
+from mesh.revision_tag_webhook import previous_tag_webhook, tag_service, tag_webhook
 from mesh.revisionless_injector import (
     ORIGINAL_SELECTORS,
     TagRollback,
@@ -16,6 +16,7 @@ from mesh.revisionless_injector import (
     restored,
     revisionless_pods,
     tag_rollback,
+    tag_service_rollback,
 )
 from mesh.workloads import pod_from_object
 
@@ -189,3 +190,31 @@ def test_removing_the_default_tag_is_refused_when_no_webhook_would_inject_legacy
     assert step.action == "leave"
     assert "istio-mesh:tags.default" in step.refusal and "istio-injection=enabled" in step.refusal
     assert "istioctl tag set default" in step.refusal
+
+
+def istioctl_tag_service(revision: str = "default") -> dict:
+    """`istiod-revision-tag-default` as `istioctl install` leaves it (a live read)."""
+    return {"apiVersion": "v1", "kind": "Service",
+            "metadata": {"name": "istiod-revision-tag-default", "namespace": "istio-system", "uid": "s-1",
+                         "resourceVersion": "4", "managedFields": [{"manager": "istio-operator"}],
+                         "labels": {"istio.io/rev": revision, "istio.io/tag": "default", "app": "istiod"}},
+            "spec": {"clusterIP": "10.96.0.40", "clusterIPs": ["10.96.0.40"],
+                     "selector": {"app": "istiod", "istio.io/rev": revision},
+                     "ports": [{"name": "https-webhook", "port": 443, "targetPort": 15017}]}}
+
+
+def test_removing_the_default_tag_puts_back_the_tag_service_found_before() -> None:
+    """istioctl makes the default tag's Service too (seen with the real istioctl: the program's apply conflicted
+    with `istio-operator` on it before it was taken over like the webhook)."""
+    kept = previous_tag_webhook(istioctl_tag_service())
+    ours = tag_service("default", "1-31-0", "1.31.0")
+    assert ours is not None
+    ours["metadata"].update(resourceVersion="12", uid="s-1")
+    step = tag_service_rollback(kept, ours)
+    assert step.action == "replace" and step.body["metadata"]["resourceVersion"] == "12"
+    assert _without_server_metadata(step.body) == _without_server_metadata(istioctl_tag_service())
+    gone = tag_service_rollback(kept, None)
+    assert gone.action == "create" and "clusterIP" not in gone.body["spec"] and "clusterIPs" not in gone.body["spec"]
+    assert tag_service_rollback(None, ours) == TagRollback("delete")
+    assert tag_service_rollback(None, istioctl_tag_service()) == TagRollback("leave"), "someone else's"
+    assert tag_service_rollback(None, None) == TagRollback("leave")

@@ -232,6 +232,12 @@ def test_a_default_tag_made_by_istioctl_is_kept_before_it_is_taken_over_and_give
     assert k((TAG, "default"), (PREVIOUS_TAG, "default-tag-previous-webhook")) in steady
     other = steady[k((TAG, "stable"), (MWC, "istio-revision-tag-stable"))]
     assert not other.retain_on_delete and "annotations" not in other.inputs["metadata"]
+    # istioctl makes the tag's Service as well: taken over and given back the same way.
+    service = steady[k((TAG, "default"), ("kubernetes:core/v1:Service", "istiod-revision-tag-default"))]
+    assert service.inputs["metadata"]["annotations"] == {"pulumi.com/patchForce": "true"}
+    assert service.retain_on_delete and f"{PREVIOUS_TAG}::default-tag-previous-webhook" in service.dependencies
+    other_service = steady[k((TAG, "stable"), ("kubernetes:core/v1:Service", "istiod-revision-tag-stable"))]
+    assert not other_service.retain_on_delete
 
 
 def test_a_binding_on_the_default_tag_waits_for_the_takeover() -> None:

@@ -44,8 +44,13 @@ class IstioRevisionTag(pulumi.ComponentResource):
             webhook_name(tag), metadata=hook["metadata"], webhooks=hook["webhooks"], opts=webhook_opts
         )
         svc = tag_service(tag, revision, version) if version is not None else None
+        service_opts = child
+        if svc and tag == DEFAULT_TAG:
+            # istioctl makes the default tag's Service too: taken over and given back like the webhook.
+            svc["metadata"]["annotations"] = {PATCH_FORCE: "true"}
+            service_opts = webhook_opts
         self.service = (
-            Service(service_name(tag), metadata=svc["metadata"], spec=svc["spec"], opts=child) if svc else None
+            Service(service_name(tag), metadata=svc["metadata"], spec=svc["spec"], opts=service_opts) if svc else None
         )
         # What pods sent to the tag wait for: its webhook (and, for the default tag, the takeover), not the
         # Service, which the webhook does not call (it names `istiod-<revision>`) and whose endpoint await

@@ -1,10 +1,11 @@
 """RevisionlessInjectorTakeover: while the default tag exists, the webhook of an earlier revisionless
 install selects nothing; removed, the webhook is given its selectors back. Rules: mesh.revisionless_injector.
 
-PreviousDefaultTag, created before the default tag's webhook is applied: keeps (in its outputs) the
-`istio-revision-tag-default` an `istioctl install` or `istioctl tag set default` made, and, when the tag is
-removed, puts it back in place of the program's (replaced, so no moment without one), or deletes the
-program's if there was none. The webhook resource itself is retained on delete for that reason.
+PreviousDefaultTag, created before the default tag's webhook and Service are applied: keeps (in its outputs)
+the `istio-revision-tag-default` webhook and `istiod-revision-tag-default` Service an `istioctl install` or
+`istioctl tag set default` made, and, when the tag is removed, puts them back in place of the program's
+(replaced, so no moment without one), or deletes the program's if there were none. The webhook and Service
+resources themselves are retained on delete for that reason.
 
 Create and update deactivate the webhook if it exists (nothing to do on a cluster that never had
 one); diff reads it, so an upgrade of the old install that turns it back on shows as a change. The
@@ -23,10 +24,10 @@ from pulumi.dynamic import CreateResult, DiffResult, UpdateResult
 from urllib3.exceptions import HTTPError
 
 from mesh import kube
-from mesh.istio_vocabulary import DEFAULT_TAG, REVISIONLESS
+from mesh.istio_vocabulary import DEFAULT_TAG, ISTIO_NAMESPACE, REVISIONLESS
 from mesh.providers import KubeProvider, progress
 from mesh.providers.drain_guard import revision_users
-from mesh.revision_tag_webhook import previous_tag_webhook, webhook_name
+from mesh.revision_tag_webhook import previous_tag_webhook, service_name, webhook_name
 from mesh.revisionless_injector import (
     REVISIONLESS_INJECTOR,
     deactivated,
@@ -34,15 +35,28 @@ from mesh.revisionless_injector import (
     restored,
     revisionless_pods,
     tag_rollback,
+    tag_service_rollback,
 )
 
 DEFAULT_TAG_WEBHOOK = webhook_name(DEFAULT_TAG)
+DEFAULT_TAG_SERVICE = service_name(DEFAULT_TAG)
 
 
 def read_webhook(adm: client.AdmissionregistrationV1Api, name: str) -> dict[str, Any] | None:
     """A MutatingWebhookConfiguration as the API server returns it (a plain dict), or None when absent."""
     try:
         response = adm.read_mutating_webhook_configuration(name, _preload_content=False)
+    except ApiException as e:
+        if e.status == 404:
+            return None
+        raise
+    return json.loads(response.data)
+
+
+def read_service(core: client.CoreV1Api, name: str) -> dict[str, Any] | None:
+    """A Service of istio-system as the API server returns it (a plain dict), or None when absent."""
+    try:
+        response = core.read_namespaced_service(name, ISTIO_NAMESPACE, _preload_content=False)
     except ApiException as e:
         if e.status == 404:
             return None
@@ -116,10 +130,12 @@ class PreviousDefaultTagProvider(KubeProvider):
     def create(self, _props: dict[str, Any]) -> CreateResult:
         with kube.api_client(self.kube_settings()) as api:
             previous = previous_tag_webhook(read_webhook(client.AdmissionregistrationV1Api(api), DEFAULT_TAG_WEBHOOK))
-        if previous is not None:
-            progress(f"{DEFAULT_TAG_WEBHOOK}: found (made outside the program, e.g. by istioctl); kept, to be "
-                     "put back if the default tag is removed")
-        return CreateResult(id_=DEFAULT_TAG_WEBHOOK, outs={"previous": previous})
+            previous_service = previous_tag_webhook(read_service(client.CoreV1Api(api), DEFAULT_TAG_SERVICE))
+        for name, found in ((DEFAULT_TAG_WEBHOOK, previous), (DEFAULT_TAG_SERVICE, previous_service)):
+            if found is not None:
+                progress(f"{name}: found (made outside the program, e.g. by istioctl); kept, to be put back if "
+                         "the default tag is removed")
+        return CreateResult(id_=DEFAULT_TAG_WEBHOOK, outs={"previous": previous, "previous_service": previous_service})
 
     def delete(self, _id: str, props: dict[str, Any]) -> None:
         with kube.api_client(self.kube_settings()) as api:
@@ -134,8 +150,17 @@ class PreviousDefaultTagProvider(KubeProvider):
                 adm.create_mutating_webhook_configuration(step.body)
             elif step.action == "delete":
                 adm.delete_mutating_webhook_configuration(DEFAULT_TAG_WEBHOOK)
-        if step.action in ("replace", "create"):
-            progress(f"{DEFAULT_TAG_WEBHOOK}: put back as it was before the program took the default tag over")
+            core = client.CoreV1Api(api)
+            service = tag_service_rollback(props.get("previous_service"), read_service(core, DEFAULT_TAG_SERVICE))
+            if service.action == "replace":
+                core.replace_namespaced_service(DEFAULT_TAG_SERVICE, ISTIO_NAMESPACE, service.body)
+            elif service.action == "create":
+                core.create_namespaced_service(ISTIO_NAMESPACE, service.body)
+            elif service.action == "delete":
+                core.delete_namespaced_service(DEFAULT_TAG_SERVICE, ISTIO_NAMESPACE)
+        for name, done in ((DEFAULT_TAG_WEBHOOK, step), (DEFAULT_TAG_SERVICE, service)):
+            if done.action in ("replace", "create"):
+                progress(f"{name}: put back as it was before the program took the default tag over")
 
 
 class PreviousDefaultTag(pulumi.dynamic.Resource, module="mesh", name="PreviousDefaultTag"):
@@ -143,5 +168,7 @@ class PreviousDefaultTag(pulumi.dynamic.Resource, module="mesh", name="PreviousD
 
     previous: pulumi.Output[dict[str, Any] | None]
 
+    previous_service: pulumi.Output[dict[str, Any] | None]
+
     def __init__(self, name: str, opts: pulumi.ResourceOptions | None = None) -> None:
-        super().__init__(PreviousDefaultTagProvider(), name, {"previous": None}, opts)
+        super().__init__(PreviousDefaultTagProvider(), name, {"previous": None, "previous_service": None}, opts)
