@@ -94,6 +94,19 @@ def restored(hook: Mapping[str, Any]) -> dict[str, Any] | None:
     return result
 
 
+def whole_numbers(value: Any) -> Any:
+    """`value` with every integral float made an int again. A dynamic resource's outputs come back from the
+    Pulumi state with every number a float (443.0, 10.0), which the Kubernetes client refuses for integer
+    fields (a port, `timeoutSeconds`); kept objects are given back through this."""
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, Mapping):
+        return {k: whole_numbers(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [whole_numbers(v) for v in value]
+    return value
+
+
 @dataclass(frozen=True)
 class TagRollback:
     """What removing the default tag does to `istio-revision-tag-default`: `replace` it (or `create` it) with
@@ -112,7 +125,7 @@ def tag_rollback(previous: Mapping[str, Any] | None, live: Mapping[str, Any] | N
     legacy-labelled namespaces with no injecting webhook: the revisionless injector (`injector`, as its
     selectors were restored) still switched off by istioctl, with no tag of istioctl's to give back."""
     if previous is not None:
-        body = copy.deepcopy(dict(previous))
+        body = whole_numbers(previous)
         if live is None:
             return TagRollback("create", body)
         body["metadata"] = {**body["metadata"], "resourceVersion": live["metadata"]["resourceVersion"]}
@@ -135,7 +148,7 @@ def tag_service_rollback(previous: Mapping[str, Any] | None, live: Mapping[str, 
     one found before the takeover (`previous`), `create` it again when ours is gone (without the cluster IP it
     had, which may be taken since), `delete` ours when there was none, or `leave` someone else's."""
     if previous is not None:
-        body = copy.deepcopy(dict(previous))
+        body = whole_numbers(previous)
         if live is None:
             body["spec"] = {k: v for k, v in (body.get("spec") or {}).items() if k not in ("clusterIP", "clusterIPs")}
             return TagRollback("create", body)

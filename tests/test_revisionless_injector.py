@@ -17,6 +17,7 @@ from mesh.revisionless_injector import (
     revisionless_pods,
     tag_rollback,
     tag_service_rollback,
+    whole_numbers,
 )
 from mesh.workloads import pod_from_object
 
@@ -218,3 +219,17 @@ def test_removing_the_default_tag_puts_back_the_tag_service_found_before() -> No
     assert tag_service_rollback(None, ours) == TagRollback("delete")
     assert tag_service_rollback(None, istioctl_tag_service()) == TagRollback("leave"), "someone else's"
     assert tag_service_rollback(None, None) == TagRollback("leave")
+
+
+def test_numbers_kept_in_the_state_are_given_back_as_integers() -> None:
+    """Seen with the real engine: the kept webhook came back from the state with `port: 443.0` and
+    `timeoutSeconds: 10.0`, and the Kubernetes client refused the replace. The rollback sends integers."""
+    from_state = {**istioctl_default_tag(), "webhooks": [
+        {**w, "timeoutSeconds": 10.0, "clientConfig": {"service": {"name": "istiod", "port": 443.0}}}
+        for w in istioctl_default_tag()["webhooks"]]}
+    step = tag_rollback(previous_tag_webhook(from_state), ours_now(), istioctl_deactivated())
+    assert {(type(w["timeoutSeconds"]), type(w["clientConfig"]["service"]["port"])) for w in step.body["webhooks"]} \
+        == {(int, int)}
+    service = {**istioctl_tag_service(), "spec": {**istioctl_tag_service()["spec"], "ports": [{"port": 443.0}]}}
+    assert tag_service_rollback(previous_tag_webhook(service), None).body["spec"]["ports"] == [{"port": 443}]
+    assert whole_numbers({"a": [1.5, 2.0], "b": "3"}) == {"a": [1.5, 2], "b": "3"}

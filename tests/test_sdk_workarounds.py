@@ -179,3 +179,19 @@ def test_a_stateless_class_is_pickled_once_and_anything_else_every_time(monkeypa
     assert serialize(NoopProvider()) == reused
     with pytest.raises(AssertionError, match="pickled again"):
         serialize(CountingProvider(3))
+
+
+def test_the_sdk_still_turns_every_number_of_a_resources_properties_into_a_float() -> None:
+    """Properties travel as protobuf Structs, whose numbers are doubles: a dynamic resource's outputs come back
+    from the state with 443 as 443.0. mesh.revisionless_injector.whole_numbers undoes it for objects kept in the
+    state and sent back to the API server; this fails once the SDK keeps integers, and the workaround can go."""
+    from pulumi.runtime import rpc
+
+    async def round_trip() -> Any:
+        return rpc.deserialize_properties(await rpc.serialize_properties({"port": 443, "nested": [{"n": 10}]}, {}))
+
+    import asyncio
+
+    back = asyncio.run(round_trip())
+    assert back == {"port": 443.0, "nested": [{"n": 10.0}]}
+    assert isinstance(back["port"], float) and isinstance(back["nested"][0]["n"], float)
