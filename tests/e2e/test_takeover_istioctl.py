@@ -3,7 +3,8 @@
 * `revisionless`: `istioctl install` (no revision). istioctl itself creates `istio-revision-tag-default`
   (revision `default`, field manager `istio-operator`) and switches `istio-sidecar-injector` off with its
   never-match selector;
-* `revision-and-tag`: `istioctl install --revision X` then `istioctl tag set default --revision X`.
+* `revision-and-tag`: `istioctl install --revision X` (which makes a default tag on X when there is none)
+  then `istioctl tag set default --revision X --overwrite`.
 
 Each starts on a cluster of its own. The stack then points the default tag at its own revision (the same
 1.31 snapshot istioctl embeds): `up` must take istioctl's tag webhook over without a field-manager conflict,
@@ -99,7 +100,9 @@ def test_1_istioctl_installs_and_injects(start: Start) -> None:
         istioctl(cluster, "install", "-y", "--set", "profile=minimal")
     else:
         istioctl(cluster, "install", "-y", "--set", "profile=minimal", "--set", f"revision={ISTIOCTL_REV}")
-        istioctl(cluster, "tag", "set", "default", "--revision", ISTIOCTL_REV, "--skip-confirmation")
+        # istioctl install --revision makes a default tag itself when there is none; `tag set` is what the
+        # upgrade docs have users run (and what re-points it), so it is run as they would.
+        istioctl(cluster, "tag", "set", "default", "--revision", ISTIOCTL_REV, "--overwrite", "--skip-confirmation")
     assert cluster.istiod is not None
     cluster.istiod.wait_serving(start.original_revision)
     hooks = injection_webhooks(api)
