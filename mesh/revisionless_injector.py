@@ -41,9 +41,25 @@ def _webhooks(hook: Mapping[str, Any]) -> list[Mapping[str, Any]]:
     return list(hook.get("webhooks") or [])
 
 
+_NEVER_LABELS = {("istio.io/deactivated", "never-match"), ("istio-mesh.dev/deactivated", "never-match")}
+"""The labels of NEVER_MATCH and _EARLIER_NEVER: no object carries them."""
+
+
+def _requires_never_match(selector: Mapping[str, Any] | None) -> bool:
+    """The selector requires a never-match label (istioctl's or the program's), so it matches nothing: alone, or
+    merged with other requirements (a `helm upgrade` of the old install puts the chart's `matchExpressions`
+    back beside the `matchLabels` it never owned, and the entry still matches nothing)."""
+    if not selector:
+        return False
+    labels = set((selector.get("matchLabels") or {}).items())
+    required = {(e.get("key"), v) for e in selector.get("matchExpressions") or [] if e.get("operator") == "In"
+                and len(e.get("values") or []) == 1 for v in e["values"]}
+    return bool((labels | required) & _NEVER_LABELS)
+
+
 def _never_matches(entry: Mapping[str, Any]) -> bool:
-    """Both selectors are a never-match (istioctl's or the program's): the entry injects nothing."""
-    return all(entry.get(key) in (NEVER_MATCH, _EARLIER_NEVER) for key in ("namespaceSelector", "objectSelector"))
+    """A selector of the entry requires a never-match label: the entry injects nothing."""
+    return any(_requires_never_match(entry.get(key)) for key in ("namespaceSelector", "objectSelector"))
 
 
 def is_deactivated(hook: Mapping[str, Any]) -> bool:

@@ -9,6 +9,7 @@ from mesh.drain import pods_using
 from mesh.istio_vocabulary import REVISIONLESS
 from mesh.revision_tag_webhook import previous_tag_webhook, tag_service, tag_webhook
 from mesh.revisionless_injector import (
+    NEVER_MATCH,
     ORIGINAL_SELECTORS,
     TagRollback,
     deactivated,
@@ -233,3 +234,19 @@ def test_numbers_kept_in_the_state_are_given_back_as_integers() -> None:
     service = {**istioctl_tag_service(), "spec": {**istioctl_tag_service()["spec"], "ports": [{"port": 443.0}]}}
     assert tag_service_rollback(previous_tag_webhook(service), None).body["spec"]["ports"] == [{"port": 443}]
     assert whole_numbers({"a": [1.5, 2.0], "b": "3"}) == {"a": [1.5, 2], "b": "3"}
+
+
+def test_a_helm_upgrade_of_the_switched_off_injector_leaves_it_switched_off() -> None:
+    """Seen with real Helm 3.18 on the local cluster: `helm upgrade istiod --reuse-values` puts the chart's
+    `matchExpressions` back but keeps the never-match `matchLabels` it never owned, so each selector requires
+    both and the entry still matches nothing. Before, the takeover took that for an active injector and would
+    have kept the merged selectors (never-match included) as the originals."""
+    taken_over = deactivated(old_injector())
+    upgraded = copy.deepcopy(taken_over)
+    for entry, chart in zip(upgraded["webhooks"], old_injector()["webhooks"], strict=True):
+        for key in ("namespaceSelector", "objectSelector"):
+            entry[key] = {**chart.get(key, {}), **NEVER_MATCH}
+    assert is_deactivated(upgraded)
+    assert deactivated(upgraded) == upgraded, "nothing to change, and the originals kept stay as they were"
+    back = restored(upgraded)
+    assert back is not None and back["webhooks"] == old_injector()["webhooks"]

@@ -123,10 +123,23 @@ def test_2_the_default_tag_takes_over_without_double_injection(takeover: Takeove
 
 
 def test_3_an_old_injector_turned_back_on_is_drift_the_next_up_fixes(takeover: Takeover) -> None:
-    """`helm upgrade istiod` re-renders the old webhook with its selectors."""
+    """`helm upgrade istiod` re-renders the old webhook, but Helm's three-way merge keeps the never-match
+    `matchLabels` it never owned beside the chart's `matchExpressions`: the injector stays off, no change. An
+    injector really put back (replaced with its original selectors, as `kubectl replace` would) is drift the
+    next `up` fixes."""
     cluster, api, stack = takeover.cluster, takeover.api, takeover.stack
     helm(cluster, "upgrade", "istiod", str(cluster.tools.charts["1.30.0"].istiod), "-n", "istio-system",
          "--reuse-values")
+    after_helm = selectors(old_injector(api))
+    assert after_helm != takeover.original_selectors
+    assert all(ns["matchLabels"] == NEVER_MATCH["matchLabels"] for ns, _ in after_helm), after_helm
+    assert stack.preview_changes() == {}, "still switched off: nothing to do"
+    check_istio_agrees(cluster, stack)
+
+    hook = old_injector(api)
+    for entry, (ns, obj) in zip(hook["webhooks"], takeover.original_selectors, strict=True):
+        entry["namespaceSelector"], entry["objectSelector"] = ns, obj
+    k8s.AdmissionregistrationV1Api(api).replace_mutating_webhook_configuration(OLD_INJECTOR, hook)
     assert selectors(old_injector(api)) == takeover.original_selectors
     assert stack.preview_changes() == {"update": 1}
     stack.up()
