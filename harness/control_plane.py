@@ -18,6 +18,7 @@ import base64
 import ipaddress
 import json
 import os
+import re
 import shutil
 import ssl
 import subprocess
@@ -46,6 +47,7 @@ from harness.toolchain import Tools
 SERVICE_CIDR = "10.96.0.0/16"  # never dialed: the egress proxy intercepts webhook dials
 POD_CIDR = "10.244.0.1/16"  # KWOK's pod IPs; never dialed either
 NODE_ANNOTATION = "kwok.x-k8s.io/node"
+ISTIOD_APP = "istiod"  # the `app` label of istiod's pods (every istiod chart, and istioctl's)
 ISTIOD_WEBHOOK_PORTS = (443, 15017)  # the istiod Services' webhook port, and the container port behind it
 # The audit policy: every pod create with the pod as stored (which webhooks changed it, what istiod
 # injected), nothing else.
@@ -431,6 +433,32 @@ class ControlPlane:
             ],
         )
 
+    def _kwok_stages(self) -> list[Path]:
+        """KWOK's stages, with istiod's pods left unready: KWOK's `pod-ready` stage skips them, and
+        `istiod-pod-running` runs them unready, so their readiness is the real istiod's, which the
+        IstiodSupervisor reports as a kubelet's probe would (see istiod.py)."""
+        stages = []
+        for path in self.tools.kwok_stages:
+            if path.name != "pod-ready.yaml":
+                stages.append(path)
+                continue
+            stage = yaml.safe_load(path.read_text())
+            istiod = json.loads(json.dumps(stage))
+            stage["spec"]["selector"]["matchExpressions"].append(
+                {"key": ".metadata.labels.app", "operator": "NotIn", "values": [ISTIOD_APP]})
+            istiod["metadata"]["name"] = "istiod-pod-running"
+            istiod["spec"]["selector"]["matchExpressions"].append(
+                {"key": ".metadata.labels.app", "operator": "In", "values": [ISTIOD_APP]})
+            template = istiod["spec"]["next"]["statusTemplate"]
+            template = re.sub(r'status: "True"(\n\s*type: (Ready|ContainersReady)\n)', r'status: "False"\1', template)
+            template = template.replace("ready: true", "ready: false")
+            assert template.count('"False"') == 2, "KWOK's pod-ready stage changed shape"
+            istiod["spec"]["next"]["statusTemplate"] = template
+            for name, body in (("pod-ready.yaml", stage), ("istiod-pod-running.yaml", istiod)):
+                (self.workdir / name).write_text(yaml.safe_dump(body, sort_keys=False))
+                stages.append(self.workdir / name)
+        return stages
+
     def _start_kwok(self) -> Process:
         assert self.tools.kwok is not None
         return self._spawn(
@@ -438,7 +466,7 @@ class ControlPlane:
             [
                 str(self.tools.kwok),
                 f"--kubeconfig={self.kubeconfig}",
-                f"--config={','.join(str(s) for s in self.tools.kwok_stages)}",
+                f"--config={','.join(str(s) for s in self._kwok_stages())}",
                 "--manage-all-nodes=false",
                 f"--manage-nodes-with-annotation-selector={NODE_ANNOTATION}=fake",
                 f"--cidr={POD_CIDR}",

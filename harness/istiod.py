@@ -22,8 +22,10 @@ What differs from a pod, and why it does not matter for what the tests check:
   land in a directory of its own;
 * field references resolve as in a pod (``metadata.name`` is ``<deployment>-local``), and
   ``GOMAXPROCS`` (a ``limits.cpu`` reference) is 1, so several istiods share the machine's cores;
-* the pod's readiness is KWOK's, not istiod's: tests wait for :meth:`IstiodSupervisor.wait_serving`
-  where they need the webhook to answer.
+* the pod's readiness is this process's: KWOK runs istiod's pods unready (``control_plane.py``'s stages)
+  and the supervisor marks a pod Ready once the istiod started for its template answers ``/ready``, as a
+  kubelet's readiness probe would; so a rollout of the chart (and Pulumi's wait for it) waits for the real
+  istiod, and an in-place upgrade keeps the old pod until the new istiod serves.
 """
 
 from __future__ import annotations
@@ -81,6 +83,10 @@ class Istiod:
 def _container(deployment: dict[str, Any]) -> dict[str, Any] | None:
     containers = deployment["spec"]["template"]["spec"].get("containers") or []
     return next((c for c in containers if c.get("name") == CONTAINER), None)
+
+
+def _ready(status: dict[str, Any]) -> bool:
+    return any(c.get("type") == "Ready" and c.get("status") == "True" for c in status.get("conditions") or [])
 
 
 def revision_of(deployment: dict[str, Any]) -> str:
@@ -212,6 +218,32 @@ class IstiodSupervisor:
             self._surging.pop(key).process.kill()
         for key, dep in wanted.items():
             self._reconcile(key, dep)
+            self._report_readiness(dep)
+
+    def _report_readiness(self, dep: dict[str, Any]) -> None:
+        """Mark Ready the Deployment's pods whose template an istiod that answers `/ready` was started for."""
+        assert self._api is not None
+        core = k8s.CoreV1Api(self._api)
+        meta, selector = dep["metadata"], dep["spec"]["selector"].get("matchLabels") or {}
+        labels = ",".join(f"{k}={v}" for k, v in selector.items())
+        pods = core.list_namespaced_pod(meta["namespace"], label_selector=labels, _request_timeout=10)
+        for pod in self._api.sanitize_for_serialization(pods.items):
+            status = pod.get("status") or {}
+            if pod["metadata"].get("deletionTimestamp") or not status.get("podIP") or _ready(status):
+                continue
+            if not self._serving((meta["namespace"], meta["name"]), fingerprint({"spec": {"template": pod}})):
+                continue
+            containers = [{**c, "ready": True, "started": True} for c in status.get("containerStatuses") or []]
+            core.patch_namespaced_pod_status(pod["metadata"]["name"], meta["namespace"], {"status": {
+                "conditions": [{"type": t, "status": "True"} for t in ("Ready", "ContainersReady")],
+                "containerStatuses": containers,
+            }}, _request_timeout=10)
+
+    def _serving(self, key: tuple[str, str], template: str) -> bool:
+        """Whether an istiod started for this Deployment's template `template` (a fingerprint) answers /ready."""
+        with self._lock:
+            started = [i for k, i in (*self._running.items(), *self._surging.items()) if k == key]
+        return any(i.fingerprint == template and i.ready() for i in started)
 
     def _reconcile(self, key: tuple[str, str], dep: dict[str, Any]) -> None:
         """Keep the current istiod while it matches the template; else surge a new one, and swap it in

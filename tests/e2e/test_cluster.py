@@ -17,7 +17,7 @@ from kubernetes import client as k8s
 from kubernetes.client.rest import ApiException
 
 from harness.control_plane import KubeCluster, wait_for
-from harness.revision import HUB, apply, delete, install_revision, revision_objects, wait_injects
+from harness.revision import HUB, ISTIO_NS, apply, delete, install_revision, revision_objects, wait_injects
 from tests.e2e.cluster_objects import new_namespace
 
 pytestmark = pytest.mark.e2e
@@ -74,6 +74,21 @@ def test_istiod_patched_the_ca_bundle_of_its_webhooks(kube_cluster: KubeCluster,
         hook = adm.read_mutating_webhook_configuration(f"istio-sidecar-injector-{rev}")
         assert all(w.client_config.ca_bundle for w in hook.webhooks), rev
         assert {m.manager for m in hook.metadata.managed_fields or []} >= {"helm", "pilot-discovery"}
+
+
+def test_an_istiod_pod_is_ready_when_its_istiod_is(kube_cluster: KubeCluster, revisions: dict[str, str]) -> None:
+    """KWOK runs istiod's pods unready; the harness marks them Ready once the real istiod answers /ready, as a
+    kubelet's probe would, so the Deployment (and anything waiting on its rollout) waits for the real istiod."""
+    assert kube_cluster.istiod is not None
+    apps, core = k8s.AppsV1Api(kube_cluster.api()), k8s.CoreV1Api(kube_cluster.api())
+    for rev in revisions:
+        istiod = kube_cluster.istiod.wait_serving(rev)
+        wait_for(f"istiod-{rev} available",
+                 lambda rev=rev: (apps.read_namespaced_deployment(f"istiod-{rev}", ISTIO_NS).status.available_replicas
+                                  or 0) == 1)
+        [pod] = core.list_namespaced_pod(ISTIO_NS, label_selector=f"app=istiod,istio.io/rev={rev}").items
+        assert [(c.type, c.status) for c in pod.status.conditions if c.type == "Ready"] == [("Ready", "True")]
+        assert istiod.ready()
 
 
 def test_pod_label_selects_other_revision(kube_cluster: KubeCluster, revisions: dict[str, str]) -> None:
