@@ -22,6 +22,11 @@ What differs from a pod, and why it does not matter for what the tests check:
   land in a directory of its own;
 * field references resolve as in a pod (``metadata.name`` is ``<deployment>-local``), and
   ``GOMAXPROCS`` (a ``limits.cpu`` reference) is 1, so several istiods share the machine's cores;
+* it starts once the revision's ConfigMaps exist (mesh config `istio-<rev>`, injector
+  `istio-sidecar-injector-<rev>`): istiod reads them once at start and runs without injection for good when
+  the injector's is missing ("Skipping sidecar injector, template not found": every webhook call then gets
+  404). A real pod starts seconds after its Deployment (scheduling, image pull), long after the chart's
+  ConfigMaps, created in the same apply; a local process starting within a tick could beat them;
 * the pod's readiness is this process's: KWOK runs istiod's pods unready (``control_plane.py``'s stages)
   and the supervisor marks a pod Ready once the istiod started for its template answers ``/ready``, as a
   kubelet's readiness probe would; so a rollout of the chart (and Pulumi's wait for it) waits for the real
@@ -258,9 +263,13 @@ class IstiodSupervisor:
             self._surging.pop(key).process.kill()
             surge = None
         if current is None or not current.process.alive():
-            self._swap_in(key, self._surging.pop(key, None) or self._start_one(key, dep))
+            started = self._surging.pop(key, None) or self._start_one(key, dep)
+            if started is not None:
+                self._swap_in(key, started)
         elif surge is None:
-            self._surging[key] = self._start_one(key, dep)
+            started = self._start_one(key, dep)
+            if started is not None:
+                self._surging[key] = started
         elif surge.ready():
             self._swap_in(key, self._surging.pop(key))
 
@@ -272,9 +281,19 @@ class IstiodSupervisor:
         if old is not None:
             self._retire(old)
 
-    def _start_one(self, key: tuple[str, str], dep: dict[str, Any]) -> Istiod:
+    def _config_maps_ready(self, namespace: str, revision: str) -> bool:
+        """Whether the ConfigMaps istiod reads at start exist (see the module doc)."""
+        assert self._api is not None
+        suffix = "" if revision == "default" else f"-{revision}"
+        names = {f"istio{suffix}", f"istio-sidecar-injector{suffix}"}
+        found = k8s.CoreV1Api(self._api).list_namespaced_config_map(namespace, _request_timeout=10).items
+        return names <= {cm.metadata.name for cm in found}
+
+    def _start_one(self, key: tuple[str, str], dep: dict[str, Any]) -> Istiod | None:
         namespace, name = key
         revision = revision_of(dep)
+        if not self._config_maps_ready(namespace, revision):
+            return None  # its ConfigMaps are still being created: next tick
         ports = {flag: free_port() for flag in (*LISTENERS, "ctrlz")}
         self._generation += 1
         cwd = self.workdir / f"{namespace}.{name}.{self._generation}"

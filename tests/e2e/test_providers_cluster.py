@@ -23,7 +23,8 @@ from kubernetes import client as k8s
 from pulumi.dynamic import Config, ConfigureRequest
 
 from harness.control_plane import KubeCluster, wait_for
-from harness.revision import delete, install_revision
+from harness.revision import delete as uninstall_revision
+from harness.revision import install_revision
 from mesh.kube import KUBECONFIG_KEY
 from mesh.providers.drain_guard import DrainGuardProvider, RevisionInUseError
 from mesh.providers.rollout import MeshRolloutProvider, RolloutError
@@ -52,7 +53,7 @@ def revisions(kube_cluster: KubeCluster, api: k8s.ApiClient) -> Iterator[tuple[s
     installed = [install_revision(kube_cluster, rev, version) for rev, version in ((OLD, "1.30.0"), (NEW, "1.31.0"))]
     yield OLD, NEW
     for objects in installed:
-        delete(kube_cluster, objects)
+        uninstall_revision(kube_cluster, objects)
 
 
 @pytest.fixture
@@ -401,4 +402,4 @@ def test_guard_refuses_while_in_use_and_lets_go_once_drained(
         assert result["ok"] >= moved_at
     finally:
         k8s.CoreV1Api(api).delete_namespace(ns)
-        delete(kube_cluster, installed)
+        uninstall_revision(kube_cluster, installed)
