@@ -344,6 +344,13 @@ def test_2_adding_the_canary_installs_it_and_restarts_nothing(walk: Walk) -> Non
     assert f"revision `{NEW}` added at 1.31.0" in review["control_plane"] and "tag `canary`: (none) -> 1-31-0" in \
         review["control_plane"], review
     assert (review["data_plane"], review["refusals"], review["overlaps"]) == ([], {}, []), review
+    # Istio's upgrade rules, shown before `up`: the behaviour flags the 1.31 chart flips after 1.30 (and how to
+    # keep them), and the cluster's Kubernetes version inside the new revision's supported range.
+    checks = review["checks"]
+    flips = [w for w in checks["warnings"] if w["rule"] == "behaviour-changes"]
+    assert [w["key"] for w in flips] == [f"revisions.{NEW}"] and flips[0]["details"]["keep"] == "1.30", checks
+    assert flips[0]["details"]["flags"], checks
+    assert {p["details"]["cluster"] for p in checks["passed"] if p["rule"] == "kubernetes-support"} == {"1.33"}, checks
     result = walk.stack.up()
     assert not {"delete", "replace"} & set(result.summary.resource_changes or {}), result.summary.resource_changes
     assert all(revision_objects(api, NEW).values())
