@@ -8,7 +8,8 @@ assumption shared by the program and its tests still shows:
   analyzers at level Warning or Error. istioctl reads Istio's objects, webhooks included, of one revision
   only (``--revision``, default ``default``: objects labelled for another revision are not seen, so an
   overlap between two revisions' webhooks goes unreported without it), so it runs once per revision
-  installed in the cluster;
+  installed in the cluster. An overlap between webhooks labelled for two different revisions is seen by no
+  single run: istioctl cannot report it (the program's review does);
 * :func:`tag_list`: ``istioctl tag list``, tag -> revision as istioctl reads the tag webhooks;
 * :func:`precheck`: ``istioctl x precheck``, what it reports before an install or upgrade.
 """
@@ -64,9 +65,10 @@ def parse_analysis(output: str) -> list[AnalyzerMessage]:
 
 
 def installed_revisions(cluster: KubeCluster) -> list[str]:
-    """Every revision an injection webhook of the cluster is labelled for, and `default`."""
+    """Every revision an injection webhook of the cluster is labelled for (`default` for unlabelled ones, and
+    when there is none: namespaces and pods are read by every run alike)."""
     hooks = k8s.AdmissionregistrationV1Api(cluster.api()).list_mutating_webhook_configuration().items
-    return sorted({"default"} | {(h.metadata.labels or {}).get("istio.io/rev", "default") for h in hooks})
+    return sorted({(h.metadata.labels or {}).get("istio.io/rev", "default") for h in hooks} or {"default"})
 
 
 def analyze(cluster: KubeCluster) -> list[AnalyzerMessage]:
