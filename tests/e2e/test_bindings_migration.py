@@ -138,6 +138,11 @@ def test_2_upgrading_swaps_the_resources_and_loses_nothing(walk: Migration) -> N
         f"create {BINDINGS}::namespaces", f"create {LABELS}::namespace-labels", f"update {ROLLOUT}::data-plane-rollout",
         # The SDK hands the stack config to the dynamic providers' default provider: any config edit updates it.
         "update pulumi:providers:pulumi-python::default",
+        # Since the istioctl takeover: the default tag's webhook and Service are kept first (PreviousDefaultTag)
+        # and applied with patchForce (an annotation: metadata only, in place).
+        "create pulumi-python:dynamic/mesh:PreviousDefaultTag::default-tag-previous-webhook",
+        "update kubernetes:admissionregistration.k8s.io/v1:MutatingWebhookConfiguration::istio-revision-tag-default",
+        "update kubernetes:core/v1:Service::istiod-revision-tag-default",
         *old}, "\n".join(walk.stack.log[-60:])
 
     since = time.time()
