@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from mesh.istio_vocabulary import INJECT_KEY, ISTIO_NAMESPACE
+from mesh.label_selector import is_valid, selects
 
 ENABLED = "enabled"
 DISABLED = "disabled"
@@ -23,29 +24,9 @@ DISABLED = "disabled"
 def _selector_matches(selector: Any, labels: Mapping[str, str]) -> bool:
     """`metav1.LabelSelectorAsSelector(s).Matches(labels)`, for a selector istiod does not skip: an empty or
     invalid one (unknown operator, In/NotIn without values) matches nothing here, as istiod ignores it."""
-    if not isinstance(selector, Mapping):
+    if not is_valid(selector) or not (selector.get("matchLabels") or selector.get("matchExpressions")):
         return False
-    match_labels = selector.get("matchLabels") or {}
-    expressions = selector.get("matchExpressions") or []
-    if not match_labels and not expressions:
-        return False
-    for expression in expressions:
-        if not isinstance(expression, Mapping):
-            return False
-        key, op, values = expression.get("key"), expression.get("operator"), list(expression.get("values") or [])
-        if op in ("In", "NotIn") and not values:
-            return False
-        if op == "In" and labels.get(key) not in values:
-            return False
-        if op == "NotIn" and key in labels and labels[key] in values:
-            return False
-        if op == "Exists" and key not in labels:
-            return False
-        if op == "DoesNotExist" and key in labels:
-            return False
-        if op not in ("In", "NotIn", "Exists", "DoesNotExist"):
-            return False
-    return all(labels.get(k) == str(v) for k, v in match_labels.items())
+    return selects(selector, labels)
 
 
 @dataclass(frozen=True)

@@ -25,6 +25,7 @@ from mesh.istio_vocabulary import (
     REV_LABEL,
     istiod_service,
 )
+from mesh.label_selector import selects
 from mesh.revision_tag_webhook import tag_webhook, webhook_name
 from mesh.revisionless_injector import REVISIONLESS_INJECTOR, deactivated, is_deactivated, restored
 from mesh.spec import MeshSpec
@@ -93,24 +94,6 @@ def namespaces_after(spec: MeshSpec, deployed_namespaces: Iterable[str],
         labels = {k: v for k, v in (live.get(ns) or {NAME_LABEL: ns}).items() if k != LEGACY_INJECTION_LABEL}
         result[ns] = {**labels, REV_LABEL: binding.revision}
     return {ns: labels for ns, labels in sorted(result.items()) if ns not in NEVER_INJECTED_NAMESPACES}
-
-
-def selects(selector: Mapping[str, Any] | None, labels: Mapping[str, str]) -> bool:
-    """A Kubernetes label selector's verdict; an absent or empty selector selects everything."""
-    selector = selector or {}
-    if any(labels.get(k) != v for k, v in (selector.get("matchLabels") or {}).items()):
-        return False
-    for e in selector.get("matchExpressions") or []:
-        key, op, values = e["key"], e["operator"], e.get("values") or []
-        if op == "In" and labels.get(key) not in values:
-            return False
-        if op == "NotIn" and key in labels and labels[key] in values:
-            return False
-        if op == "Exists" and key not in labels:
-            return False
-        if op == "DoesNotExist" and key in labels:
-            return False
-    return True
 
 
 @dataclass(frozen=True)

@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import copy
 
+from mesh.label_selector import selects
 from mesh.review import Review
 from mesh.revision_tag_webhook import tag_webhook
 from mesh.revisionless_injector import deactivated
 from mesh.spec import load_spec
-from mesh.webhook_overlap import namespaces_after, overlaps, revision_webhook, selects, webhooks_after
+from mesh.webhook_overlap import namespaces_after, overlaps, revision_webhook, webhooks_after
 
 SPEC = load_spec({
     "revisions": {"1-30-0": {"version": "1.30.0"}, "1-31-0": {"version": "1.31.0"}},
