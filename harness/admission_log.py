@@ -30,7 +30,6 @@ class PodAdmission:
     time: float
     namespace: str
     name: str  # the stored name (a controller's pods get theirs from generateName)
-    generate_name: str
     code: int  # the response code: 201, or the refusal's
     webhooks: tuple[tuple[str, bool], ...]  # (configuration, mutated), in call order
     revision: str  # the istio.io/rev annotation istiod wrote ("" when not injected)
@@ -75,12 +74,10 @@ def parse_event(event: dict[str, Any]) -> PodAdmission | None:
     annotations = meta.get("annotations") or {}
     containers = (pod.get("spec") or {}).get("containers") or []
     proxy = next((c.get("image", "") for c in containers if c.get("name") == PROXY_CONTAINER), "")
-    request_meta = (event.get("requestObject") or {}).get("metadata") or {}
     return PodAdmission(
         time=_timestamp(event.get("stageTimestamp") or event["requestReceivedTimestamp"]),
         namespace=ref.get("namespace", ""),
         name=meta.get("name") or ref.get("name") or "",
-        generate_name=request_meta.get("generateName", ""),
         code=int((event.get("responseStatus") or {}).get("code", 0)),
         webhooks=tuple((c[2], c[3]) for c in sorted(calls)),
         revision=annotations.get(REV_ANNOTATION, "") if STATUS_ANNOTATION in annotations else "",

@@ -34,7 +34,6 @@ class ConnectCall:
     target: str
     service: str  # "<namespace>/<name>" or "" when the IP is no Service's
     forwarded: bool
-    upstream: int = 0  # the loopback port it was spliced to
 
 
 class _ConnectHandler(socketserver.StreamRequestHandler):
@@ -61,7 +60,7 @@ class _ConnectHandler(socketserver.StreamRequestHandler):
         host, _, port = target.rpartition(":")
         service = self.owner.service_for(host.strip("[]"))
         upstream_port = self.owner.route(service, int(port)) if service and port.isdigit() else None
-        self.owner._record(ConnectCall(time.time(), target, service, upstream_port is not None, upstream_port or 0))
+        self.owner._record(ConnectCall(time.time(), target, service, upstream_port is not None))
         if upstream_port is None:
             # Not a Service ClusterIP (e.g. a kubelet dial to a fake node), or nothing local serves it.
             self.request.sendall(b"HTTP/1.1 502 Bad Gateway\r\nContent-Length: 0\r\n\r\n")

@@ -69,7 +69,6 @@ class Istiod:
     ports: dict[str, int]
     fingerprint: str
     process: Process
-    started: float
 
     @property
     def webhook_port(self) -> int:
@@ -158,7 +157,6 @@ class IstiodSupervisor:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._api: k8s.ApiClient | None = None
-        self.history: list[tuple[float, str, str]] = []  # (time, "start"|"stop", revision)
         self._generation = 0  # each process gets a working directory and log of its own
 
     # ---- queries --------------------------------------------------------------------
@@ -305,9 +303,7 @@ class IstiodSupervisor:
             cwd=cwd,
             env=environment(dep, self.kubeconfig),
         )
-        istiod = Istiod(namespace, name, revision, ports, fingerprint(dep), process, time.time())
-        with self._lock:
-            self.history.append((istiod.started, "start", revision))
+        istiod = Istiod(namespace, name, revision, ports, fingerprint(dep), process)
         log.info("istiod %s/%s (revision %s) started, webhook port %d", namespace, name, revision, istiod.webhook_port)
         return istiod
 
@@ -318,6 +314,4 @@ class IstiodSupervisor:
             self._retire(istiod)
 
     def _retire(self, istiod: Istiod) -> None:
-        with self._lock:
-            self.history.append((time.time(), "stop", istiod.revision))
         threading.Thread(target=istiod.process.kill, name="istiod-stop", daemon=True).start()
