@@ -5,7 +5,8 @@
 # with the newest version name on that minor (`istioctl version` says it, not `unknown`), into
 # $CACHE/istio-<version>/bin/. The harness runs one istiod process per installed revision with it; the
 # newest binary serves older revisions too (their injection template and values come from their own
-# chart's ConfigMaps): one build per minor would not fit CI's time (about 25 minutes each on 2 cores).
+# chart's ConfigMaps): a build per minor would add another istio build to a fresh machine's CI run
+# (this one took 27 min wall, about 13 min CPU, on 2 busy cores).
 # Idempotent: skipped when both binaries report the version.
 set -euo pipefail
 
