@@ -25,14 +25,18 @@ class Support:
 
 
 SUPPORTED: Mapping[str, Support] = {
-    "1.29": Support("1.31", "1.35", "IBM Cloud's supported add-on versions: Istio 1.29 on >=1.31.0 <1.36.0"),
-    "1.30": Support("1.32", "1.36", "Istio 1.30 release announcement; IBM Cloud lists >=1.32.0 <1.37.0 too"),
-    "1.31": Support("1.32", "1.36", "Istio 1.31 release announcement"),
+    "1.29": Support("1.31", "1.35", "Istio 1.29.0 release announcement, istio/istio.io "
+                                    "content/en/news/releases/1.29.x/announcing-1.29/_index.md"),
+    "1.30": Support("1.32", "1.36", "Istio 1.30.0 release announcement, istio/istio.io "
+                                    "content/en/news/releases/1.30.x/announcing-1.30/_index.md"),
+    "1.31": Support("1.32", "1.36", "Istio 1.31.0 release announcement, istio/istio.io "
+                                    "content/en/news/releases/1.31.x/announcing-1.31/_index.md"),
 }
-"""Istio minor -> the Kubernetes minors it supports, as Istio's release announcements and the "Support status of
-Istio releases" table (https://istio.io/latest/docs/releases/supported-releases/, data file
-`data/compatibility/supportStatus.yml` in istio/istio.io) give them; each row names where it was read. A new
-minor is one line here; a minor without a row gets a warning saying so."""
+"""Istio minor -> the Kubernetes minors it supports, as each minor's release announcement in istio/istio.io gives them
+("Istio 1.X.0 is officially supported on Kubernetes versions A to B"); each row names that file (all three checked
+against it in December 2026). istio.io's "Support status of Istio releases" table is rendered from
+`data/compatibility/supportStatus.yml`, but the copy of that file read then stopped at 1.22, so the announcements are
+the source. A new minor is one line here; a minor without a row gets a warning."""
 
 MIN_K8S: Mapping[str, str] = {
     "1.30": "1.32",
