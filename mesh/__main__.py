@@ -164,6 +164,8 @@ def review_checks(spec: MeshSpec, deployed: Deployed, cluster: dict[str, Any] | 
                   cluster_version=cluster["kubernetes"] if read else None,
                   pods=cluster["proxy_pods"] if read else None,
                   restarted=restarted_namespaces(cluster["data_plane"]) if read else frozenset(),
+                  kept={(d.move.namespace, pod): why for d in (cluster["data_plane"] if read else [])
+                        for pod, why in d.left_alone.items()},
                   skipped=tuple(skipped(spec, wanted, charts, None if read else cluster)))
     return run(spec, deployed.versions, deployed.cni, facts)
 

@@ -38,6 +38,23 @@ def test_pods_an_in_place_minor_leaves_out_of_skew_are_named_with_where_they_run
     assert "legacy: 1 pods (proxy 1.29.4; restart them after the up)" in skewed.message
 
 
+def test_a_pod_whose_proxy_a_restart_keeps_is_not_said_to_be_restarted() -> None:
+    """A pod with its own proxy image (sidecar.istio.io/proxyImage) in a namespace this `up` restarts comes back
+    on that image: the warning says so, and the namespace counts as restarted only for its other pods."""
+    step = Step("revisions.r", "istiod", "1.30.2", "1.31.0", "in place")
+    live = pods(("payments", "r", "1.29.4"), ("payments", "r", "1.29.4"), ("pinned", "r", "1.29.0"))
+    kept = {("payments", "payments-0"): "proxy image set by hand", ("pinned", "pinned-2"): "proxy image set by hand"}
+    (skewed,) = [f for f in check({"r": "1.31.0"}, {"r": "1.30.2"}, [step], None, live, {"payments", "pinned"}, kept)
+                 if f.severity == "warning"]
+    assert skewed.details["restarted"] == ["payments"]
+    assert skewed.details["kept"] == {"payments": {"payments-0": "proxy image set by hand"},
+                                      "pinned": {"pinned-2": "proxy image set by hand"}}
+    assert ("payments: 2 pods (proxy 1.29.4; 1: a restart keeps their proxy (proxy image set by hand): change that to "
+            "move them, 1: this up restarts them)") in skewed.message
+    assert ("pinned: 1 pods (proxy 1.29.0; a restart keeps their proxy (proxy image set by hand): change that to move "
+            "them)") in skewed.message
+
+
 def test_a_proxy_one_minor_behind_is_in_skew() -> None:
     step = Step("revisions.r", "istiod", "1.30.2", "1.31.0", "in place")
     findings = check({"r": "1.31.0"}, {"r": "1.30.2"}, [step], None, pods(("a", "r", "1.30.2")))

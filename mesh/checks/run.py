@@ -29,6 +29,8 @@ class Facts:
     """The live injected pods, when an in-place change made the caller read them; None when not read."""
     restarted: frozenset[str] = frozenset()
     """Namespaces whose workloads this `up` restarts."""
+    kept: Mapping[tuple[str, str], str] = field(default_factory=dict)
+    """(namespace, pod) -> why no restart changes its proxy (`mesh.workloads.left_alone`), for the moving namespaces."""
     skipped: tuple[str, ...] = ()
     """What could not be checked, and why."""
 
@@ -62,7 +64,7 @@ def run(spec: MeshSpec, deployed_versions: Mapping[str, str], deployed_cni: str 
     cni = spec.newest_version if spec.cni.enabled else None
     findings = [
         *kubernetes_support.check(facts.cluster_version, {f"revisions.{n}": v for n, v in versions.items()}),
-        *skew.check(versions, deployed_versions, change, cni, facts.pods, facts.restarted),
+        *skew.check(versions, deployed_versions, change, cni, facts.pods, facts.restarted, facts.kept),
         *behaviour_changes.compatibility_versions(uses, facts.charts),
         *behaviour_changes.check(change, values, facts.charts),
         *chart_values.check(uses, facts.charts),

@@ -98,11 +98,21 @@ def _minor_distance(proxy: str, istiod: str) -> int:
     return (i.major - p.major) * 100 + i.minor - p.minor
 
 
+def out_of_skew(proxy: str, istiod: str) -> bool:
+    """A proxy at version `proxy` talking to an istiod at `istiod` that Istio does not support: more than
+    `PROXY_MINORS_BEHIND` minor older, or newer."""
+    behind = _minor_distance(proxy, istiod)
+    return behind > PROXY_MINORS_BEHIND or behind < 0
+
+
 def check(versions: Mapping[str, str], deployed: Mapping[str, str], steps: Iterable[Step], cni: str | None,
-          pods: Iterable[ProxyPod] | None, restarted: Collection[str] = ()) -> list[Finding]:
+          pods: Iterable[ProxyPod] | None, restarted: Collection[str] = (),
+          kept: Mapping[tuple[str, str], str] | None = None) -> list[Finding]:
     """`versions`: revision -> version after the change; `deployed`: as last deployed; `cni`: istio-cni's version
     after it (None: off); `pods`: the live injected pods (None when the cluster was not read); `restarted`: the
-    namespaces whose workloads this `up` restarts (their out-of-skew pods are replaced by it)."""
+    namespaces whose workloads this `up` restarts (their out-of-skew pods are replaced by it); `kept`: (namespace,
+    pod) -> why no restart changes its proxy (a proxy image set by hand), so neither this `up` nor a later restart
+    brings it into skew."""
     findings = [refusal(RULE, e.key, e.message) for e in canary_skew(versions)]
     findings += [refusal(RULE, e.key, e.message) for e in in_place_changes(deployed, versions)]
     if versions and not findings:
@@ -120,15 +130,18 @@ def check(versions: Mapping[str, str], deployed: Mapping[str, str], steps: Itera
                 "drop it first, or step the canary one minor at a time", cni=cni, revision=name))
     for step in steps:
         if step.how == "in place" and pods is not None:
-            findings += _proxies(step, pods, restarted)
+            findings += _proxies(step, pods, restarted, kept or {})
     return findings
 
 
-def _proxies(step: Step, pods: Iterable[ProxyPod], restarted: Collection[str]) -> list[Finding]:
-    """The pods an in-place change leaves on proxies their revision's new istiod does not support."""
+def _proxies(step: Step, pods: Iterable[ProxyPod], restarted: Collection[str],
+             kept: Mapping[tuple[str, str], str]) -> list[Finding]:
+    """The pods an in-place change leaves on proxies their revision's new istiod does not support, per namespace
+    with what becomes of them: replaced by this `up`, to restart after it, or kept on their own proxy by a restart."""
     name = step.key.removeprefix("revisions.")
     out: dict[str, dict[str, int]] = {}
     names: dict[str, list[str]] = {}
+    fates: dict[str, dict[str, int]] = {}
     for pod in pods:
         if pod.revision != name:
             continue
@@ -137,15 +150,28 @@ def _proxies(step: Step, pods: Iterable[ProxyPod], restarted: Collection[str]) -
             out.setdefault(pod.namespace, {}).setdefault(pod.proxy_version, 0)
             out[pod.namespace][pod.proxy_version] += 1
             names.setdefault(pod.namespace, []).append(pod.name)
+            why = kept.get((pod.namespace, pod.name))
+            fate = (f"a restart keeps their proxy ({why}): change that to move them" if why
+                    else "this up restarts them" if pod.namespace in restarted else "restart them after the up")
+            fates.setdefault(pod.namespace, {}).setdefault(fate, 0)
+            fates[pod.namespace][fate] += 1
     if not out:
         return [passed(RULE, f"{step.key}.version", f"every pod of {name} runs a proxy istiod {step.after} supports")]
-    where = "; ".join(
-        f"{ns}: {sum(v.values())} pods (proxy {', '.join(sorted(v))}; "
-        f"{'this up restarts them' if ns in restarted else 'restart them after the up'})"
-        for ns, v in sorted(out.items()))
+    where = "; ".join(f"{ns}: {sum(v.values())} pods (proxy {', '.join(sorted(v))}; {_fates(fates[ns])})"
+                      for ns, v in sorted(out.items()))
     return [warning(
         RULE, f"{step.key}.version",
         f"istiod of {name} moves in place {step.before} -> {step.after}, and a proxy may be at most "
         f"{PROXY_MINORS_BEHIND} minor older than its istiod, never newer: out of skew until restarted: {where}",
         pods={ns: sorted(n) for ns, n in sorted(names.items())},
-        restarted=sorted(ns for ns in out if ns in restarted))]
+        restarted=sorted(ns for ns in out if ns in restarted and any(
+            (ns, pod) not in kept for pod in names[ns])),
+        kept={ns: {pod: kept[(ns, pod)] for pod in sorted(n) if (ns, pod) in kept}
+              for ns, n in sorted(names.items()) if any((ns, pod) in kept for pod in n)})]
+
+
+def _fates(counts: Mapping[str, int]) -> str:
+    """`this up restarts them`, or with several fates in one namespace how many pods each."""
+    if len(counts) == 1:
+        return next(iter(counts))
+    return ", ".join(f"{n}: {fate}" for fate, n in sorted(counts.items()))
