@@ -1,5 +1,6 @@
 """`python -m mesh review|status --stack STACK [--json]`: the upgrade review of the work tree's stack
-config, and what runs where now.
+config, and what runs where now; `python -m mesh fleet plan|up --fleet FILE`: many stacks in waves
+(`mesh.fleet_run`).
 
 Run from the project directory with the stack's backend configured as for `pulumi` itself.
 `review`: exit 0 with the review on stdout; exit 2 with the validation message on stdout when the
@@ -239,7 +240,16 @@ def main(argv: list[str]) -> int:
     now = sub.add_parser("status", help="what runs where now, and which revisions can be dropped")
     now.add_argument("--stack", required=True)
     now.add_argument("--json", action="store_true")
+    fleet = sub.add_parser("fleet", help="plan or roll the stacks of a fleet file in waves, with health gates")
+    fleet.add_argument("action", choices=("plan", "up"))
+    fleet.add_argument("--fleet", required=True, help="the fleet file (see mesh/fleet/fleet_file.py)")
+    fleet.add_argument("--only", choices=("all", "unprotected", "protected"), default="all",
+                       help="CI's two jobs: the stacks outside `protected`, then (behind approval) the protected ones")
     args = parser.parse_args(argv)
+    if args.command == "fleet":
+        from mesh import fleet_run
+
+        return fleet_run.main(args.action, args.fleet, args.only)
     if args.command == "status":
         outputs, state_note = deployed_outputs(args.stack)
         code, result = build_status(args.stack, stack_config(args.stack), outputs, state_note)
