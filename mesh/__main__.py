@@ -27,22 +27,23 @@ from mesh.checks import REFUSAL
 from mesh.checks.run import Checks, Facts, chart_versions, run, skipped
 from mesh.checks.steps import steps
 from mesh.checks.upgrade_notes import to_read
+from mesh.drain import PodTemplate
 from mesh.review import (
+    ClusterPods,
     Deployed,
     Review,
     control_plane,
     data_plane,
     left_to_gateways,
     moves,
-    proxy_pods,
-    refusals,
     restarted_namespaces,
     selected_after,
+    selecting,
     unmanaged_labels,
     with_external_target,
 )
 from mesh.spec import PROJECT, MeshSpec, SpecError, load_spec
-from mesh.status import Status, installed_revisions, status
+from mesh.status import Status, injection_labels, installed_revisions, status
 from mesh.validation import validate_or_raise
 from mesh.webhook_overlap import namespaces_after, overlaps, webhooks_after
 
@@ -104,12 +105,13 @@ def cluster_part(spec: MeshSpec, deployed: Deployed, raw: dict[str, Any]) -> dic
     """Read only what the review needs: the moving namespaces (the MeshRollout's own reader), every pod
     and workloads only when a revision goes (as the drain guard reads them), every pod when a revision changes in
     place (whose proxies the skew check reads), one list of namespaces, one of webhooks and the API server's
-    version. The Review's cluster fields, or why the cluster could not be read."""
+    version. Pods and workloads are folded page by page (`ClusterPods`, `selecting`): what stays is counts and
+    the pods and templates the review names. The Review's cluster fields, or why the cluster could not be read."""
     from kubernetes import client, config
     from urllib3.exceptions import HTTPError
 
     from mesh import kube
-    from mesh.providers.drain_guard import workload_templates
+    from mesh.providers.drain_guard import each_template
     from mesh.providers.rollout import ClusterReader, NamespaceReader, RolloutError
     from mesh.workloads import pod_from_object
 
@@ -129,13 +131,13 @@ def cluster_part(spec: MeshSpec, deployed: Deployed, raw: dict[str, Any]) -> dic
                     workloads, pods = {}, []
                 planes.append(data_plane(move, workloads.values(), pods, left_to_gateways(spec, move)))
             core = client.CoreV1Api(api)
-            refused, templates, every = {}, [], None
-            removed = set(deployed.versions) - set(spec.revisions)
-            if removed or any(s.how == "in place" for s in steps(deployed.versions, deployed.cni, spec)):
-                every = [pod_from_object(p) for p in kube.list_objects(core.list_pod_for_all_namespaces)]
-            if removed:  # every pod and workload, as the guard reads them
-                refused = refusals(deployed, spec, every or [])
-                templates = workload_templates(api)
+            templates: list[PodTemplate] = []
+            fold = ClusterPods.of(deployed, spec, steps(deployed.versions, deployed.cni, spec))
+            read_pods = bool(fold.removed or fold.in_place)
+            for p in kube.list_objects(core.list_pod_for_all_namespaces) if read_pods else ():
+                fold.add(pod_from_object(p))  # page by page: only the fold's counts and named pods stay
+            if fold.removed:  # every pod and workload, as the guard reads them
+                templates = selecting(each_template(api), fold.removed)
             kubernetes = client.VersionApi(api).get_code().git_version
             labels = {ns["metadata"]["name"]: ns["metadata"].get("labels") or {}
                       for ns in kube.list_objects(core.list_namespace)}
@@ -144,10 +146,10 @@ def cluster_part(spec: MeshSpec, deployed: Deployed, raw: dict[str, Any]) -> dic
         return unreachable(e)
     after = webhooks_after(spec, deployed.versions, deployed.tags, hooks)
     labels_after = namespaces_after(spec, deployed.namespaces, labels)
-    return {"data_plane": planes, "refusals": refused, "unmanaged": unmanaged_labels(labels, spec),
+    return {"data_plane": planes, "refusals": fold.refusals(), "unmanaged": unmanaged_labels(labels, spec),
             "overlaps": overlaps(after, labels_after),
             "selected": selected_after(deployed, spec, labels_after, templates),
-            "kubernetes": kubernetes, "proxy_pods": None if every is None else proxy_pods(every)}
+            "kubernetes": kubernetes, "proxy_pods": tuple(fold.skewed) if read_pods else None}
 
 
 def review_checks(spec: MeshSpec, deployed: Deployed, cluster: dict[str, Any] | str) -> Checks:
@@ -205,12 +207,14 @@ def review(stack: str) -> tuple[int, Review | str]:
 def build_status(stack: str, raw: dict[str, Any], outputs: dict[str, Any],
                  state_note: str | None = None) -> tuple[int, Status]:
     """What runs where: the deployed revisions from `outputs` and those installed (one list of webhooks), and
-    every pod, namespace and workload of the cluster (one list each, as the drain guard reads them)."""
+    every pod, namespace and workload of the cluster (one paged list each, as the drain guard reads them), each
+    folded as its page arrives into what the report needs (pod counts, injection labels, the pod templates that
+    select a revision), so memory stays flat with the cluster's size."""
     from kubernetes import client, config
     from urllib3.exceptions import HTTPError
 
     from mesh import kube
-    from mesh.providers.drain_guard import workload_templates
+    from mesh.providers.drain_guard import each_template
 
     deployed = Deployed.from_outputs(outputs)
     # Declared external in the work tree but not yet deployed: still never the stack's to drop.
@@ -221,14 +225,15 @@ def build_status(stack: str, raw: dict[str, Any], outputs: dict[str, Any],
         return 1, status(stack, deployed, None, NO_KUBECONFIG, state_note, external=external)
     try:
         with kube.api_client(settings) as api:
-            pods = list(kube.list_objects(client.CoreV1Api(api).list_pod_for_all_namespaces))
             installed = installed_revisions(injectors(api))
-            namespaces = {ns["metadata"]["name"]: ns["metadata"].get("labels") or {}
+            namespaces = {ns["metadata"]["name"]: injection_labels(ns["metadata"].get("labels") or {})
                           for ns in kube.list_objects(client.CoreV1Api(api).list_namespace)}
-            templates = workload_templates(api)
+            templates = selecting(each_template(api))
+            # Every pod folded page by page as status() reads it: the list is consumed inside, not held.
+            pods = kube.list_objects(client.CoreV1Api(api).list_pod_for_all_namespaces)
+            return 0, status(stack, deployed, pods, None, state_note, installed, namespaces, templates, external)
     except (client.exceptions.ApiException, HTTPError, OSError, config.ConfigException) as e:
         return 1, status(stack, deployed, None, unreachable(e), state_note, external=external)
-    return 0, status(stack, deployed, pods, None, state_note, installed, namespaces, templates, external)
 
 
 def main(argv: list[str]) -> int:

@@ -3,7 +3,7 @@ outputs) and the config in the work tree, plus what the cluster runs in the name
 
 Pure: `mesh/__main__.py` reads the stack outputs and the cluster and hands them in. The data-plane
 numbers come from the MeshRollout's own decisions (`mesh.workloads.decide`, `revision_report`) and the
-removal refusals from the drain guard's (`mesh.drain.pods_using`, `selectors_of`), so the review names what
+removal refusals from the drain guard's (`mesh.drain.revision_used`, `selectors_of`), so the review names what
 `up` does.
 """
 
@@ -11,15 +11,16 @@ from __future__ import annotations
 
 import math
 from collections import Counter
-from collections.abc import Iterable, Mapping
+from collections.abc import Container, Iterable, Mapping
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 from mesh.charts import CANARY_SUFFIX, gateway_workload, istiod_values
 from mesh.checks import PASSED, REFUSAL, WARNING
 from mesh.checks.run import Checks
-from mesh.checks.version_skew import ProxyPod, proxy_version
-from mesh.drain import PodTemplate, Selectors, pods_using, selectors_of
+from mesh.checks.steps import Step
+from mesh.checks.version_skew import ProxyPod, out_of_skew, proxy_version
+from mesh.drain import PodTemplate, Selectors, revision_used, selectors_of
 from mesh.external_revision import ExternalFacts, external_target
 from mesh.injection import InjectorPolicy
 from mesh.istio_vocabulary import LEGACY_INJECTION_LABEL, NATURAL, NONE, REV_LABEL, Strategy
@@ -260,15 +261,43 @@ def data_plane(move: Move, workloads: Iterable[Workload], pods: Iterable[Pod],
                      dict(report.left_alone))
 
 
-def refusals(deployed: Deployed, spec: MeshSpec, pods: Iterable[Any]) -> dict[str, dict[str, int]]:
-    """Per removed revision, the pods still using it by namespace: what the drain guard refuses on."""
-    every = list(pods)
-    result = {}
-    for name in sorted(set(deployed.versions) - set(spec.revisions)):
-        users = pods_using(every, name)
-        if users:
-            result[name] = {ns: len(names) for ns, names in users.items()}
-    return result
+@dataclass
+class ClusterPods:
+    """Every pod of the cluster folded as it is read, one at a time, into what the review needs of them: per
+    removed revision the pods still using it per namespace (the drain guard's rule, `revision_used`), and the pods
+    of a revision changing in place whose proxy its new istiod does not support (those the skew check names).
+    It grows with the namespaces and the pods the review names, never with the cluster's pods."""
+
+    removed: frozenset[str]
+    in_place: Mapping[str, str] = field(default_factory=dict)
+    """Revision -> its version after the change, for those changing in place."""
+    users: dict[str, Counter[str]] = field(default_factory=dict)
+    skewed: list[ProxyPod] = field(default_factory=list)
+
+    @classmethod
+    def of(cls, deployed: Deployed, spec: MeshSpec, change: Iterable[Step]) -> ClusterPods:
+        return cls(frozenset(set(deployed.versions) - set(spec.revisions)),
+                   {s.key.removeprefix("revisions."): s.after for s in change if s.how == "in place"})
+
+    def add(self, pod: Pod) -> None:
+        used = revision_used(pod)
+        if used in self.removed:
+            self.users.setdefault(used, Counter())[pod.namespace] += 1
+        for p in proxy_pods((pod,)):
+            if p.revision in self.in_place and out_of_skew(p.proxy_version, self.in_place[p.revision]):
+                self.skewed.append(p)
+
+    def refusals(self) -> dict[str, dict[str, int]]:
+        """Per removed revision, the pods still using it by namespace: what the drain guard refuses on."""
+        return {name: dict(sorted(self.users[name].items())) for name in sorted(self.users)}
+
+
+def refusals(deployed: Deployed, spec: MeshSpec, pods: Iterable[Pod]) -> dict[str, dict[str, int]]:
+    """Per removed revision, the pods still using it by namespace (`ClusterPods`, folded one pod at a time)."""
+    fold = ClusterPods.of(deployed, spec, ())
+    for pod in pods:
+        fold.add(pod)
+    return fold.refusals()
 
 
 def selected_after(deployed: Deployed, spec: MeshSpec, namespace_labels: Mapping[str, Mapping[str, str]],
@@ -285,6 +314,14 @@ def selected_after(deployed: Deployed, spec: MeshSpec, namespace_labels: Mapping
         if found := selectors_of(name, namespace_labels, others):
             result[name] = found
     return result
+
+
+def selecting(templates: Iterable[PodTemplate], revisions: Container[str] | None = None) -> list[PodTemplate]:
+    """The pod templates that can select a revision by label (labelled `istio.io/rev` with one of `revisions`, or
+    any, and injectable): the only ones `selectors_of` counts. Kept as they are read, so a cluster's workloads pass
+    through and only these stay."""
+    return [t for t in templates if t.revision_label is not None and t.injectable
+            and (revisions is None or t.revision_label in revisions)]
 
 
 def proxy_pods(pods: Iterable[Pod]) -> tuple[ProxyPod, ...]:

@@ -2,8 +2,9 @@
 the pods that run it per namespace, the pods on no revision the stack manages, and whether each revision
 can be dropped.
 
-`mesh/__main__.py` hands in the stack's last outputs and every pod of the cluster (one list). A pod runs
-the revision the drain guard says it uses (`mesh.drain.pods_using`, the same function), so "can be
+`mesh/__main__.py` hands in the stack's last outputs and every pod of the cluster as it is read, page by page;
+each is folded into counts as it comes (`PodCounts`), so memory does not grow with the pods. A pod runs
+the revision the drain guard says it uses (`mesh.drain.revision_used`, the same function), so "can be
 dropped" here and the guard's refusal at `up` never disagree; its proxy is compared with the image the
 revision injects now by `mesh.proxy_image.proxy_state`, as the rollout compares it.
 
@@ -19,11 +20,11 @@ from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from mesh.drain import PodTemplate, Selectors, pods_using, revision_used, selectors_of
+from mesh.drain import PodTemplate, Selectors, revision_used, selectors_of
 from mesh.injection import InjectorPolicy
-from mesh.istio_vocabulary import REV_LABEL
+from mesh.istio_vocabulary import LEGACY_INJECTION_LABEL, REV_LABEL
 from mesh.proxy_image import ProxyState, parse_image, proxy_state
-from mesh.review import Deployed
+from mesh.review import Deployed, selecting
 from mesh.webhook_overlap import revision_webhook_name
 from mesh.workloads import UNINJECTED, Pod, pod_from_object
 
@@ -118,20 +119,56 @@ def _tag(image: str | None) -> str:
     return ref.tag or image
 
 
-def _namespace_pods(names: Iterable[str], pods: Mapping[tuple[str, str], Pod], ns: str,
-                    expected: str | None) -> NamespacePods:
-    found = [pods[(ns, name)] for name in names]
-    stale = 0 if expected is None else sum(proxy_state(p.proxy, expected) is ProxyState.STALE for p in found)
-    return NamespacePods(len(found), dict(sorted(Counter(_tag(p.proxy.image) for p in found).items())), stale)
+@dataclass
+class PodCounts:
+    """Every pod of the cluster folded as it is read, one at a time, into the counts the report shows: per revision
+    a pod uses (`mesh.drain.revision_used`, the guard's rule) and namespace, its pods, their proxies and how many
+    are stale; per bound namespace, its uninjected pods (by why, when its revision's istiod would not inject
+    them). It grows with namespaces x revisions x proxy images, never with the pods."""
+
+    deployed: Deployed
+    proxies: dict[str, dict[str, Counter[str]]] = field(default_factory=dict)
+    """Revision -> namespace -> proxy tag -> live pods using it."""
+    stale: Counter[tuple[str, str]] = field(default_factory=Counter)
+    """(revision, namespace) -> pods whose proxy is not the image the revision injects now."""
+    uninjected: Counter[str] = field(default_factory=Counter)
+    """Bound namespace -> its pods running no proxy, which a restart would inject."""
+    left_alone: Counter[tuple[str, str]] = field(default_factory=Counter)
+    """(bound namespace, why its revision's istiod would not inject them) -> its pods running no proxy."""
+
+    def add(self, pod: Pod) -> None:
+        if not pod.live:
+            return
+        revision = revision_used(pod)
+        if revision is None:
+            bound = self.deployed.namespaces.get(pod.namespace)
+            if pod.injectable and bound is not None:
+                refused = self.deployed.injectors.get(bound, InjectorPolicy()).refuses(pod.labels, pod.annotations)
+                if refused:
+                    self.left_alone[(pod.namespace, f"not injected by {bound}: {refused}")] += 1
+                else:
+                    self.uninjected[pod.namespace] += 1
+            return
+        by_namespace = self.proxies.setdefault(revision, {})
+        by_namespace.setdefault(pod.namespace, Counter())[_tag(pod.proxy.image)] += 1
+        expected = self.deployed.proxies.get(revision)
+        if expected is not None and proxy_state(pod.proxy, expected) is ProxyState.STALE:
+            self.stale[(revision, pod.namespace)] += 1
+
+    def using(self, revision: str) -> dict[str, NamespacePods]:
+        """The live pods using `revision`, by namespace (sorted)."""
+        found = self.proxies.get(revision) or {}
+        return {ns: NamespacePods(sum(tags.values()), dict(sorted(tags.items())), self.stale[(revision, ns)])
+                for ns, tags in sorted(found.items())}
 
 
-def _drop_verdict(name: str, deployed: Deployed, users: Mapping[str, list[str]],
+def _drop_verdict(name: str, deployed: Deployed, users: Mapping[str, NamespacePods],
                   selectors: Selectors | None = None) -> tuple[bool, str]:
     """The drain guard's decision (no pod uses it, no label selects it), and what still points at the
     revision in the config."""
     if users:
-        total = sum(len(n) for n in users.values())
-        where = ", ".join(f"{ns} ({len(n)})" for ns, n in users.items())
+        total = sum(n.pods for n in users.values())
+        where = ", ".join(f"{ns} ({n.pods})" for ns, n in users.items())
         return False, f"{total} pods still run it ({where}): up would refuse to remove it"
     if selectors:
         found = [f"namespace `{ns}` ({REV_LABEL}={name})" for ns in selectors.namespaces]
@@ -152,6 +189,11 @@ def _gateways_on(deployed: Deployed, revision: str) -> list[str]:
     return sorted([*pinned, *(f"{g} (canary)" for g, v in deployed.gateways.items() if v.get("canary") == revision)])
 
 
+def injection_labels(labels: Mapping[str, str]) -> dict[str, str]:
+    """A namespace's labels that choose its injector: all that the drain guard's `selectors_of` reads of them."""
+    return {k: v for k, v in labels.items() if k in (REV_LABEL, LEGACY_INJECTION_LABEL)}
+
+
 def installed_revisions(webhooks: Mapping[str, Mapping[str, Any]]) -> dict[str, str]:
     """Revision -> version of every revision whose istiod chart left its injection webhook in the cluster."""
     found = {}
@@ -168,60 +210,52 @@ def status(stack: str, deployed: Deployed, pod_objects: Iterable[Mapping[str, An
            installed: Mapping[str, str] | None = None,
            namespace_labels: Mapping[str, Mapping[str, str]] | None = None,
            templates: Iterable[PodTemplate] | None = None, external: Iterable[str] = ()) -> Status:
-    """The report from the stack's outputs, the cluster's pods (None when they could not be read) and the
-    revisions installed in the cluster (`installed_revisions`), and, as the drain guard also reads them, every
-    namespace's labels and every workload's pod template (`mesh.drain.template_from_object`). `external` are the
+    """The report from the stack's outputs, the cluster's pods (None when they could not be read; iterated once,
+    each folded as it comes) and the revisions installed in the cluster (`installed_revisions`), and, as the drain
+    guard also reads them, every namespace's labels (those of injection suffice) and every workload's pod template
+    (`mesh.drain.template_from_object`; only those `selecting` keeps are held). `external` are the
     revisions installed outside the stack (its outputs' and its config's): shown with their pods, never droppable."""
-    users = [pod for pod in map(pod_from_object, pod_objects or []) if pod.live]
-    pods = {(pod.namespace, pod.name): pod for pod in users}
+    counts = PodCounts(deployed)
+    for obj in pod_objects or ():
+        counts.add(pod_from_object(obj))
     revisions = []
     outside = {*external, *deployed.external}
     every = {**(installed or {}), **{n: v for n, v in deployed.external.items() if v}, **deployed.versions}
     every.update({n: "?" for n in outside if n not in every})
-    every_template = list(templates or [])
+    every_template = selecting(templates or ())
     for name, version in sorted(every.items()):
-        using = pods_using(users, name) if pod_objects is not None else {}
-        selecting = selectors_of(name, namespace_labels or {}, every_template)
-        can_drop, why = _drop_verdict(name, deployed, using, selecting)
+        using = counts.using(name) if pod_objects is not None else {}
+        selecting_it = selectors_of(name, namespace_labels or {}, every_template)
+        can_drop, why = _drop_verdict(name, deployed, using, selecting_it)
         if pod_objects is None:
             can_drop, why = False, "unknown: the pods could not be read"
         if name in outside:
-            running = f"; {sum(len(n) for n in using.values())} pods run it" if using else ""
+            running = f"; {sum(n.pods for n in using.values())} pods run it" if using else ""
             can_drop, why = False, f"external: installed outside the stack, which never removes it{running}"
         revisions.append(RevisionStatus(
             name=name, version=version, proxy=deployed.proxies.get(name),
             tags=sorted(t for t, r in deployed.tags.items() if r == name),
             bound=sorted(ns for ns, r in deployed.namespaces.items() if r == name),
             gateways=_gateways_on(deployed, name),
-            pods={ns: _namespace_pods(names, pods, ns, deployed.proxies.get(name)) for ns, names in using.items()},
+            pods=using,
             can_drop=can_drop, why=why, in_stack=name in deployed.versions or name in outside,
             external=name in outside,
         ))
-    unmanaged, left_alone = _unmanaged(users, every, deployed)
+    unmanaged, left_alone = _unmanaged(counts, every)
     return Status(stack, revisions, unmanaged, left_alone, cluster_note, state_note)
 
 
-def _unmanaged(users: Iterable[Pod], revisions: Iterable[str],
-               deployed: Deployed) -> tuple[dict[str, dict[str, int]], dict[str, dict[str, int]]]:
+def _unmanaged(counts: PodCounts,
+               revisions: Iterable[str]) -> tuple[dict[str, dict[str, int]], dict[str, dict[str, int]]]:
     """Pods that use a revision neither deployed nor installed (a revisionless install's `default`, one
     removed by hand), and pods in bound namespaces that run no proxy at all; apart, those of them the bound
     revision's istiod would not inject (its `injector` output), with the reason."""
     known = set(revisions)
-    found: Counter[tuple[str, str]] = Counter()
-    alone: Counter[tuple[str, str]] = Counter()
-    for pod in users:
-        revision = revision_used(pod)
-        bound = deployed.namespaces.get(pod.namespace)
-        if revision is None:
-            if pod.injectable and bound is not None:
-                refused = deployed.injectors.get(bound, InjectorPolicy()).refuses(pod.labels, pod.annotations)
-                if refused:
-                    alone[(pod.namespace, f"not injected by {bound}: {refused}")] += 1
-                else:
-                    found[(pod.namespace, UNINJECTED)] += 1
-        elif revision not in known:
-            found[(pod.namespace, revision)] += 1
-    return _by_namespace(found), _by_namespace(alone)
+    found = Counter({(ns, UNINJECTED): n for ns, n in counts.uninjected.items()})
+    for revision, by_namespace in counts.proxies.items():
+        if revision not in known:
+            found.update({(ns, revision): sum(tags.values()) for ns, tags in by_namespace.items()})
+    return _by_namespace(found), _by_namespace(counts.left_alone)
 
 
 def _by_namespace(counted: Counter[tuple[str, str]]) -> dict[str, dict[str, int]]:

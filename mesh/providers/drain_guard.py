@@ -56,11 +56,6 @@ def each_template(api: client.ApiClient) -> Iterator[PodTemplate]:
     return (template_from_object(kind, obj) for kind in TEMPLATE_KINDS for obj in kube.list_objects(lists[kind]))
 
 
-def workload_templates(api: client.ApiClient) -> list[PodTemplate]:
-    """`each_template`, all of them (for readers that go over them more than once)."""
-    return list(each_template(api))
-
-
 def revision_selectors(api: client.ApiClient, revision: str) -> Selectors:
     """Namespace labels and workload pod templates cluster-wide that still select `revision` (the templates
     folded page by page: only those that select it are kept)."""
