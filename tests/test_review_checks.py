@@ -75,3 +75,19 @@ def test_proxy_pods_are_the_live_injected_pods_with_their_proxy_version() -> Non
     found = proxy_pods([pod("a", "docker.io/istio/proxyv2:1.29.1"), pod("b", "x@sha256:00"),
                         pod("c", "docker.io/istio/proxyv2:1.30.0", rev=None)])
     assert [(p.name, p.revision, p.proxy_version) for p in found] == [("a", "stable", "1.29.1")]
+
+
+def test_markdown_and_json_carry_the_same_checks_in_the_same_order() -> None:
+    """Every finding of every severity and every skipped rule, once in each form: a reader of either sees the same."""
+    code, review = cli.build_review("dev", config({"compatibilityVersion": "1.31", "pilot": {"envv": {"A": "b"}}}),
+                                    DEPLOYED)
+    assert code == 2 and not isinstance(review, str)
+    data = review.to_json()["checks"]
+    assert all(data[part] for part in ("refusals", "warnings", "passed", "skipped")), data
+    rules = {f["rule"] for part in ("refusals", "warnings", "passed") for f in data[part]}
+    assert rules >= {"behaviour-changes", "chart-values", "version-skew"}, rules
+    section = review.markdown().split("#### Checks\n", 1)[1].splitlines()
+    from_json = [f"- {label}: `istio-mesh:{f['key']}`: {f['message']}"
+                 for label, part in (("refused", "refusals"), ("warning", "warnings"), ("passed", "passed"))
+                 for f in data[part]] + [f"- skipped: {why}" for why in data["skipped"]]
+    assert section == from_json
