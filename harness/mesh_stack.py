@@ -48,13 +48,18 @@ class MeshStack:
             "PATH": tools.env_path(),
         }
         self.env = env
-        self.stack = auto.create_stack(
+        self.tools = tools
+        self.stack = self.add_stack(name, env)
+
+    def add_stack(self, name: str, env: dict[str, str] | None = None) -> auto.Stack:
+        """Another stack of this project, in the same backend (a fleet's stacks); `env` replaces this one's."""
+        return auto.create_stack(
             name,
             work_dir=str(self.project),
             opts=auto.LocalWorkspaceOptions(
                 work_dir=str(self.project),
-                env_vars=env,
-                pulumi_command=auto.PulumiCommand(root=str(tools.pulumi_bin_dir.parent), skip_version_check=True),
+                env_vars=env or self.env,
+                pulumi_command=auto.PulumiCommand(root=str(self.tools.pulumi_bin_dir.parent), skip_version_check=True),
             ),
         )
 

@@ -50,7 +50,9 @@ class Fleet:
         self.stacks = sorted(s.name for s in self.workspace.list_stacks())
         self.waves = resolve(fleet, self.stacks, source)
         self.plans = Path(tempfile.mkdtemp(prefix="mesh-fleet-"))
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()
+        self._selected: dict[str, auto.Stack] = {}
+        self._config: dict[str, dict[str, Any]] = {}
         self._say = say
         self.stop = threading.Event()
 
@@ -59,12 +61,24 @@ class Fleet:
             self._say(line)
 
     def stack(self, name: str) -> auto.Stack:
-        return auto.Stack.select(name, self.workspace)
+        """Selected once per stack, one at a time (`select` writes the workspace's current stack, which threads must
+        not race on; every operation then names its stack itself)."""
+        with self._lock:
+            if name not in self._selected:
+                self._selected[name] = auto.Stack.select(name, self.workspace)
+            return self._selected[name]
 
     def raw_config(self, name: str) -> dict[str, Any]:
+        """The stack file's config, with its secrets decrypted by the engine (a fleet's stacks each reach their
+        own cluster, so a kubeconfig is often a secret `kubernetes:kubeconfig`); read once per run."""
         from mesh.__main__ import stack_config
 
-        return stack_config(name)
+        with self._lock:
+            if name not in self._config:
+                raw = stack_config(name)
+                secrets = {k: v.value for k, v in self.stack(name).get_all_config().items() if v.secret}
+                self._config[name] = {**raw, **secrets}
+            return self._config[name]
 
     # ---- plan ----------------------------------------------------------------------------------------
     def preview(self, name: str, wave: int, stream: bool) -> StackRun:
@@ -74,7 +88,7 @@ class Fleet:
         try:
             result = self.stack(name).preview(plan=str(self.plan_file(name)), color="never", on_output=out)
         except auto.ConcurrentUpdateError as e:
-            run.outcome, run.message = "locked", _last_line(e)
+            run.outcome, run.message = "locked", _lock_message(e)
             return run
         except auto.CommandError as e:
             run.outcome, run.message = "failed", f"preview failed: {_last_line(e)}"
@@ -126,6 +140,12 @@ class Fleet:
     # ---- up ------------------------------------------------------------------------------------------
     def update(self, name: str, wave: int) -> StackRun:
         """Preview with a saved plan, `up` with it when anything changes, then hold the gates."""
+        started = time.monotonic()
+        run = self._update(name, wave)
+        run.seconds = time.monotonic() - started
+        return run
+
+    def _update(self, name: str, wave: int) -> StackRun:
         run = self.preview(name, wave, stream=False)
         if run.stopped:
             return run
@@ -139,7 +159,7 @@ class Fleet:
                 self.stack(name).up(plan=str(self.plan_file(name)), color="never",
                                     on_output=lambda line: self.say(f"[{name}] {line.rstrip()}"))
             except auto.ConcurrentUpdateError as e:
-                run.outcome, run.message = "locked", _last_line(e)
+                run.outcome, run.message = "locked", _lock_message(e)
                 return run
             except auto.CommandError as e:
                 run.outcome, run.message = "failed", f"up failed: {_last_line(e)}"
@@ -312,6 +332,13 @@ def _last_line(e: Exception) -> str:
     text = (getattr(e, "stderr", "") or str(e)).strip()
     lines = [line for line in text.splitlines() if line.strip()]
     return lines[-1].strip()[:500] if lines else type(e).__name__
+
+
+def _lock_message(e: Exception) -> str:
+    """The backend's own words on who holds the lock (a diy backend names the lock file, user, host and pid)."""
+    text = getattr(e, "stderr", "") or str(e)
+    said = [line.strip() for line in text.splitlines() if "locked by" in line or "created by" in line]
+    return " ".join(said)[:800] or _last_line(e)
 
 
 def main(action: str, fleet_path: str, only: Part) -> int:

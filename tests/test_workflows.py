@@ -159,6 +159,36 @@ def test_apply_environment_and_concurrency() -> None:
     assert "concurrency" not in workflow("apply.yml"), "no run-level group: it would cancel a waiting run"
 
 
+def test_a_fleet_file_runs_the_fleet_instead_of_the_matrix(tmp_path: Path) -> None:
+    """With fleet.yaml in the repo, the matrix jobs are skipped and the fleet runs: unprotected stacks first,
+    then, after they all held their gates and behind the `prod` environment, the protected ones."""
+    wf = workflow("apply.yml")
+    jobs = wf["jobs"]
+    assert "scripts/ci/stacks --fleet" in "\n".join(steps_running(jobs["stacks"]))
+    assert jobs["stacks"]["outputs"]["fleet"] == "${{ steps.list.outputs.fleet }}"
+    for name in ("apply", "apply-prod"):
+        assert "needs.stacks.outputs.fleet != 'true'" in " ".join(jobs[name]["if"].split()), name
+    assert jobs["fleet"]["if"] == "needs.stacks.outputs.fleet == 'true'" and "environment" not in jobs["fleet"]
+    protected = jobs["fleet-protected"]
+    assert protected["environment"] == "prod" and protected["needs"] == ["stacks", "fleet"]
+    condition = " ".join(protected["if"].split())
+    assert "!cancelled()" in condition and "needs.fleet.result == 'success'" in condition
+    assert steps_running(jobs["fleet"])[-1] == "scripts/ci/fleet unprotected"
+    assert steps_running(protected)[-1] == "scripts/ci/fleet protected"
+    for job in (jobs["fleet"], protected):
+        assert job["concurrency"]["cancel-in-progress"] is False, "a fleet run is never cancelled mid-wave"
+    assert jobs["fleet"]["concurrency"]["group"] != protected["concurrency"]["group"]
+    # scripts/ci/stacks --fleet says whether the repo has a fleet file.
+    script = tmp_path / "scripts" / "ci" / "stacks"
+    script.parent.mkdir(parents=True)
+    shutil.copy(CI / "stacks", script)
+    assert run_script(script, "--fleet").stdout.strip() == "false"
+    (tmp_path / "fleet.yaml").write_text("waves: [[dev]]\n")
+    assert run_script(script, "--fleet").stdout.strip() == "true"
+    refused = run_script(CI / "fleet", "everything")
+    assert refused.returncode == 2 and "PART is unprotected or protected" in refused.stderr
+
+
 def test_preview_job_runs_the_review_then_comments_then_previews() -> None:
     job = workflow("preview.yml")["jobs"]["preview"]
     steps = job["steps"]
@@ -211,8 +241,10 @@ def test_secrets_only_through_env_and_never_traced(name: str) -> None:
                 assert value == f"${{{{ secrets.{key} }}}}", key
     text = (WORKFLOWS / name).read_text()
     assert set(re.findall(r"secrets\.(\w+)", text)) <= {
-        "PULUMI_ACCESS_TOKEN", "PULUMI_BACKEND_URL", "PULUMI_CONFIG_PASSPHRASE"}
-    assert text.count("secrets[matrix.kubeconfig_secret]") == len([j for j in wf["jobs"] if j != "stacks"])
+        "PULUMI_ACCESS_TOKEN", "PULUMI_BACKEND_URL", "PULUMI_CONFIG_PASSPHRASE", "KUBECONFIG_FLEET"}
+    matrix_jobs = [j for j in wf["jobs"].values() if "matrix" in j.get("strategy", {})]
+    assert text.count("secrets[matrix.kubeconfig_secret]") == len(matrix_jobs)
+    assert text.count("secrets.KUBECONFIG_FLEET") == len(wf["jobs"]) - len(matrix_jobs) - 1  # the fleet jobs
     for path in [WORKFLOWS / name, *CI.iterdir()]:
         assert not re.search(r"set -[a-wyz]*x|set -o xtrace|bash -x", path.read_text()), path
 

@@ -30,6 +30,8 @@ class StackRun:
     refusals: list[str] = field(default_factory=list)
     message: str = ""
     gates: list[GateResult] = field(default_factory=list)
+    seconds: float | None = None
+    """Wall time of its preview, `up` and gates in an `up` run."""
 
     @property
     def stopped(self) -> bool:
@@ -45,6 +47,8 @@ def stack_line(run: StackRun) -> str:
     line = f"- `{run.stack}`: {run.outcome}: {changes_text(run.changes)}{restarts}"
     if run.message:
         line += f": {run.message}"
+    if run.seconds is not None:
+        line += f" ({run.seconds:.0f}s)"
     return line
 
 
