@@ -166,6 +166,12 @@ def main(argv: list[str] | None = None) -> None:
             stack = MeshStack(tools, cluster.kubeconfig, Path(workdir) / "stack", name="migration")
             stack.write_config(stack_config(tools, namespaces, OLD, args.concurrency, timeout))
             stack.up()
+            for rev in (OLD, NEW):  # pods created before istiod serves are refused, and retried with backoff
+                cluster.istiod.wait_serving(rev)
+            hooks = k8s.AdmissionregistrationV1Api(api)
+            wait_for("the tag's webhook trusts istiod (caBundle)", lambda: all(
+                w.client_config.ca_bundle
+                for w in hooks.read_mutating_webhook_configuration("istio-revision-tag-stable").webhooks))
             for ns in namespaces:
                 wait_for(f"ServiceAccount of {ns}", lambda ns=ns: bool(
                     core.list_namespaced_service_account(ns, field_selector="metadata.name=default").items))

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import pulumi
@@ -21,15 +21,17 @@ class IstioRevisionTag(pulumi.ComponentResource):
     revision: str
 
     def __init__(self, tag: str, *, revision: str, version: str | None, revision_values: Mapping[str, Any],
-                 installed: pulumi.Resource, opts: pulumi.ResourceOptions | None = None) -> None:
+                 installed: pulumi.Input[Sequence[pulumi.Resource]],
+                 opts: pulumi.ResourceOptions | None = None) -> None:
         """`revision` is the revision the tag points at, at `version`, rendered with `revision_values` (its
-        injector settings are the tag's too); `installed` is that revision, which must exist first. An external
+        injector settings are the tag's too); `installed` is what must be done before the tag sends pods to it
+        (the revision when its chart changes in this `up`, see `mesh.components.istio`). An external
         revision has no version here: its tag gets no Service (its version, and so whether it has one, is its
         installer's), only the webhook, which calls `istiod-<revision>` (its ExternalRevision checks that)."""
         super().__init__("istio-mesh:index:IstioRevisionTag", tag, None, opts)
         self.revision = revision
         # Only once the target istiod is installed may pods be sent to it.
-        child = pulumi.ResourceOptions(parent=self, depends_on=[installed])
+        child = pulumi.ResourceOptions(parent=self, depends_on=installed)
         # istiod fills in `caBundle` at run time; it is never rendered here, so never applied over istiod's.
         hook = tag_webhook(tag, revision, revision_values)
         webhook_opts = child
@@ -39,7 +41,10 @@ class IstioRevisionTag(pulumi.ComponentResource):
             # back in its place (or ours deleted) by PreviousDefaultTag, so the engine must leave the object alone.
             previous = PreviousDefaultTag("default-tag-previous-webhook", opts=pulumi.ResourceOptions(parent=self))
             hook["metadata"]["annotations"] = {PATCH_FORCE: "true"}
-            webhook_opts = pulumi.ResourceOptions(parent=self, depends_on=[installed, previous], retain_on_delete=True)
+            webhook_opts = pulumi.ResourceOptions(
+                parent=self, depends_on=pulumi.Output.from_input(installed).apply(lambda deps: [*deps, previous]),
+                retain_on_delete=True,
+            )
         self.webhook = MutatingWebhookConfiguration(
             webhook_name(tag), metadata=hook["metadata"], webhooks=hook["webhooks"], opts=webhook_opts
         )

@@ -7,7 +7,7 @@ namespace what moves (`namespaces.team-a: "stable" => "canary"`).
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -42,7 +42,7 @@ class NamespaceBindings(pulumi.ComponentResource):
     """Bound namespace -> the revision its binding resolves to (through its tag, if it names one)."""
 
     def __init__(self, name: str, *, bindings: Mapping[str, BoundNamespace], created: list[str],
-                 gateways: Mapping[str, GatewayPin], depends_on: list[pulumi.Resource],
+                 gateways: Mapping[str, GatewayPin], depends_on: pulumi.Input[Sequence[pulumi.Resource]],
                  network_attachments: Mapping[str, dict[str, Any]], opts: pulumi.ResourceOptions | None = None) -> None:
         """`created` are the namespaces the program itself creates in the same run (they need not exist yet);
         `gateways` are the gateways in namespaces no binding manages, whose labels the preview checks against
@@ -69,7 +69,8 @@ class NamespaceBindings(pulumi.ComponentResource):
             namespaces={ns: b.target for ns, b in sorted(bindings.items())},
             created=created,
             gateways=gateways,
-            opts=pulumi.ResourceOptions(parent=self, depends_on=[*depends_on, *self.network_attachments]),
+            opts=pulumi.ResourceOptions(parent=self, depends_on=pulumi.Output.from_input(depends_on).apply(
+                lambda deps: [*deps, *self.network_attachments])),
         )
         # Moved by the stack's MeshRollout (Istio collects these), after the labels are set.
         self.rollout_targets = [RolloutTarget(ns, b.revision, b.rollout) for ns, b in sorted(bindings.items())]
