@@ -206,7 +206,7 @@ class Fleet:
                     if not gates.healthy(run.gates):
                         run.outcome = "unhealthy"
                     for line in gate_lines(run):
-                        self.say(f"[{run.stack}] after soak {line.strip()}")
+                        self.say(f"[{run.stack}] after soak: {line.strip().removeprefix('- ')}")
             if not wave_healthy(runs.values()) or len(runs) < len(wave.stacks):
                 self.say(stop_message(waves, every, wave, command))
                 return 1
@@ -268,12 +268,17 @@ class Fleet:
         url = prom.url_for(name)
         if url is None:
             return None, f"no Prometheus URL for stack {name} in prometheus.urls: skipped"
-        query = urllib.parse.urlencode({"query": prom.query})
-        try:
-            with urllib.request.urlopen(f"{url.rstrip('/')}/api/v1/query?{query}", timeout=30) as r:
-                return prometheus_value(json.load(r)), None
-        except (OSError, ValueError, KeyError, IndexError, TypeError) as e:
-            raise PrometheusError(f"{url}: {type(e).__name__}: {e}") from None
+        return query_prometheus(url, prom.query), None
+
+
+def query_prometheus(url: str, query: str) -> float:
+    """An instant query's value (Prometheus' HTTP API); PrometheusError when it does not answer with one."""
+    try:
+        with urllib.request.urlopen(f"{url.rstrip('/')}/api/v1/query?{urllib.parse.urlencode({'query': query})}",
+                                    timeout=30) as r:
+            return prometheus_value(json.load(r))
+    except (OSError, ValueError, KeyError, IndexError, TypeError) as e:
+        raise PrometheusError(f"{url}: {type(e).__name__}: {e}") from None
 
 
 def prometheus_value(body: dict[str, Any]) -> float:

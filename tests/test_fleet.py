@@ -3,7 +3,11 @@ stack's cluster shows, and what a run says when it stops."""
 
 from __future__ import annotations
 
+import json
+import threading
+from http.server import BaseHTTPRequestHandler, HTTPServer
 from typing import Any
+from urllib.parse import parse_qs, urlparse
 
 import pytest
 
@@ -11,7 +15,7 @@ from mesh.fleet import gates
 from mesh.fleet.fleet_file import FleetError, load_fleet, parse_fleet
 from mesh.fleet.report import StackRun, plan_summary, stop_message, wave_healthy
 from mesh.fleet.waves import Wave, part, resolve, unlisted
-from mesh.fleet_run import prometheus_value
+from mesh.fleet_run import PrometheusError, prometheus_value, query_prometheus
 from mesh.review import Deployed
 from mesh.status import status
 from mesh.webhook_overlap import Overlap
@@ -186,6 +190,44 @@ def test_prometheus_gate() -> None:
     assert prometheus_value({"status": "success", "data": {"resultType": "scalar", "result": [1, "3"]}}) == 3.0
     with pytest.raises(ValueError, match="query error: parse error"):
         prometheus_value({"status": "error", "error": "parse error"})
+
+
+class FakePrometheus(BaseHTTPRequestHandler):
+    """Answers /api/v1/query on loopback as Prometheus' HTTP API does: the query `up` with a vector, any other
+    with a 400 and an error body."""
+
+    def do_GET(self) -> None:
+        query = parse_qs(urlparse(self.path).query).get("query", [""])[0]
+        if urlparse(self.path).path == "/api/v1/query" and query == "up":
+            code, body = 200, {"status": "success", "data": {"resultType": "vector", "result": [
+                {"metric": {"job": "istiod"}, "value": [0, "0.125"]}]}}
+        else:
+            code, body = 400, {"status": "error", "errorType": "bad_data", "error": "parse error"}
+        payload = json.dumps(body).encode()
+        self.send_response(code)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(payload)))
+        self.end_headers()
+        self.wfile.write(payload)
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+def test_query_prometheus_over_http() -> None:
+    server = HTTPServer(("127.0.0.1", 0), FakePrometheus)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    url = f"http://127.0.0.1:{server.server_port}/"
+    try:
+        assert query_prometheus(url, "up") == 0.125
+        with pytest.raises(PrometheusError, match="HTTP Error 400"):
+            query_prometheus(url, "sum(")
+    finally:
+        server.shutdown()
+        server.server_close()
+    with pytest.raises(PrometheusError, match=f"{url}: URLError"):
+        query_prometheus(url, "up")  # nothing listens any more
 
 
 # ---- report ---------------------------------------------------------------------------------------------
