@@ -39,11 +39,12 @@ from mesh.review import (
     restarted_namespaces,
     selected_after,
     selecting,
+    stack_outputs,
     unmanaged_labels,
     with_external_target,
 )
 from mesh.spec import PROJECT, MeshSpec, SpecError, load_spec
-from mesh.status import Status, injection_labels, installed_revisions, status
+from mesh.status import Status, injection_labels, installed_revisions, revisions_in_state, status
 from mesh.validation import validate_or_raise
 from mesh.webhook_overlap import namespaces_after, overlaps, webhooks_after
 
@@ -69,11 +70,6 @@ def pulumi_json(stack: str, *command: str) -> tuple[dict[str, Any], str | None]:
     if done.returncode != 0:
         return {}, done.stderr.strip().splitlines()[-1] if done.stderr.strip() else "no deployed state"
     return json.loads(done.stdout or "{}"), None
-
-
-def deployed_outputs(stack: str) -> tuple[dict[str, Any], str | None]:
-    """The stack's last outputs."""
-    return pulumi_json(stack, "stack", "output", "--json")
 
 
 def kube_settings(raw: dict[str, Any]) -> Any:
@@ -205,8 +201,9 @@ def review(stack: str) -> tuple[int, Review | str]:
 
 
 def build_status(stack: str, raw: dict[str, Any], outputs: dict[str, Any],
-                 state_note: str | None = None) -> tuple[int, Status]:
-    """What runs where: the deployed revisions from `outputs` and those installed (one list of webhooks), and
+                 state_note: str | None = None, held: frozenset[str] | None = None) -> tuple[int, Status]:
+    """What runs where: the deployed revisions from `outputs` (`held`: those the state holds, None when not read,
+    see `mesh.status.status`) and those installed (one list of webhooks), and
     every pod, namespace and workload of the cluster (one paged list each, as the drain guard reads them), each
     folded as its page arrives into what the report needs (pod counts, injection labels, the pod templates that
     select a revision), so memory stays flat with the cluster's size."""
@@ -231,7 +228,8 @@ def build_status(stack: str, raw: dict[str, Any], outputs: dict[str, Any],
             templates = selecting(each_template(api))
             # Every pod folded page by page as status() reads it: the list is consumed inside, not held.
             pods = kube.list_objects(client.CoreV1Api(api).list_pod_for_all_namespaces)
-            return 0, status(stack, deployed, pods, None, state_note, installed, namespaces, templates, external)
+            return 0, status(stack, deployed, pods, None, state_note, installed, namespaces, templates, external,
+                             held)
     except (client.exceptions.ApiException, HTTPError, OSError, config.ConfigException) as e:
         return 1, status(stack, deployed, None, unreachable(e), state_note, external=external)
 
@@ -256,8 +254,9 @@ def main(argv: list[str]) -> int:
 
         return fleet_run.main(args.action, args.fleet, args.only)
     if args.command == "status":
-        outputs, state_note = deployed_outputs(args.stack)
-        code, result = build_status(args.stack, stack_config(args.stack), outputs, state_note)
+        export, state_note = pulumi_json(args.stack, "stack", "export")
+        code, result = build_status(args.stack, stack_config(args.stack), stack_outputs(export), state_note,
+                                    None if state_note else revisions_in_state(export))
     else:
         code, result = review(args.stack)
     if isinstance(result, str):

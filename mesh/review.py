@@ -79,9 +79,15 @@ class Deployed:
     def from_export(cls, export: Mapping[str, Any]) -> Deployed:
         """From `pulumi stack export`: the stack's outputs and the MeshRollout's state, read in one."""
         live = [r for r in (export.get("deployment") or {}).get("resources") or [] if not r.get("delete")]
-        outputs = next((r.get("outputs") or {} for r in live if r.get("type") == STACK_TYPE), {})
         state = next((r.get("outputs") or {} for r in live if r.get("type") == ROLLOUT_TYPE), {})
-        return cls.from_outputs(outputs, {g: state[g] for g in ("namespaces", "gateways") if state.get(g)})
+        rollout = {g: state[g] for g in ("namespaces", "gateways") if state.get(g)}
+        return cls.from_outputs(stack_outputs(export), rollout)
+
+
+def stack_outputs(export: Mapping[str, Any]) -> dict[str, Any]:
+    """The stack's last outputs, from `pulumi stack export` (empty for a stack never deployed)."""
+    live = [r for r in (export.get("deployment") or {}).get("resources") or [] if not r.get("delete")]
+    return dict(next((r.get("outputs") or {} for r in live if r.get("type") == STACK_TYPE), {}))
 
 
 @dataclass(frozen=True)

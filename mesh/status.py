@@ -10,7 +10,9 @@ revision injects now by `mesh.proxy_image.proxy_state`, as the rollout compares 
 
 A revision whose removal `up` refused is still installed, but the refused run already exported the
 stack's new outputs without it: revisions are therefore also read from the cluster (each revision's
-injection webhook, `istio-sidecar-injector-<rev>`) and shown as installed but no longer in the stack.
+injection webhook, `istio-sidecar-injector-<rev>`) and shown as installed but no longer in the stack. One
+the stack's state holds nothing of (another team's istiod, an external revision no longer declared) was never
+the stack's to remove: it is shown as outside the stack.
 """
 
 from __future__ import annotations
@@ -30,6 +32,15 @@ from mesh.workloads import UNINJECTED, Pod, pod_from_object
 
 VERSION_LABEL = "app.kubernetes.io/version"
 """The chart's app version, on every object the istiod chart renders."""
+REVISION_TYPE = "istio-mesh:index:IstioRevision"
+"""The component of a revision the stack installs (mesh.components.istio_revision)."""
+
+
+def revisions_in_state(export: Mapping[str, Any]) -> frozenset[str]:
+    """The revisions whose IstioRevision the state of `pulumi stack export` holds, pending deletes included (a
+    refused removal keeps it there)."""
+    resources = (export.get("deployment") or {}).get("resources") or []
+    return frozenset(r["urn"].rsplit("::", 1)[-1] for r in resources if r.get("type") == REVISION_TYPE)
 
 
 @dataclass(frozen=True)
@@ -209,17 +220,22 @@ def status(stack: str, deployed: Deployed, pod_objects: Iterable[Mapping[str, An
            cluster_note: str | None = None, state_note: str | None = None,
            installed: Mapping[str, str] | None = None,
            namespace_labels: Mapping[str, Mapping[str, str]] | None = None,
-           templates: Iterable[PodTemplate] | None = None, external: Iterable[str] = ()) -> Status:
+           templates: Iterable[PodTemplate] | None = None, external: Iterable[str] = (),
+           held: Iterable[str] | None = None) -> Status:
     """The report from the stack's outputs, the cluster's pods (None when they could not be read; iterated once,
     each folded as it comes) and the revisions installed in the cluster (`installed_revisions`), and, as the drain
     guard also reads them, every namespace's labels (those of injection suffice) and every workload's pod template
     (`mesh.drain.template_from_object`; only those `selecting` keeps are held). `external` are the
-    revisions installed outside the stack (its outputs' and its config's): shown with their pods, never droppable."""
+    revisions installed outside the stack (its outputs' and its config's): shown with their pods, never droppable.
+    `held` are those the stack's state holds (`revisions_in_state`; None when it was not read): an installed revision
+    in neither it nor the outputs is outside the stack too."""
     counts = PodCounts(deployed)
     for obj in pod_objects or ():
         counts.add(pod_from_object(obj))
     revisions = []
     outside = {*external, *deployed.external}
+    if held is not None:
+        outside |= set(installed or {}) - set(held) - set(deployed.versions)
     every = {**(installed or {}), **{n: v for n, v in deployed.external.items() if v}, **deployed.versions}
     every.update({n: "?" for n in outside if n not in every})
     every_template = selecting(templates or ())

@@ -7,7 +7,7 @@ from typing import Any
 
 from mesh.drain import pods_using, template_from_object
 from mesh.review import Deployed
-from mesh.status import installed_revisions, status
+from mesh.status import installed_revisions, revisions_in_state, status
 from mesh.webhook_overlap import revision_webhook
 from mesh.workloads import pod_from_object
 
@@ -157,3 +157,31 @@ def test_pods_no_restart_moves_are_told_apart_with_the_reason() -> None:
     assert s.revisions[0].pods["fresh"].stale == 0
     assert ("- `fresh`: 1 pods not injected by 1-31-0: its labels match sidecarInjectorWebhook.neverInjectSelector "
             "{app=batch}") in s.markdown()
+
+
+def test_an_installed_revision_the_state_holds_nothing_of_is_outside_the_stack() -> None:
+    """Another team's istiod, or an external revision the stack no longer declares (issue 24's e2e): installed, in
+    neither the outputs nor the state, so never a removal of the stack's that was refused, and never droppable.
+    One whose IstioRevision the state still holds (a refused removal) stays the stack's."""
+    installed = {"1-30-0": "1.30.0", "asm-managed-rapid": "1.30.1"}
+    after_refusal = Deployed.from_outputs({"revisions": {"1-31-0": {"version": "1.31.0", "proxy": NEW_PROXY}}})
+    export = {"deployment": {"resources": [
+        {"type": "istio-mesh:index:IstioRevision", "urn": "urn:pulumi:dev::istio-mesh::x$istio-mesh:index:"
+         "IstioRevision::1-31-0"},
+        {"type": "istio-mesh:index:IstioRevision", "urn": "urn:pulumi:dev::istio-mesh::x$istio-mesh:index:"
+         "IstioRevision::1-30-0", "delete": True},
+    ]}}
+    held = revisions_in_state(export)
+    assert held == {"1-31-0", "1-30-0"}
+    s = status("dev", after_refusal, PODS, installed=installed, held=held)
+    old, new, other = s.revisions
+    assert (old.name, old.external, old.in_stack, old.can_drop) == ("1-30-0", False, False, False)
+    assert (new.name, new.external, new.in_stack) == ("1-31-0", False, True)
+    assert (other.name, other.external, other.can_drop, other.pods) == ("asm-managed-rapid", True, False, {})
+    assert other.why == "external: installed outside the stack, which never removes it"
+    md = s.markdown()
+    assert "- `asm-managed-rapid`: 1.30.1; external (installed outside the stack)" in md, md
+    assert "- `1-30-0`: 1.30.0; installed, not in the stack's last outputs" in md, md
+    # The state not read: nothing known of who installed it, as before.
+    unknown = {r.name: r for r in status("dev", after_refusal, PODS, installed=installed).revisions}
+    assert not unknown["asm-managed-rapid"].external and not unknown["asm-managed-rapid"].in_stack
