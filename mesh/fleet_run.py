@@ -28,8 +28,9 @@ from mesh.fleet import gates
 from mesh.fleet.fleet_file import FleetError, FleetFile, load_fleet
 from mesh.fleet.report import StackRun, gate_lines, plan_summary, stack_line, stop_message, wave_healthy
 from mesh.fleet.waves import Part, Wave, part, resolve, unlisted
-from mesh.review import Deployed, Review
+from mesh.review import Deployed, Review, stack_outputs
 from mesh.spec import PROJECT, SpecError, load_spec
+from mesh.status import revisions_in_state
 
 ENGINE_ENV = {"PULUMI_EXPERIMENTAL": "true"}
 """`pulumi up --plan` is behind the engine's experimental flag."""
@@ -97,6 +98,10 @@ class Fleet:
         run.outcome = "planned" if run.changes else "converged"
         return run
 
+    def export(self, name: str) -> dict[str, Any]:
+        """The stack's state as `pulumi stack export` gives it, which `mesh review` and `mesh status` read."""
+        return {"deployment": self.stack(name).export_stack().deployment or {}}
+
     def plan_file(self, name: str) -> Path:
         return self.plans / f"{name}.plan.json"
 
@@ -104,9 +109,7 @@ class Fleet:
         """The stack's `mesh review` against its last deployed state; refusals land on `run`."""
         from mesh.__main__ import build_review
 
-        exported = self.stack(run.stack).export_stack()
-        _, found = build_review(run.stack, self.raw_config(run.stack),
-                                   Deployed.from_export({"deployment": exported.deployment or {}}))
+        _, found = build_review(run.stack, self.raw_config(run.stack), Deployed.from_export(self.export(run.stack)))
         if isinstance(found, str):
             run.refusals.append(found)
             return None
@@ -236,8 +239,8 @@ class Fleet:
         from mesh.__main__ import build_status, kube_settings
 
         raw = self.raw_config(name)
-        outputs = {k: v.value for k, v in self.stack(name).outputs().items()}
-        code, status = build_status(name, raw, outputs)
+        export = self.export(name)
+        code, status = build_status(name, raw, stack_outputs(export), None, revisions_in_state(export))
         if code != 0 or status.cluster_note is not None:
             return [gates.GateResult(gates.DATA_PLANE, False, status.cluster_note or "the cluster could not be read")]
         try:
