@@ -187,3 +187,15 @@ def test_an_unchanged_gateway_chart_is_not_waited_for() -> None:
 
     assert charts(waits_for(run(with_gateway(NEW, OLD), deployed(with_gateway(OLD, OLD))))) == set()
     assert charts(waits_for(run(with_gateway(NEW, "stable"), deployed(with_gateway(OLD, "stable"))))) == {"ingress"}
+
+
+def registration_order(monitor: _Monitor) -> list[str]:
+    return [name for _typ, name, _deps in monitor.registered.values()]
+
+
+def test_charts_register_after_the_labels_when_the_move_waits_for_none() -> None:
+    """The engine diffs registrations in arrival order: istio-base's objects first would hold up the move."""
+    order = registration_order(run(config(NEW), deployed(config(OLD))))
+    assert order.index("namespace-labels") < order.index("istio-base")
+    order = registration_order(run(config(NEW), {}))
+    assert order.index("istio-base") < order.index("namespace-labels"), "a first install: charts first, as before"

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import copy
 from typing import Any
 
 import pulumi
@@ -17,14 +16,15 @@ PATCH_FORCE = "pulumi.com/patchForce"
 def take_over_fields(args: pulumi.ResourceTransformArgs) -> pulumi.ResourceTransformResult:
     """Transform for the children of a chart the program owns outright (base): fields another installer
     set before (Helm's or istioctl's manager, on a cluster taken over) are taken over, not a conflict."""
-    props = copy.deepcopy(dict(args.props))
+    # New dicts where changed, nothing copied deeply: the chart's own props may hold Outputs (its values).
+    props = dict(args.props)
     metadata = dict(props.get("metadata") or {})
     metadata["annotations"] = {**(metadata.get("annotations") or {}), PATCH_FORCE: "true"}
     props["metadata"] = metadata
     return pulumi.ResourceTransformResult(props=props, opts=args.opts)
 
 
-def install_chart(name: str, ref: ChartRef, values: dict[str, Any], namespace: str,
+def install_chart(name: str, ref: ChartRef, values: pulumi.Input[dict[str, Any]], namespace: str,
                   opts: pulumi.ResourceOptions, *, owned_outright: bool = False) -> Chart:
     """An object-level chart: each rendered object is its own resource with its own diff in preview.
     No ignore rules on its children: what istiod writes at run time is either rendered with istiod's

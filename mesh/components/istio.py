@@ -8,8 +8,8 @@ settings) and hands every other component only those, so each reads on its own.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Awaitable, Sequence
+from typing import Any, TypeVar
 
 import pulumi
 from pulumi_kubernetes.core.v1 import Namespace
@@ -47,6 +47,8 @@ from mesh.spec import BindingSpec, GatewaySpec, MeshSpec
 Needs = pulumi.Output[list[pulumi.Resource]]
 """What a resource waits for, decided once the last deployed state is read (`Istio.settled`)."""
 
+T = TypeVar("T")
+
 RECORD = "charts"
 """The Istio component's output: each chart's fingerprint as of the last `up` that completed it."""
 
@@ -63,6 +65,16 @@ def recorded_charts(component: pulumi.Resource) -> pulumi.Output[dict[str, Any]]
         return dict(((found or {}).get("state") or {}).get(RECORD) or {})
 
     return pulumi.Output.from_input(asyncio.ensure_future(read()))
+
+
+def released(when: Awaitable[None], value: T) -> pulumi.Output[T]:
+    """`value`, once `when` is done: what holds a registration back without a dependency (none is recorded)."""
+
+    async def wait() -> T:
+        await when
+        return value
+
+    return pulumi.Output.from_input(asyncio.ensure_future(wait()))
 
 
 def needs(*parts: Needs | Sequence[pulumi.Resource]) -> Needs:
@@ -105,10 +117,15 @@ class Istio(pulumi.ComponentResource):
         }
         # Shared by every revision and present on clusters taken over from istioctl or Helm; none when every
         # revision is external (their installer's base stays theirs).
+        # The engine checks and diffs registrations one at a time, in the order they arrive: istio-base's objects
+        # (every chart comes after it) registered first would queue the move behind their diffs even when the
+        # move waits for none of them. So when the labels wait for no chart, the charts register after them (and
+        # with the MeshRollout); the order of their steps is unchanged.
+        charts_may_register: asyncio.Future[None] = asyncio.get_event_loop().create_future()
         base = install_chart(
             "istio-base",
             chart_ref(spec.charts, "base", spec.newest_version),
-            base_values(spec),
+            released(charts_may_register, base_values(spec)),
             ISTIO_NAMESPACE,
             pulumi.ResourceOptions(parent=self, depends_on=[gate, owned_namespaces[ISTIO_NAMESPACE]]),
             owned_outright=True,
@@ -235,6 +252,18 @@ class Istio(pulumi.ComponentResource):
             ),
             opts=child,
         )
+
+        labelled = {revision_key(r) for r in {spec.resolve(b.revision) for b in spec.namespaces.values()}
+                    if r in spec.installed}
+
+        async def release_charts() -> None:
+            try:
+                if labelled <= (await self.settled.future() or frozenset()):
+                    await self.namespaces.labels.urn.future()
+            finally:
+                charts_may_register.set_result(None)
+
+        self.charts_released = asyncio.ensure_future(release_charts())
 
         def canary(name: str, g: GatewaySpec) -> CanaryRelease | None:
             """A gateway's second Deployment, on its canary revision, behind the gateway's Service."""
