@@ -17,7 +17,11 @@ pods cost no containers; a real istiod per revision):
   verb and resource; a sampler reads the resident memory of the CLI and its descendants from /proc every
   0.2 s and keeps the peak, in all and per process;
 * the MeshRollout's own step is timed from the engine's events and compared with ceil(W/c) x R, W the moved
-  workloads, c `--concurrency`, R `--ready-seconds`.
+  workloads, c `--concurrency`, R `--ready-seconds`, and with ceil(W/c) x the cluster's own time per restart
+  (a watch, not counted, sees each moved Deployment's new generation and its rollout complete: R plus what the
+  control plane takes to replace the pod, which the program cannot shorten). The program's processes (the
+  language host's Python and the dynamic providers) are reported apart from the engine and the Kubernetes
+  provider.
 
 The last lines compare the sizes: requests, bytes received and peak memory of the large cluster over the small
 one (the goal: at most 1.2 x), and each per moved workload.
@@ -36,7 +40,9 @@ import http.client
 import math
 import os
 import platform
+import re
 import ssl
+import statistics
 import tempfile
 import threading
 import time
@@ -49,6 +55,7 @@ from urllib.parse import urlparse
 
 import yaml
 from kubernetes import client as k8s
+from kubernetes import watch as k8s_watch
 
 from benchmarks.migration import NEW, OLD, ROLLOUT, StepTimes, create_deployments, stack_config
 from harness.control_plane import ControlPlane, wait_for
@@ -60,6 +67,8 @@ from mesh.workloads import waiting_for, workload_from_object
 IMAGE = "example.invalid/background:1"
 PODS_PER_NODE = 100
 """KWOK nodes take 110 pods each; the background is spread over enough of them."""
+PROGRAM = re.compile(r"python\S* -u (\S*pulumi-language-python-exec|-m pulumi\.dynamic)")
+"""The program's processes under the CLI: the language host's Python running the program, the dynamic providers."""
 HOP_BY_HOP = {"connection", "keep-alive", "proxy-connection", "transfer-encoding", "upgrade", "host", "te"}
 
 
@@ -199,6 +208,8 @@ class MemorySampler(threading.Thread):
         super().__init__(daemon=True)
         self.interval = interval
         self.peak_total = 0
+        self.peak_program = 0
+        """The program's own processes: the language host's Python (the program) and the dynamic providers."""
         self.peak_by_process: Counter[str] = Counter()
         self.done = threading.Event()
 
@@ -217,6 +228,8 @@ class MemorySampler(threading.Thread):
             fields = dict(line.split(":", 1) for line in status.splitlines() if ":" in line)
             rss = int(fields.get("VmRSS", "0 kB").split()[0]) * 1024
             name = " ".join(Path(a.decode(errors="replace")).name for a in cmdline[:3] if a)[:60]
+            if PROGRAM.search(b" ".join(cmdline[:4]).decode(errors="replace")):
+                name = f"program: {name}"
             found[int(entry)] = (int(fields["PPid"]), name, rss)
         return found
 
@@ -226,19 +239,57 @@ class MemorySampler(threading.Thread):
         for pid, (parent, _name, _rss) in procs.items():
             children.setdefault(parent, []).append(pid)
         roots = [pid for pid in children.get(os.getpid(), []) if procs[pid][1].split(" ")[0] == "pulumi"]
-        total, stack = 0, list(roots)
+        total, program, stack = 0, 0, list(roots)
         while stack:
             pid = stack.pop()
             _parent, name, rss = procs[pid]
             total += rss
-            key = name.split(" ")[0] if not name.startswith("python") else name
+            program += rss if name.startswith("program: ") else 0
+            key = name.split(" ")[0] if not name.startswith(("python", "program")) else name
             self.peak_by_process[key] = max(self.peak_by_process[key], rss)
             stack += children.get(pid, [])
         self.peak_total = max(self.peak_total, total)
+        self.peak_program = max(self.peak_program, program)
 
     def run(self) -> None:
         while not self.done.wait(self.interval):
             self.sample()
+
+
+class RestartTimes(threading.Thread):
+    """How long the cluster takes per restart: for each Deployment of the moved namespaces, from the first sight of
+    its new generation (the MeshRollout's patch) to its rollout complete (`waiting_for`), watched with the admin
+    client (not counted). What the MeshRollout's step cannot be faster than, whatever it reads."""
+
+    def __init__(self, api: k8s.ApiClient, namespaces: list[str]) -> None:
+        super().__init__(daemon=True)
+        self.apps, self.namespaces = k8s.AppsV1Api(api), set(namespaces)
+        listed = self.apps.list_deployment_for_all_namespaces()
+        self.version = listed.metadata.resource_version
+        self.generation = {(d.metadata.namespace, d.metadata.name): d.metadata.generation
+                           for d in listed.items if d.metadata.namespace in self.namespaces}
+        self.started: dict[tuple[str, str], float] = {}
+        self.took: dict[tuple[str, str], float] = {}
+        self.done = threading.Event()
+
+    def run(self) -> None:
+        while not self.done.is_set():
+            stream = k8s_watch.Watch().stream(self.apps.list_deployment_for_all_namespaces, timeout_seconds=5,
+                                              resource_version=self.version)
+            for event in stream:
+                obj = event["raw_object"]
+                self.version = obj["metadata"]["resourceVersion"]
+                key = (obj["metadata"]["namespace"], obj["metadata"]["name"])
+                if key[0] not in self.namespaces or key in self.took:
+                    continue
+                now = time.monotonic()
+                if obj["metadata"]["generation"] > self.generation.get(key, 0):
+                    self.started.setdefault(key, now)
+                if key in self.started and waiting_for(workload_from_object("Deployment", obj)) is None:
+                    self.took[key] = now - self.started[key]
+
+    def median(self) -> float:
+        return statistics.median(self.took.values()) if self.took else float("nan")
 
 
 def available(apps: k8s.AppsV1Api, prefix: str) -> tuple[int, int]:
@@ -274,8 +325,13 @@ class Result:
     requests: int
     received: int
     memory: int
+    program_memory: int
     by_process: dict[str, int]
     by_call: list[tuple[str, int, int]]
+    by_agent: list[tuple[str, int, int]]
+    restart: float
+    """The cluster's median time per restart, patch to rollout complete (`RestartTimes`)."""
+    restarts: int
 
 
 def measure(args: argparse.Namespace, pods: int, spaces: int) -> Result:
@@ -326,24 +382,35 @@ def measure(args: argparse.Namespace, pods: int, spaces: int) -> Result:
             stack.write_config(stack_config(tools, moved, NEW, args.concurrency, timeout))
             steps = StepTimes()
             sampler = MemorySampler()
+            restarts = RestartTimes(api, moved)
             proxy.counts.reset()
             sampler.start()
+            restarts.start()
             started = steps.origin = time.monotonic()
             stack.stack.up(on_output=stack.log.append, on_event=steps.record, color="never")
             wall = time.monotonic() - started
             sampler.done.set()
+            restarts.done.set()
             sampler.join()
+            restarts.join()
             assert moved_settled(api, moved, NEW), "not every pod moved"
             rollout_start, rollout_end = steps.spans[ROLLOUT]
             counts = proxy.counts
             by_call = sorted(((c, counts.by_call[c], counts.bytes_by_call[c]) for c in counts.bytes_by_call),
                              key=lambda x: -x[2])
             proxy.server.shutdown()
+            by_agent = sorted(((a, counts.requests[a], counts.received[a]) for a in counts.received),
+                              key=lambda x: -x[2])
             return Result(pods, spaces, wall, rollout_end - rollout_start, sum(counts.requests.values()),
-                          sum(counts.received.values()), sampler.peak_total, dict(sampler.peak_by_process),
-                          by_call)
+                          sum(counts.received.values()), sampler.peak_total, sampler.peak_program,
+                          dict(sampler.peak_by_process),
+                          by_call, by_agent, restarts.median(), len(restarts.took))
     finally:
         cluster.stop()
+
+
+def ratio(a: float, b: float) -> float:
+    return a / b if b else float("nan")
 
 
 def mib(n: float) -> str:
@@ -370,18 +437,28 @@ def main(argv: list[str] | None = None) -> None:
         print(f"cluster of {pods} pods in {spaces} namespaces:", flush=True)
         r = measure(args, pods, spaces)
         results.append(r)
+        waves = math.ceil(moved / args.concurrency)
         print(f"  up {r.wall:.1f}s; MeshRollout step {r.rollout:.1f}s = {r.rollout / lower:.2f} x lower bound; "
+              f"the cluster's restart (patch to complete, median of {r.restarts}) {r.restart:.1f}s, so the step is "
+              f"{ratio(r.rollout, waves * r.restart):.2f} x ceil(W/c) x that; "
               f"{r.requests} requests, {mib(r.received)} received ({r.requests / moved:.1f} requests and "
               f"{mib(r.received / moved)} per moved workload); peak memory {mib(r.memory)} in all "
-              f"({mib(r.memory / moved)} per moved workload); load {os.getloadavg()[0]:.1f}", flush=True)
+              f"({mib(r.memory / moved)} per moved workload), the program's processes {mib(r.program_memory)}; "
+              f"load {os.getloadavg()[0]:.1f}", flush=True)
         print("  peak memory by process: " + ", ".join(
             f"{name} {mib(rss)}" for name, rss in sorted(r.by_process.items(), key=lambda x: -x[1])))
+        print("  by client: " + "; ".join(f"{agent}: {n} requests, {mib(size)}" for agent, n, size in r.by_agent))
         print("  most bytes: " + "; ".join(f"{call}: {n} requests, {mib(size)}" for call, n, size in r.by_call[:8]))
     small = results[0]
     for r in results[1:]:
-        print(f"{r.pods} pods over {small.pods}: requests {r.requests / small.requests:.2f} x, bytes received "
-              f"{r.received / small.received:.2f} x, peak memory {r.memory / small.memory:.2f} x, MeshRollout step "
-              f"{r.rollout / small.rollout:.2f} x (goal: at most 1.2 x)")
+        print(f"{r.pods} pods over {small.pods}: requests {ratio(r.requests, small.requests):.2f} x, bytes received "
+              f"{ratio(r.received, small.received):.2f} x, peak memory {ratio(r.memory, small.memory):.2f} x (the "
+              f"program's processes {ratio(r.program_memory, small.program_memory):.2f} x), MeshRollout step "
+              f"{ratio(r.rollout, small.rollout):.2f} x, the cluster's restart {ratio(r.restart, small.restart):.2f} x "
+              "(goal: at most 1.2 x)")
+        for agent, n, size in r.by_agent:
+            before = next(((m, b) for a, m, b in small.by_agent if a == agent), (0, 0))
+            print(f"  {agent}: requests {n} vs {before[0]}, bytes {mib(size)} vs {mib(before[1])}")
 
 
 if __name__ == "__main__":
