@@ -26,8 +26,10 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import cProfile
 import json
 import os
+import pstats
 import resource
 import shutil
 import statistics
@@ -70,6 +72,8 @@ import mesh.__main__ as cli
 clock("imports", t)
 t = now()
 import kubernetes.client, urllib3, mesh.kube, mesh.providers.drain_guard, mesh.providers.rollout, mesh.chart_files
+for api in ("CoreV1Api", "AppsV1Api", "CustomObjectsApi", "AdmissionregistrationV1Api", "VersionApi"):
+    getattr(kubernetes.client, api)  # the client imports each API's module on first use
 clock("lazy_imports", t)
 def timed(name, f):
     def run(*args, **kwargs):
@@ -88,10 +92,11 @@ cpu["pulumi"] = times.children_user + times.children_system
 print(json.dumps({"wall": wall, "cpu": cpu}), file=sys.stderr)
 sys.exit(code)
 """
-"""`python -m mesh` with its stages timed (wall and this process's CPU) in the process: its imports, the ones it makes
-on first use (`lazy_imports`: the kubernetes client, the MeshRollout's and drain guard's readers, the chart files;
-imported ahead here), the state read (`pulumi_json`; the `pulumi` CLI's own CPU is `pulumi`), the cluster reads
-(`cluster_part`, `GET /version` for the checks included), the checks (`review_checks`), and all of it (`main`)."""
+"""`python -m mesh` with its stages timed (wall and this process's CPU) in the process: its imports, the ones it
+makes on first use (`lazy_imports`: the kubernetes client and the API classes it loads on first use, the MeshRollout's
+and drain guard's readers, the chart files; imported ahead here), the state read (`pulumi_json`; the `pulumi` CLI's
+own CPU is `pulumi`), the cluster reads (`cluster_part`, `GET /version` for the checks included), the checks
+(`review_checks`), and all of it (`main`)."""
 
 
 @contextlib.contextmanager
@@ -300,6 +305,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--namespaces", type=int, default=200)
     parser.add_argument("--pods", type=int, default=3, help="pods per namespace (one Deployment)")
     parser.add_argument("--runs", type=int, default=5, help="runs of the real command, each way")
+    parser.add_argument("--profile", action="store_true",
+                        help="also profile the in-process one-namespace review (cProfile, top 25 by own time)")
     args = parser.parse_args(argv)
 
     tools = locate_or_exit(pulumi=True)
@@ -328,6 +335,10 @@ def main(argv: list[str] | None = None) -> None:
         assert not checks["skipped"] and any(p["rule"] == "kubernetes-support" for p in checks["passed"]), checks
         print(f"  checks: {len(checks['passed'])} passed, {len(checks['warnings'])} warnings, "
               f"{len(checks['refusals'])} refusals", flush=True)
+        if args.profile:
+            with cProfile.Profile() as profile:
+                build_review("bench", config(namespaces, kubeconfig), state)
+            pstats.Stats(profile).sort_stats("tottime").print_stats(25)
         code, review = timed("review, every namespace moves and the old revision goes (every pod listed)",
                              lambda: build_review("bench", config(namespaces, kubeconfig, drop_old=True), state))
         assert code == 0 and isinstance(review, Review) and len(review.refusals[OLD]) == args.namespaces
