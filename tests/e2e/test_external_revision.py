@@ -162,14 +162,14 @@ class Walk:
         return {r["name"]: r for r in json.loads(done.stdout)["revisions"]}
 
     def up_moving(self, namespaces: dict[str, str]) -> None:
-        """`up` of the config that binds `namespaces`, checked: every workload of a namespace whose revision
-        changes is restarted, each new pod injected by its revision's own webhook and real istiod (audit log)
-        with that revision's image, and the others keep their pods."""
+        """`up` of the config written last, which binds `namespaces`, checked: every workload of a namespace whose
+        revision changes is restarted, each new pod injected by its revision's own webhook and real istiod (audit
+        log) with that revision's image, and the others keep their pods."""
         before = self.pods()
         moving = {ns for ns, rev in namespaces.items() if set(before[ns].values()) != {rev}}
         assert self.cluster.admission is not None
+        assert self.stack.config()["namespaces"] == namespaces
         since = time.time()
-        self.stack.write_config(config(self.tools, namespaces))
         self.stack.up()
         after = self.pods()
         for ns, rev in namespaces.items():
@@ -300,3 +300,8 @@ def test_5_dropping_the_external_revision_from_the_config_deletes_nothing_of_it(
     assert walk.stack.preview_changes() == {}, "\n".join(walk.stack.log[-60:])
     check_istio_agrees(walk.cluster, walk.stack)
     walk.assert_install_untouched()
+    # Still installed, now undeclared: status lists it as outside the stack (nothing of it in the state), never
+    # as a removal of the stack's that was refused, and never droppable.
+    ext = walk.status()[EXT]
+    assert (ext["version"], ext["pods"], ext["bound"]) == (EXT_VERSION, {}, []), ext
+    assert (ext["external"], ext["can_drop"]) == (True, False), ext
