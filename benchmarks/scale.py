@@ -291,6 +291,19 @@ class RestartTimes(threading.Thread):
     def median(self) -> float:
         return statistics.median(self.took.values()) if self.took else float("nan")
 
+    def timeline(self, start: float, end: float, concurrency: int) -> str:
+        """Where the step's time goes besides the cluster's restarts (`start`, `end`: the step's, monotonic): until
+        the first patch, from a slot freeing to the next patch (the i-th restart after the first `concurrency`
+        waits for the (i - concurrency)-th to complete), and after the last completes."""
+        if not self.took:
+            return "no restart seen"
+        starts = sorted(self.started.values())
+        ends = sorted(self.started[k] + t for k, t in self.took.items())
+        refills = [b - a for a, b in zip(ends, starts[concurrency:], strict=False)]
+        return (f"first patch {starts[0] - start:.1f}s into the step, last {starts[-1] - start:.1f}s; a freed slot "
+                f"refilled after {statistics.median(refills) if refills else float('nan'):.1f}s (median of "
+                f"{len(refills)}); last restart complete {end - ends[-1]:.1f}s before the step ended")
+
 
 def available(apps: k8s.AppsV1Api, prefix: str) -> tuple[int, int]:
     """(available, desired) replicas of the Deployments in namespaces starting with `prefix` (paged)."""
@@ -332,6 +345,7 @@ class Result:
     restart: float
     """The cluster's median time per restart, patch to rollout complete (`RestartTimes`)."""
     restarts: int
+    timeline: str
 
 
 def measure(args: argparse.Namespace, pods: int, spaces: int) -> Result:
@@ -404,7 +418,8 @@ def measure(args: argparse.Namespace, pods: int, spaces: int) -> Result:
             return Result(pods, spaces, wall, rollout_end - rollout_start, sum(counts.requests.values()),
                           sum(counts.received.values()), sampler.peak_total, sampler.peak_program,
                           dict(sampler.peak_by_process),
-                          by_call, by_agent, restarts.median(), len(restarts.took))
+                          by_call, by_agent, restarts.median(), len(restarts.took),
+                          restarts.timeline(started + rollout_start, started + rollout_end, args.concurrency))
     finally:
         cluster.stop()
 
@@ -447,6 +462,7 @@ def main(argv: list[str] | None = None) -> None:
               f"load {os.getloadavg()[0]:.1f}", flush=True)
         print("  peak memory by process: " + ", ".join(
             f"{name} {mib(rss)}" for name, rss in sorted(r.by_process.items(), key=lambda x: -x[1])))
+        print(f"  MeshRollout step: {r.timeline}")
         print("  by client: " + "; ".join(f"{agent}: {n} requests, {mib(size)}" for agent, n, size in r.by_agent))
         print("  most bytes: " + "; ".join(f"{call}: {n} requests, {mib(size)}" for call, n, size in r.by_call[:8]))
     small = results[0]
