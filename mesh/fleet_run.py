@@ -339,13 +339,21 @@ def _rollout(obj: dict[str, Any], desired: int, updated: str, ready: str) -> gat
 def _last_line(e: Exception) -> str:
     text = (getattr(e, "stderr", "") or str(e)).strip()
     lines = [line for line in text.splitlines() if line.strip()]
-    return lines[-1].strip()[:500] if lines else type(e).__name__
+    return _unprefixed(lines[-1])[:500] if lines else type(e).__name__
+
+
+def _unprefixed(line: str) -> str:
+    """A CLI error line without the Automation API's `stderr:` and the CLI's `error:` in front."""
+    line = line.strip()
+    for prefix in ("stderr:", "error:"):
+        line = line.removeprefix(prefix).strip()
+    return line
 
 
 def _lock_message(e: Exception) -> str:
     """The backend's own words on who holds the lock (a diy backend names the lock file, user, host and pid)."""
     text = getattr(e, "stderr", "") or str(e)
-    said = [line.strip() for line in text.splitlines() if "locked by" in line or "created by" in line]
+    said = [_unprefixed(line) for line in text.splitlines() if "locked by" in line or "created by" in line]
     return " ".join(said)[:800] or _last_line(e)
 
 

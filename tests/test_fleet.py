@@ -10,12 +10,13 @@ from typing import Any
 from urllib.parse import parse_qs, urlparse
 
 import pytest
+from pulumi.automation import CommandResult, ConcurrentUpdateError
 
 from mesh.fleet import gates
 from mesh.fleet.fleet_file import FleetError, load_fleet, parse_fleet
 from mesh.fleet.report import StackRun, plan_summary, stop_message, wave_healthy
 from mesh.fleet.waves import Wave, part, resolve, unlisted
-from mesh.fleet_run import PrometheusError, prometheus_value, query_prometheus
+from mesh.fleet_run import PrometheusError, _lock_message, prometheus_value, query_prometheus
 from mesh.review import Deployed
 from mesh.status import status
 from mesh.webhook_overlap import Overlap
@@ -263,3 +264,15 @@ def test_plan_summary_counts_changes_restarts_and_refusals() -> None:
     assert "| 2 | prod | no changes | ? | istio-mesh:revisions.a.values.x: refused |" in text
     assert "1 of 2 stack(s) change, 4 workload(s) restarted in all, 1 stack(s) refused." in text
     assert "Not in any wave (a fleet run never touches them): sandbox." in text
+
+
+def test_a_lock_is_reported_in_the_backends_words() -> None:
+    """As the Automation API raises it when a diy backend's stack is locked (text from the fleet e2e)."""
+    error = ConcurrentUpdateError(CommandResult(stdout="", code=255, stderr=(
+        "error: the stack is currently locked by 1 lock(s). Either wait for the other process(es) to end or delete "
+        "the lock file with `pulumi cancel`.\n  file:///state/.pulumi/locks/organization/istio-mesh/c2/x.json: "
+        "created by release-bot@ci-runner-7 (pid 4242) at 2026-12-07T03:56:16Z\n")))
+    assert _lock_message(error) == (
+        "the stack is currently locked by 1 lock(s). Either wait for the other process(es) to end or delete the lock "
+        "file with `pulumi cancel`. file:///state/.pulumi/locks/organization/istio-mesh/c2/x.json: created by "
+        "release-bot@ci-runner-7 (pid 4242) at 2026-12-07T03:56:16Z")

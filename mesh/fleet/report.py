@@ -88,7 +88,7 @@ def stop_message(waves: list[Wave], runs: Mapping[str, StackRun], at: Wave, comm
     later = [w for w in waves if w.index > at.index]
     untouched = [s for s in at.stacks if s not in runs] + [s for w in later for s in w.stacks]
     out = [f"Stopped at {at.label}.", *(f"- {w}" for w in why)]
-    out.append(f"Untouched: {', '.join(untouched)}." if untouched else "Nothing after it was left.")
+    out.append(f"Untouched: {', '.join(untouched)}." if untouched else "No later wave.")
     if any(r.outcome == "locked" for r in bad):
         out.append("A locked stack is being updated by someone else: wait for that update to end (never cancel it "
                    "from here), then resume.")
