@@ -80,6 +80,8 @@ class Counts:
     received: Counter[str] = field(default_factory=Counter)
     by_call: Counter[str] = field(default_factory=Counter)
     bytes_by_call: Counter[str] = field(default_factory=Counter)
+    answered: list[tuple[float, str, str]] = field(default_factory=list)
+    """(monotonic time its response began, client, call) of every request."""
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def add(self, agent: str, call: str, size: int, new_request: bool) -> None:
@@ -89,11 +91,21 @@ class Counts:
             if new_request:
                 self.requests[agent] += 1
                 self.by_call[call] += 1
+                self.answered.append((time.monotonic(), agent, call))
 
     def reset(self) -> None:
         with self.lock:
             for counter in (self.requests, self.received, self.by_call, self.bytes_by_call):
                 counter.clear()
+            self.answered.clear()
+
+    def before(self, start: float, end: float, agent: str) -> str:
+        """The client's requests answered between `start` and `end` (the step's start and its first patch)."""
+        times = [t - start for t, a, _call in self.answered if a == agent and start <= t <= end]
+        if not times:
+            return f"no request of {agent} before it"
+        return (f"{agent}'s first response {times[0]:.1f}s into the step, {len(times)} before the first patch, "
+                f"the last at {times[-1]:.1f}s")
 
 
 def call_of(method: str, path: str, query: str) -> str:
@@ -291,13 +303,16 @@ class RestartTimes(threading.Thread):
     def median(self) -> float:
         return statistics.median(self.took.values()) if self.took else float("nan")
 
+    def first_patches(self) -> list[float]:
+        return sorted(self.started.values())
+
     def timeline(self, start: float, end: float, concurrency: int) -> str:
         """Where the step's time goes besides the cluster's restarts (`start`, `end`: the step's, monotonic): until
         the first patch, from a slot freeing to the next patch (the i-th restart after the first `concurrency`
         waits for the (i - concurrency)-th to complete), and after the last completes."""
         if not self.took:
             return "no restart seen"
-        starts = sorted(self.started.values())
+        starts = self.first_patches()
         ends = sorted(self.started[k] + t for k, t in self.took.items())
         refills = [b - a for a, b in zip(ends, starts[concurrency:], strict=False)]
         return (f"first patch {starts[0] - start:.1f}s into the step, last {starts[-1] - start:.1f}s; a freed slot "
@@ -419,7 +434,9 @@ def measure(args: argparse.Namespace, pods: int, spaces: int) -> Result:
                           sum(counts.received.values()), sampler.peak_total, sampler.peak_program,
                           dict(sampler.peak_by_process),
                           by_call, by_agent, restarts.median(), len(restarts.took),
-                          restarts.timeline(started + rollout_start, started + rollout_end, args.concurrency))
+                          restarts.timeline(started + rollout_start, started + rollout_end, args.concurrency)
+                          + "; " + counts.before(started + rollout_start,
+                                                 (restarts.first_patches() or [math.inf])[0], "OpenAPI-Generator"))
     finally:
         cluster.stop()
 
