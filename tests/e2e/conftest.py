@@ -39,7 +39,7 @@ def pytest_configure(config: pytest.Config) -> None:
     )
 
 
-LONGEST_FIRST = ("test_upgrade.py", "test_in_place_upgrade.py")
+LONGEST_FIRST = ("test_fleet.py", "test_upgrade.py", "test_in_place_upgrade.py", "test_external_revision.py")
 """The longest e2e files, started first: `scripts/test` spreads files over two pytest-xdist workers, and
 the whole run is shortest when the longest file does not start last."""
 
