@@ -82,20 +82,25 @@ class Fleet:
             return self._config[name]
 
     # ---- plan ----------------------------------------------------------------------------------------
-    def preview(self, name: str, wave: int, stream: bool) -> StackRun:
-        """Preview `name` with its plan saved (`up` replays it); the outcome says converged, planned or why not."""
-        run = StackRun(name, wave)
-        out = (lambda line: self.say(f"[{name}] {line.rstrip()}")) if stream else None
+    def engine(self, run: StackRun, what: str, call: Callable[[], Any]) -> Any:
+        """One engine operation on `run`'s stack: its result, or None with `run` saying why (a lock held by another
+        update, or the operation's failure)."""
         try:
-            result = self.stack(name).preview(plan=str(self.plan_file(name)), color="never", on_output=out)
+            return call()
         except auto.ConcurrentUpdateError as e:
             run.outcome, run.message = "locked", _lock_message(e)
-            return run
         except auto.CommandError as e:
-            run.outcome, run.message = "failed", f"preview failed: {_last_line(e)}"
-            return run
-        run.changes = {op: n for op, n in result.change_summary.items() if op != "same" and n}
-        run.outcome = "planned" if run.changes else "converged"
+            run.outcome, run.message = "failed", f"{what} failed: {_last_line(e)}"
+        return None
+
+    def preview(self, name: str, wave: int) -> StackRun:
+        """Preview `name` with its plan saved (`up` replays it); the outcome says converged, planned or why not."""
+        run = StackRun(name, wave)
+        result = self.engine(run, "preview", lambda: self.stack(name).preview(
+            plan=str(self.plan_file(name)), color="never"))
+        if result is not None:
+            run.changes = {op: n for op, n in result.change_summary.items() if op != "same" and n}
+            run.outcome = "planned" if run.changes else "converged"
         return run
 
     def export(self, name: str) -> dict[str, Any]:
@@ -125,7 +130,7 @@ class Fleet:
         reviews: dict[str, Review | None] = {}
 
         def one(name: str, wave: int) -> None:
-            run = self.preview(name, wave, stream=False)
+            run = self.preview(name, wave)
             reviews[name] = self.review(run)
             runs[name] = run
 
@@ -149,7 +154,7 @@ class Fleet:
         return run
 
     def _update(self, name: str, wave: int) -> StackRun:
-        run = self.preview(name, wave, stream=False)
+        run = self.preview(name, wave)
         if run.stopped:
             return run
         if run.outcome == "converged":
@@ -158,14 +163,10 @@ class Fleet:
         else:
             before = self.overlaps(name)
             self.say(f"[{name}] up: {', '.join(f'{n} to {op}' for op, n in sorted(run.changes.items()))}")
-            try:
-                self.stack(name).up(plan=str(self.plan_file(name)), color="never",
-                                    on_output=lambda line: self.say(f"[{name}] {line.rstrip()}"))
-            except auto.ConcurrentUpdateError as e:
-                run.outcome, run.message = "locked", _lock_message(e)
-                return run
-            except auto.CommandError as e:
-                run.outcome, run.message = "failed", f"up failed: {_last_line(e)}"
+            done = self.engine(run, "up", lambda: self.stack(name).up(
+                plan=str(self.plan_file(name)), color="never",
+                on_output=lambda line: self.say(f"[{name}] {line.rstrip()}")))
+            if done is None:
                 return run
             run.outcome = "updated"
             run.gates = self.gates(name, before=before)
