@@ -139,6 +139,8 @@ class CountingProxy:
         self.context = ssl.create_default_context(cafile=str(files["certificate-authority-data"]))
         self.context.load_cert_chain(str(files["client-certificate-data"]), str(files["client-key-data"]))
         self.counts = Counts()
+        self.local = threading.local()
+        """This handler thread's upstream connection (one thread serves one client connection)."""
         outer = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -179,11 +181,9 @@ class CountingProxy:
         agent = (h.headers.get("User-Agent") or "-").split("/")[0].split(" ")[0]
         url = urlparse(h.path)
         call = call_of(h.command, url.path, url.query)
-        upstream = http.client.HTTPSConnection(self.host, self.port, context=self.context)
+        upstream = None
         try:
-            upstream.request(h.command, h.path, body, {k: v for k, v in h.headers.items()
-                                                       if k.lower() not in HOP_BY_HOP})
-            response = upstream.getresponse()
+            upstream, response = self.send(h, body)
             headers = [(k, v) for k, v in response.getheaders() if k.lower() not in HOP_BY_HOP
                        and k.lower() != "content-length"]
             h.send_response(response.status)
@@ -191,6 +191,7 @@ class CountingProxy:
                 h.send_header(k, v)
             size = sum(len(k) + len(v) + 4 for k, v in headers)
             if response.status in (204, 304):  # no body allowed
+                response.read()
                 h.send_header("Content-Length", "0")
                 h.end_headers()
                 self.counts.add(agent, call, size, True)
@@ -209,8 +210,31 @@ class CountingProxy:
             h.wfile.write(b"0\r\n\r\n")
         except (OSError, http.client.HTTPException):
             h.close_connection = True
-        finally:
-            upstream.close()
+            if upstream is not None:
+                upstream.close()
+            self.local.connection = None
+
+    def send(self, h: BaseHTTPRequestHandler, body: bytes | None) -> tuple[http.client.HTTPSConnection,
+                                                                          http.client.HTTPResponse]:
+        """The request on this client connection's own upstream connection, kept for its next request as a
+        client's connection pool would (a new TLS connection per request would slow each request down); once
+        more on a new connection when a kept one turns out closed."""
+        headers = {k: v for k, v in h.headers.items() if k.lower() not in HOP_BY_HOP}
+        for attempt in range(2):
+            upstream = getattr(self.local, "connection", None)
+            kept = upstream is not None
+            if upstream is None:
+                upstream = self.local.connection = http.client.HTTPSConnection(self.host, self.port,
+                                                                               context=self.context)
+            try:
+                upstream.request(h.command, h.path, body, headers)
+                return upstream, upstream.getresponse()
+            except (OSError, http.client.HTTPException):
+                upstream.close()
+                self.local.connection = None
+                if not kept or attempt:
+                    raise
+        raise AssertionError("unreachable")
 
 
 class MemorySampler(threading.Thread):
