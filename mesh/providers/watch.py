@@ -13,6 +13,7 @@ import contextlib
 import json
 import threading
 from collections.abc import Callable, Iterable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from kubernetes.client.exceptions import ApiException
@@ -28,6 +29,8 @@ STALL_SECONDS = 30
 CONNECT_SECONDS = 10
 BACKOFF_SECONDS = 1.0
 """Wait after a refused or broken watch before the next attempt."""
+LIST_WORKERS = 8
+"""First lists of newly followed namespaces made at once (the client keeps `kube.CONNECTIONS` connections)."""
 
 
 class Follower:
@@ -115,14 +118,21 @@ class Watches:
 
     def follow(self, namespaces: Iterable[str], kinds_for: Callable[[Mapping[str, list[dict[str, Any]]]], Iterable[str]]
                ) -> None:
-        """Follow exactly `namespaces` from now on: a new one is listed (every kind, paged, in this thread) and
-        then watched for the kinds `kinds_for(its lists)` names; the others stop being watched."""
+        """Follow exactly `namespaces` from now on: the new ones are listed (every kind, paged; up to
+        `LIST_WORKERS` lists at once, since a rollout's start lists every kind of every namespace it starts with
+        and one after the other they are round trips end to end) and then watched for the kinds `kinds_for(its
+        lists)` names; the others stop being watched."""
         wanted = set(namespaces)
         for ns in sorted(set(self.followers) - wanted):
             for follower in self.followers.pop(ns).values():
                 follower.stop()
-        for ns in sorted(wanted - set(self.followers)):
-            listed = {kind: kube.list_consistent(call, namespace=ns) for kind, call in self.calls.items()}
+        new = sorted(wanted - set(self.followers))
+        pairs = [(ns, kind) for ns in new for kind in self.calls]
+        with ThreadPoolExecutor(max_workers=LIST_WORKERS) as pool:
+            lists = dict(zip(pairs, pool.map(lambda p: kube.list_consistent(self.calls[p[1]], namespace=p[0]), pairs),
+                             strict=True))
+        for ns in new:
+            listed = {kind: lists[(ns, kind)] for kind in self.calls}
             followers = {}
             for kind in kinds_for({k: items for k, (items, _version) in listed.items()}):
                 followers[kind] = Follower(self.calls[kind], ns, self.lock, self.changed)
