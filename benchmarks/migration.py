@@ -43,6 +43,7 @@ from pulumi import automation as auto
 
 from harness.control_plane import ControlPlane, wait_for
 from harness.mesh_stack import MeshStack
+from harness.revision import wait_ready_for_pods
 from harness.toolchain import Tools, locate_or_exit
 from mesh.workloads import waiting_for, workload_from_object
 
@@ -166,15 +167,8 @@ def main(argv: list[str] | None = None) -> None:
             stack = MeshStack(tools, cluster.kubeconfig, Path(workdir) / "stack", name="migration")
             stack.write_config(stack_config(tools, namespaces, OLD, args.concurrency, timeout))
             stack.up()
-            for rev in (OLD, NEW):  # pods created before istiod serves are refused, and retried with backoff
-                cluster.istiod.wait_serving(rev)
-            hooks = k8s.AdmissionregistrationV1Api(api)
-            wait_for("the tag's webhook trusts istiod (caBundle)", lambda: all(
-                w.client_config.ca_bundle
-                for w in hooks.read_mutating_webhook_configuration("istio-revision-tag-stable").webhooks))
+            wait_ready_for_pods(cluster, (OLD, NEW), "stable", namespaces)
             for ns in namespaces:
-                wait_for(f"ServiceAccount of {ns}", lambda ns=ns: bool(
-                    core.list_namespaced_service_account(ns, field_selector="metadata.name=default").items))
                 create_deployments(apps, ns, args.per_namespace, args.ready_seconds)
             wait_for("every pod settled on the old revision", lambda: settled(api, set(namespaces), OLD), 900)
             print(f"setup done, load {os.getloadavg()[0]:.1f}", flush=True)

@@ -60,6 +60,7 @@ from kubernetes import watch as k8s_watch
 from benchmarks.migration import NEW, OLD, ROLLOUT, StepTimes, create_deployments, stack_config
 from harness.control_plane import ControlPlane, wait_for
 from harness.mesh_stack import MeshStack
+from harness.revision import wait_ready_for_pods
 from harness.toolchain import locate_or_exit
 from mesh import kube
 from mesh.workloads import waiting_for, workload_from_object
@@ -418,15 +419,8 @@ def measure(args: argparse.Namespace, pods: int, spaces: int) -> Result:
             stack = MeshStack(tools, proxy.kubeconfig, Path(workdir) / "stack", name="scale")
             stack.write_config(stack_config(tools, moved, OLD, args.concurrency, timeout))
             stack.up()
-            for rev in (OLD, NEW):  # pods created before istiod serves are refused, and retried with backoff
-                cluster.istiod.wait_serving(rev)
-            hooks = k8s.AdmissionregistrationV1Api(api)
-            wait_for("the tag's webhook trusts istiod (caBundle)", lambda: all(
-                w.client_config.ca_bundle
-                for w in hooks.read_mutating_webhook_configuration("istio-revision-tag-stable").webhooks))
+            wait_ready_for_pods(cluster, (OLD, NEW), "stable", moved)
             for ns in moved:
-                wait_for(f"ServiceAccount of {ns}", lambda ns=ns: bool(
-                    core.list_namespaced_service_account(ns, field_selector="metadata.name=default").items))
                 create_deployments(apps, ns, args.per_namespace, args.ready_seconds)
             wait_for("the moved namespaces settled on the old revision", lambda: moved_settled(api, moved, OLD), 900)
             print(f"  setup done ({pods} background pods in {spaces} namespaces, {nodes} KWOK nodes), load "

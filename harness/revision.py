@@ -97,3 +97,20 @@ def install_revision(cluster: KubeCluster, rev: str, version: str) -> list[dict[
     apply(cluster, objects)
     wait_injects(cluster, {"istio.io/rev": rev}, rev)
     return objects
+
+
+def wait_ready_for_pods(cluster: KubeCluster, revisions: tuple[str, ...], tag: str, namespaces: list[str]) -> None:
+    """Before a benchmark creates pods in `namespaces` sent to `tag`: every revision's istiod serves, the tag's
+    webhook trusts it (istiod wrote its caBundle) and each namespace has its default ServiceAccount. Pods created
+    before that are refused, and their controllers' backoff would be timed as the program's."""
+    assert cluster.istiod is not None
+    for rev in revisions:
+        cluster.istiod.wait_serving(rev)
+    api = cluster.api()
+    hooks, core = k8s.AdmissionregistrationV1Api(api), k8s.CoreV1Api(api)
+    webhook = f"istio-revision-tag-{tag}"
+    wait_for("the tag's webhook trusts istiod (caBundle)", lambda: all(
+        w.client_config.ca_bundle for w in hooks.read_mutating_webhook_configuration(webhook).webhooks))
+    for ns in namespaces:
+        wait_for(f"ServiceAccount of {ns}", lambda ns=ns: bool(
+            core.list_namespaced_service_account(ns, field_selector="metadata.name=default").items))

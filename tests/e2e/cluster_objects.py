@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import subprocess
 import uuid
 from datetime import UTC, datetime
 
 from kubernetes import client as k8s
 from kubernetes.client.rest import ApiException
 
-from harness.control_plane import wait_for
+from harness.control_plane import KubeCluster, wait_for
 
 
 def pod_revisions(api: k8s.ApiClient, namespace: str) -> dict[str, str | None]:
@@ -103,3 +104,12 @@ def new_namespace(api: k8s.ApiClient, labels: dict[str, str] | None = None) -> s
 
     wait_for(f"default ServiceAccount in {name}", has_sa)
     return name
+
+
+def helm(cluster: KubeCluster, *args: str) -> str:
+    """The toolchain's `helm` against the cluster; its output (a failure fails the test, with helm's words)."""
+    assert cluster.tools.helm is not None
+    done = subprocess.run([str(cluster.tools.helm), *args], env=cluster.env(), capture_output=True, text=True,
+                          timeout=300, check=False)
+    assert done.returncode == 0, done.stderr
+    return done.stdout

@@ -35,7 +35,13 @@ from harness.control_plane import KubeCluster, wait_for
 from harness.mesh_stack import MeshStack
 from harness.revision import ISTIO_NS, wait_injects
 from harness.toolchain import Tools
-from tests.e2e.cluster_objects import create_deployment, create_namespace, deployments_settled, pod_revisions
+from tests.e2e.cluster_objects import (
+    create_deployment,
+    create_namespace,
+    deployments_settled,
+    helm,
+    pod_revisions,
+)
 from tests.e2e.istio_agreement import check_istio_agrees
 
 EXT, EXT_VERSION = "asm-managed-rapid", "1.30.1"
@@ -75,14 +81,6 @@ def config(tools: Tools, namespaces: dict[str, str], external: bool = True) -> d
 
 FIRST = {PAYMENTS: EXT, ORDERS: OWN}
 SWAPPED = {PAYMENTS: OWN, ORDERS: EXT}
-
-
-def helm(cluster: KubeCluster, *args: str) -> str:
-    assert cluster.tools.helm is not None
-    done = subprocess.run([str(cluster.tools.helm), *args], env=cluster.env(), capture_output=True, text=True,
-                          timeout=300, check=False)
-    assert done.returncode == 0, done.stderr
-    return done.stdout
 
 
 def kubectl_json(cluster: KubeCluster, *args: str, stdin: str = "") -> dict[str, Any]:

@@ -7,7 +7,6 @@ injector back. The install is made by the Helm CLI from the same charts the prog
 from __future__ import annotations
 
 import json
-import subprocess
 from collections.abc import Iterator
 from typing import Any
 
@@ -21,6 +20,7 @@ from tests.e2e.cluster_objects import (
     create_deployment,
     create_namespace,
     deployments_settled,
+    helm,
     namespace_labels,
     pod_revisions,
     scale_up_and_get_new_pods,
@@ -35,14 +35,6 @@ UNBOUND = "legacy-only"
 OLD_INJECTOR = "istio-sidecar-injector"
 NEVER_MATCH = {"matchLabels": {"istio.io/deactivated": "never-match"}}
 """istioctl's own selector for a switched-off injector, which the takeover writes too."""
-
-
-def helm(cluster: KubeCluster, *args: str) -> str:
-    assert cluster.tools.helm is not None
-    done = subprocess.run([str(cluster.tools.helm), *args], env=cluster.env(), capture_output=True, text=True,
-                          timeout=300, check=False)
-    assert done.returncode == 0, done.stderr
-    return done.stdout
 
 
 def takeover_config(tools: Tools) -> dict[str, Any]:
