@@ -88,11 +88,9 @@ def unreachable(e: Exception) -> str:
 
 def injectors(api: Any) -> dict[str, dict[str, Any]]:
     """Every MutatingWebhookConfiguration with an entry on pods (one list), by name."""
-    from kubernetes import client
-
     from mesh import kube
 
-    found = kube.list_objects(client.AdmissionregistrationV1Api(api).list_mutating_webhook_configuration)
+    found = kube.list_objects(kube.collection(api, "MutatingWebhookConfiguration"))
     return {m["metadata"]["name"]: m for m in found
             if any("pods" in (r.get("resources") or []) for w in m.get("webhooks") or [] for r in w.get("rules") or [])}
 
@@ -126,17 +124,16 @@ def cluster_part(spec: MeshSpec, deployed: Deployed, raw: dict[str, Any]) -> dic
                 except RolloutError:  # a gateway not installed yet: its pods start on the target
                     workloads, pods = {}, []
                 planes.append(data_plane(move, workloads.values(), pods, left_to_gateways(spec, move)))
-            core = client.CoreV1Api(api)
             templates: list[PodTemplate] = []
             fold = ClusterPods.of(deployed, spec, steps(deployed.versions, deployed.cni, spec))
             read_pods = bool(fold.removed or fold.in_place)
-            for p in kube.list_objects(core.list_pod_for_all_namespaces) if read_pods else ():
+            for p in kube.list_objects(kube.collection(api, "Pod")) if read_pods else ():
                 fold.add(pod_from_object(p))  # page by page: only the fold's counts and named pods stay
             if fold.removed:  # every pod and workload, as the guard reads them
                 templates = selecting(each_template(api), fold.removed)
-            kubernetes = client.VersionApi(api).get_code().git_version
+            kubernetes = kube.server_version(api)
             labels = {ns["metadata"]["name"]: ns["metadata"].get("labels") or {}
-                      for ns in kube.list_objects(core.list_namespace)}
+                      for ns in kube.list_objects(kube.collection(api, "Namespace"))}
             hooks = injectors(api)
     except (client.exceptions.ApiException, HTTPError, OSError, config.ConfigException) as e:
         return unreachable(e)
@@ -224,10 +221,10 @@ def build_status(stack: str, raw: dict[str, Any], outputs: dict[str, Any],
         with kube.api_client(settings) as api:
             installed = installed_revisions(injectors(api))
             namespaces = {ns["metadata"]["name"]: injection_labels(ns["metadata"].get("labels") or {})
-                          for ns in kube.list_objects(client.CoreV1Api(api).list_namespace)}
+                          for ns in kube.list_objects(kube.collection(api, "Namespace"))}
             templates = selecting(each_template(api))
             # Every pod folded page by page as status() reads it: the list is consumed inside, not held.
-            pods = kube.list_objects(client.CoreV1Api(api).list_pod_for_all_namespaces)
+            pods = kube.list_objects(kube.collection(api, "Pod"))
             return 0, status(stack, deployed, pods, None, state_note, installed, namespaces, templates, external,
                              held)
     except (client.exceptions.ApiException, HTTPError, OSError, config.ConfigException) as e:

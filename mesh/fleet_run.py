@@ -220,7 +220,6 @@ class Fleet:
     # ---- gates ---------------------------------------------------------------------------------------
     def overlaps(self, name: str) -> list[Any] | None:
         """Injector overlaps in the stack's cluster now (the baseline a `new overlap` is judged against)."""
-        from kubernetes import client
 
         from mesh import kube
         from mesh.__main__ import injectors, kube_settings
@@ -231,7 +230,7 @@ class Fleet:
             return None
         with kube.api_client(settings) as api:
             labels = {ns["metadata"]["name"]: ns["metadata"].get("labels") or {}
-                      for ns in kube.list_objects(client.CoreV1Api(api).list_namespace)}
+                      for ns in kube.list_objects(kube.collection(api, "Namespace"))}
             return overlaps(injectors(api), labels)
 
     def gates(self, name: str, before: list[Any] | None) -> list[gates.GateResult]:
@@ -297,7 +296,6 @@ def prometheus_value(body: dict[str, Any]) -> float:
 
 
 def _read_cluster(settings: Any, bound: Iterable[str]) -> dict[str, Any]:
-    from kubernetes import client
 
     from mesh import kube
     from mesh.__main__ import injectors
@@ -306,26 +304,23 @@ def _read_cluster(settings: Any, bound: Iterable[str]) -> dict[str, Any]:
 
     wanted = set(bound)
     with kube.api_client(settings) as api:
-        apps = client.AppsV1Api(api)
         workloads: dict[str, list[Any]] = {ns: [] for ns in wanted}
-        for kind, call in (("Deployment", apps.list_deployment_for_all_namespaces),
-                           ("StatefulSet", apps.list_stateful_set_for_all_namespaces),
-                           ("DaemonSet", apps.list_daemon_set_for_all_namespaces)):
-            for obj in kube.list_objects(call):
+        for kind in ("Deployment", "StatefulSet", "DaemonSet"):
+            for obj in kube.list_objects(kube.collection(api, kind)):
                 if obj["metadata"]["namespace"] in wanted:
                     workloads[obj["metadata"]["namespace"]].append(workload_from_object(kind, obj))
         istiods = {}
-        for obj in kube.list_objects(apps.list_deployment_for_all_namespaces, label_selector="app=istiod"):
+        for obj in kube.list_objects(kube.collection(api, "Deployment"), label_selector="app=istiod"):
             revision = (obj["metadata"].get("labels") or {}).get("istio.io/rev", "default")
             istiods[revision] = _rollout(obj, (obj.get("spec") or {}).get("replicas", 1), "updatedReplicas",
                                          "readyReplicas")
         agents = [_rollout(obj, (obj.get("status") or {}).get("desiredNumberScheduled", 0),
                            "updatedNumberScheduled", "numberReady")
                   for name in NODE_AGENTS
-                  for obj in kube.list_objects(apps.list_daemon_set_for_all_namespaces,
+                  for obj in kube.list_objects(kube.collection(api, "DaemonSet"),
                                                field_selector=f"metadata.name={name}")]
         labels = {ns["metadata"]["name"]: ns["metadata"].get("labels") or {}
-                  for ns in kube.list_objects(client.CoreV1Api(api).list_namespace)}
+                  for ns in kube.list_objects(kube.collection(api, "Namespace"))}
         found = overlaps(injectors(api), labels)
     return {"workloads": workloads, "istiods": istiods, "agents": agents, "overlaps": found}
 

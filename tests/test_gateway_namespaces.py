@@ -116,7 +116,7 @@ def cluster(monkeypatch: pytest.MonkeyPatch) -> dict[str, LiveNamespace]:
         yield object()
 
     monkeypatch.setattr(provider_module.kube, "api_client", api_client)
-    monkeypatch.setattr(provider_module, "list_namespaces", lambda _core: namespaces)
+    monkeypatch.setattr(provider_module, "list_namespaces", lambda _api: namespaces)
     return namespaces
 
 

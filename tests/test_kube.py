@@ -100,10 +100,8 @@ def kubeconfig(server: str, token: str = TOKEN, *, decoy: bool = False) -> dict[
 
 
 def list_pods(settings: kube.KubeSettings) -> list[dict[str, Any]]:
-    from kubernetes import client
-
     with kube.api_client(settings) as api:
-        return list(kube.list_objects(client.CoreV1Api(api).list_pod_for_all_namespaces))
+        return list(kube.list_objects(kube.collection(api, "Pod")))
 
 
 def test_stack_config_wins_over_environment() -> None:

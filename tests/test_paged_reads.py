@@ -39,13 +39,9 @@ class Workloads:
 def test_the_drain_guard_folds_workload_templates_page_by_page(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(kube, "PAGE_SIZE", 10)
     cluster = Workloads(per_kind=35)
-    apps = SimpleNamespace(**{f"list_{k}_for_all_namespaces": cluster.call(k)
-                              for k in ("deployment", "stateful_set", "daemon_set")})
-    batch = SimpleNamespace(list_cron_job_for_all_namespaces=cluster.call("cron_job"))
-    core = SimpleNamespace(list_namespace=lambda **_kw: SimpleNamespace(data=b'{"metadata": {}, "items": []}'))
-    monkeypatch.setattr(drain_guard.client, "AppsV1Api", lambda _api: apps)
-    monkeypatch.setattr(drain_guard.client, "BatchV1Api", lambda _api: batch)
-    monkeypatch.setattr(drain_guard.client, "CoreV1Api", lambda _api: core)
+    no_namespaces = SimpleNamespace(data=b'{"metadata": {}, "items": []}')
+    monkeypatch.setattr(kube, "collection", lambda _api, kind: (
+        (lambda **_kw: no_namespaces) if kind == "Namespace" else cluster.call(kind)))
     requests_at: list[int] = []
 
     def folding(revision: str, namespaces: Any, templates: Iterable[PodTemplate]) -> Selectors:
@@ -57,8 +53,8 @@ def test_the_drain_guard_folds_workload_templates_page_by_page(monkeypatch: pyte
 
     monkeypatch.setattr(drain_guard, "selectors_of", folding)
     selectors = drain_guard.revision_selectors(None, "old")  # type: ignore[arg-type]
-    assert selectors.templates == {"shop": ["DaemonSet/daemon_set-0", "Deployment/deployment-0",
-                                            "StatefulSet/stateful_set-0"]}
+    assert selectors.templates == {"shop": ["DaemonSet/daemonset-0", "Deployment/deployment-0",
+                                            "StatefulSet/statefulset-0"]}
     assert len(cluster.requests) == 3 * 4 + 4  # 4 pages of 10 per kind: every list paged
     assert requests_at[0] == 1  # the first template is judged before the second page is even asked for
     assert requests_at[10] == 2 and requests_at[-1] == len(cluster.requests)

@@ -11,7 +11,6 @@ from collections.abc import Iterator
 from types import SimpleNamespace
 from typing import Any
 
-import kubernetes.client
 import pytest
 
 import mesh.__main__ as cli
@@ -110,14 +109,7 @@ def empty_list(**_kw: Any) -> Any:
 def test_build_status_folds_each_page_before_asking_for_the_next(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(kube, "PAGE_SIZE", 10)
     pods = PagedPods(35)
-    core = SimpleNamespace(list_pod_for_all_namespaces=pods, list_namespace=empty_list)
-    apps = SimpleNamespace(list_deployment_for_all_namespaces=empty_list,
-                           list_stateful_set_for_all_namespaces=empty_list,
-                           list_daemon_set_for_all_namespaces=empty_list)
-    for name, api in (("CoreV1Api", core), ("AppsV1Api", apps),
-                      ("BatchV1Api", SimpleNamespace(list_cron_job_for_all_namespaces=empty_list)),
-                      ("AdmissionregistrationV1Api", SimpleNamespace(list_mutating_webhook_configuration=empty_list))):
-        monkeypatch.setattr(kubernetes.client, name, lambda _api, api=api: api)
+    monkeypatch.setattr(kube, "collection", lambda _api, kind: pods if kind == "Pod" else empty_list)
 
     class Client:
         def __enter__(self) -> Client:

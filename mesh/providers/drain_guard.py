@@ -41,26 +41,22 @@ class RevisionInUseError(Exception):
 def revision_users(api: client.ApiClient, revision: str) -> dict[str, list[str]]:
     """Pods cluster-wide that use `revision`, by namespace. Annotations cannot be selected on
     server-side, so every pod is listed (page by page) and filtered here."""
-    pods = (pod_from_object(p) for p in kube.list_objects(client.CoreV1Api(api).list_pod_for_all_namespaces))
+    pods = (pod_from_object(p) for p in kube.list_objects(kube.collection(api, "Pod")))
     return pods_using(pods, revision)
 
 
 def each_template(api: client.ApiClient) -> Iterator[PodTemplate]:
     """The pod template of every workload that makes pods later, cluster-wide: one paged list per kind, read
     as it is used, so a reader that folds them holds one page of workloads at a time."""
-    apps, batch = client.AppsV1Api(api), client.BatchV1Api(api)
-    lists = {"Deployment": apps.list_deployment_for_all_namespaces,
-             "StatefulSet": apps.list_stateful_set_for_all_namespaces,
-             "DaemonSet": apps.list_daemon_set_for_all_namespaces,
-             "CronJob": batch.list_cron_job_for_all_namespaces}
-    return (template_from_object(kind, obj) for kind in TEMPLATE_KINDS for obj in kube.list_objects(lists[kind]))
+    return (template_from_object(kind, obj) for kind in TEMPLATE_KINDS
+            for obj in kube.list_objects(kube.collection(api, kind)))
 
 
 def revision_selectors(api: client.ApiClient, revision: str) -> Selectors:
     """Namespace labels and workload pod templates cluster-wide that still select `revision` (the templates
     folded page by page: only those that select it are kept)."""
     namespaces = {(ns.get("metadata") or {}).get("name", ""): (ns.get("metadata") or {}).get("labels") or {}
-                  for ns in kube.list_objects(client.CoreV1Api(api).list_namespace)}
+                  for ns in kube.list_objects(kube.collection(api, "Namespace"))}
     return selectors_of(revision, namespaces, each_template(api))
 
 

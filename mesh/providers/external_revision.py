@@ -11,7 +11,6 @@ preview); delete touches nothing: the revision is not the stack's.
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 import pulumi
@@ -42,19 +41,13 @@ class ExternalRevisionMissingError(Exception):
 
 def read_webhooks(api: client.ApiClient) -> dict[str, dict[str, Any]]:
     """Every MutatingWebhookConfiguration, by name (one list)."""
-    found = kube.list_objects(client.AdmissionregistrationV1Api(api).list_mutating_webhook_configuration)
+    found = kube.list_objects(kube.collection(api, "MutatingWebhookConfiguration"))
     return {hook["metadata"]["name"]: hook for hook in found}
 
 
 def read_configmap(api: client.ApiClient, name: str, namespace: str) -> dict[str, Any] | None:
     """A ConfigMap as a plain dict, None when absent."""
-    try:
-        response = client.CoreV1Api(api).read_namespaced_config_map(name, namespace, _preload_content=False)
-    except ApiException as e:
-        if e.status == 404:
-            return None
-        raise
-    return json.loads(response.data)
+    return kube.find(api, "ConfigMap", name, namespace)
 
 
 def read_external(api: client.ApiClient, revision: str,

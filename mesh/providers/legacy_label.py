@@ -10,11 +10,7 @@ its annotation, where unbinding finds it; one unbound in that `up` gets its labe
 
 from __future__ import annotations
 
-import json
 from typing import Any
-
-from kubernetes import client
-from kubernetes.client.exceptions import ApiException
 
 from mesh import kube
 from mesh.istio_vocabulary import LEGACY_INJECTION_LABEL
@@ -26,16 +22,11 @@ class LegacyInjectionLabelProvider(KubeProvider):
     def delete(self, _id: str, props: dict[str, Any]) -> None:
         namespace, previous = props["namespace"], props.get("previous")
         with kube.api_client(self.kube_settings()) as api:
-            core = client.CoreV1Api(api)
-            try:
-                found = live_namespace(json.loads(core.read_namespace(namespace, _preload_content=False).data))
-            except ApiException as e:
-                if e.status == 404:
-                    return  # the namespace is gone: nothing to give back
-                raise
-            if (patch := handover_patch(found, previous)) is None:
+            if (found := kube.find(api, "Namespace", namespace)) is None:
+                return  # the namespace is gone: nothing to give back
+            if (patch := handover_patch(live_namespace(found), previous)) is None:
                 return
-            core.patch_namespace(namespace, patch)
+            kube.patch(api, "Namespace", namespace, patch)
             given_back = LEGACY_INJECTION_LABEL in patch["metadata"].get("labels", {})
             progress(f"namespace {namespace}: " + (
                 f"unbound; {LEGACY_INJECTION_LABEL}={previous} given back" if given_back

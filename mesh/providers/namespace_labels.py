@@ -49,14 +49,13 @@ from mesh.spec import PROJECT
 
 UNREACHABLE = (HTTPError, OSError, config.ConfigException)
 """No cluster to ask (e.g. a preview without credentials): the checks are left to `up`."""
-APPLY = "application/apply-patch+yaml"
 LISTED_EACH = 20
 """Up to this many namespaces changed, each gets its own log line; more get one summary line."""
 
 
-def list_namespaces(core: client.CoreV1Api) -> dict[str, LiveNamespace]:
+def list_namespaces(api: client.ApiClient) -> dict[str, LiveNamespace]:
     """Every namespace of the cluster, in one paged list: one call serves any number of bindings."""
-    return {ns.name: ns for ns in map(live_namespace, kube.list_objects(core.list_namespace))}
+    return {ns.name: ns for ns in map(live_namespace, kube.list_objects(kube.collection(api, "Namespace")))}
 
 
 def api_message(e: ApiException) -> str:
@@ -91,11 +90,10 @@ class NamespaceLabelsProvider(KubeProvider):
                 CheckFailure("namespaces", "must map each namespace to its tag or revision")])
         try:
             with kube.api_client(self.kube_settings()) as api:
-                core = client.CoreV1Api(api)
-                live = list_namespaces(core)
+                live = list_namespaces(api)
                 refusals = {ns: problem for ns in sorted(bound)
                             if ns in live and live[ns].legacy is not None
-                            and (problem := _dry_run_removal(core, live[ns]))}
+                            and (problem := _dry_run_removal(api, live[ns]))}
         except (ApiException, *UNREACHABLE):
             return CheckResult({**news, "drift": {}}, [])  # nothing known to refuse on: `up` does the real thing
         failures = [
@@ -141,14 +139,13 @@ class NamespaceLabelsProvider(KubeProvider):
 
     def _apply(self, bound: Mapping[str, str], released: Iterable[str]) -> None:
         with kube.api_client(self.kube_settings()) as api:
-            core = client.CoreV1Api(api)
-            todo = plan(bound, released, list_namespaces(core))
+            todo = plan(bound, released, list_namespaces(api))
             if todo.missing:
                 raise RuntimeError(
                     "bound namespaces do not exist: " + ", ".join(todo.missing)
                     + "; the program never creates a namespace it binds: create them, or remove their bindings")
             for change in todo.changes:
-                _change(core, change)
+                _change(api, change)
                 if len(todo.changes) <= LISTED_EACH:
                     progress(f"namespace {change.namespace}: {_describe(change)}")
         bound_now = sum(1 for c in todo.changes if c.label)
@@ -157,22 +154,22 @@ class NamespaceLabelsProvider(KubeProvider):
                  f"{len(bound) - bound_now} of {len(bound)} bound namespaces already right")
 
 
-def _change(core: client.CoreV1Api, change: Change) -> None:
+def _change(api: client.ApiClient, change: Change) -> None:
     ns = change.namespace
     if (keep := keep_patch(change)) is not None:
-        core.patch_namespace(ns, keep)  # remembered before the label is taken over: an interruption loses nothing
+        kube.patch(api, "Namespace", ns, keep)  # remembered before the label is taken over: nothing lost
     if (back := restore_apply(change)) is not None:
         # Applied by another manager before ours lets go: the label is never absent in between.
-        core.patch_namespace(ns, back, field_manager=RESTORE_MANAGER, force=True, _content_type=APPLY)
+        kube.patch(api, "Namespace", ns, back, content_type=kube.APPLY, field_manager=RESTORE_MANAGER, force=True)
     if change.label is not None or change.release:
-        core.patch_namespace(ns, label_apply(ns, change.label), field_manager=FIELD_MANAGER, force=True,
-                             _content_type=APPLY)
+        kube.patch(api, "Namespace", ns, label_apply(ns, change.label), content_type=kube.APPLY,
+                   field_manager=FIELD_MANAGER, force=True)
     if change.remove_legacy is not None:
         # Read again after the apply: the JSON patch's annotation step depends on what is there now.
-        now = live_namespace(json.loads(core.read_namespace(ns, _preload_content=False).data))
-        core.patch_namespace(ns, removal_patch(now, change.remove_legacy))
+        now = live_namespace(kube.read(api, "Namespace", ns))
+        kube.patch(api, "Namespace", ns, removal_patch(now, change.remove_legacy))
     if (patch := release_patch(change)) is not None:
-        core.patch_namespace(ns, patch)
+        kube.patch(api, "Namespace", ns, patch)
 
 
 def _describe(change: Change) -> str:
@@ -192,10 +189,10 @@ def _describe(change: Change) -> str:
     return "; ".join(parts)
 
 
-def _dry_run_removal(core: client.CoreV1Api, namespace: LiveNamespace) -> str | None:
+def _dry_run_removal(api: client.ApiClient, namespace: LiveNamespace) -> str | None:
     """Why the API server would refuse to remove the legacy label (RBAC, an admission policy), or None."""
     try:
-        core.patch_namespace(namespace.name, removal_patch(namespace, namespace.legacy or ""), dry_run="All")
+        kube.patch(api, "Namespace", namespace.name, removal_patch(namespace, namespace.legacy or ""), dry_run="All")
     except ApiException as e:
         return api_message(e)
     return None

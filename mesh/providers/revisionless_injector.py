@@ -14,7 +14,6 @@ pods the old istiod still serves are counted with the drain guard's own rule and
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 import pulumi
@@ -30,6 +29,7 @@ from mesh.providers.drain_guard import revision_users
 from mesh.revision_tag_webhook import previous_tag_webhook, service_name, webhook_name
 from mesh.revisionless_injector import (
     REVISIONLESS_INJECTOR,
+    TagRollback,
     deactivated,
     is_deactivated,
     restored,
@@ -42,26 +42,17 @@ DEFAULT_TAG_WEBHOOK = webhook_name(DEFAULT_TAG)
 DEFAULT_TAG_SERVICE = service_name(DEFAULT_TAG)
 
 
-def read_webhook(adm: client.AdmissionregistrationV1Api, name: str) -> dict[str, Any] | None:
-    """A MutatingWebhookConfiguration as the API server returns it (a plain dict), or None when absent."""
-    try:
-        response = adm.read_mutating_webhook_configuration(name, _preload_content=False)
-    except ApiException as e:
-        if e.status == 404:
-            return None
-        raise
-    return json.loads(response.data)
+WEBHOOK = "MutatingWebhookConfiguration"
 
 
-def read_service(core: client.CoreV1Api, name: str) -> dict[str, Any] | None:
-    """A Service of istio-system as the API server returns it (a plain dict), or None when absent."""
-    try:
-        response = core.read_namespaced_service(name, ISTIO_NAMESPACE, _preload_content=False)
-    except ApiException as e:
-        if e.status == 404:
-            return None
-        raise
-    return json.loads(response.data)
+def apply_step(api: client.ApiClient, kind: str, name: str, namespace: str | None, step: TagRollback) -> None:
+    """Carry out a rollback step (`mesh.revisionless_injector`): replace, create or delete the object."""
+    if step.action == "replace":
+        kube.replace(api, kind, name, step.body, namespace)
+    elif step.action == "create":
+        kube.create(api, kind, step.body, namespace)
+    elif step.action == "delete":
+        kube.delete(api, kind, name, namespace)
 
 
 class DefaultTagRemovalRefusedError(Exception):
@@ -69,13 +60,14 @@ class DefaultTagRemovalRefusedError(Exception):
 
 
 class RevisionlessInjectorProvider(KubeProvider):
-    def _read(self, adm: client.AdmissionregistrationV1Api) -> dict[str, Any] | None:
-        return read_webhook(adm, REVISIONLESS_INJECTOR)
+    @staticmethod
+    def _read(api: client.ApiClient) -> dict[str, Any] | None:
+        return kube.find(api, WEBHOOK, REVISIONLESS_INJECTOR)
 
     def diff(self, _id: str, _olds: dict[str, Any], _news: dict[str, Any]) -> DiffResult:
         try:
             with kube.api_client(self.kube_settings()) as api:
-                hook = self._read(client.AdmissionregistrationV1Api(api))
+                hook = self._read(api)
         except (ApiException, HTTPError, OSError, config.ConfigException):
             return DiffResult(changes=False)
         return DiffResult(changes=hook is not None and not is_deactivated(hook), replaces=[])
@@ -88,20 +80,18 @@ class RevisionlessInjectorProvider(KubeProvider):
 
     def delete(self, _id: str, _props: dict[str, Any]) -> None:
         with kube.api_client(self.kube_settings()) as api:
-            adm = client.AdmissionregistrationV1Api(api)
-            hook = self._read(adm)
+            hook = self._read(api)
             back = restored(hook) if hook else None
             if back:
-                adm.replace_mutating_webhook_configuration(REVISIONLESS_INJECTOR, back)
+                kube.replace(api, WEBHOOK, REVISIONLESS_INJECTOR, back)
                 progress(f"{REVISIONLESS_INJECTOR}: the default tag is gone; the revisionless webhook selects again")
 
     def _deactivate(self) -> dict[str, Any]:
         with kube.api_client(self.kube_settings()) as api:
-            adm = client.AdmissionregistrationV1Api(api)
-            hook = self._read(adm)
+            hook = self._read(api)
             if hook is not None and not is_deactivated(hook):
                 # A replace carries the resourceVersion just read: a concurrent change fails, never lost.
-                adm.replace_mutating_webhook_configuration(REVISIONLESS_INJECTOR, deactivated(hook))
+                kube.replace(api, WEBHOOK, REVISIONLESS_INJECTOR, deactivated(hook))
                 progress(f"{REVISIONLESS_INJECTOR}: deactivated (selectors kept in the object) so that only the "
                          "default tag injects the pods it selected")
             users = revision_users(api, REVISIONLESS) if hook is not None else {}
@@ -129,8 +119,8 @@ class PreviousDefaultTagProvider(KubeProvider):
 
     def create(self, _props: dict[str, Any]) -> CreateResult:
         with kube.api_client(self.kube_settings()) as api:
-            previous = previous_tag_webhook(read_webhook(client.AdmissionregistrationV1Api(api), DEFAULT_TAG_WEBHOOK))
-            previous_service = previous_tag_webhook(read_service(client.CoreV1Api(api), DEFAULT_TAG_SERVICE))
+            previous = previous_tag_webhook(kube.find(api, WEBHOOK, DEFAULT_TAG_WEBHOOK))
+            previous_service = previous_tag_webhook(kube.find(api, "Service", DEFAULT_TAG_SERVICE, ISTIO_NAMESPACE))
         for name, found in ((DEFAULT_TAG_WEBHOOK, previous), (DEFAULT_TAG_SERVICE, previous_service)):
             if found is not None:
                 progress(f"{name}: found (made outside the program, e.g. by istioctl); kept, to be put back if "
@@ -139,25 +129,14 @@ class PreviousDefaultTagProvider(KubeProvider):
 
     def delete(self, _id: str, props: dict[str, Any]) -> None:
         with kube.api_client(self.kube_settings()) as api:
-            adm = client.AdmissionregistrationV1Api(api)
-            step = tag_rollback(props.get("previous"), read_webhook(adm, DEFAULT_TAG_WEBHOOK),
-                                read_webhook(adm, REVISIONLESS_INJECTOR))
+            step = tag_rollback(props.get("previous"), kube.find(api, WEBHOOK, DEFAULT_TAG_WEBHOOK),
+                                kube.find(api, WEBHOOK, REVISIONLESS_INJECTOR))
             if step.refusal:
                 raise DefaultTagRemovalRefusedError(step.refusal)
-            if step.action == "replace":
-                adm.replace_mutating_webhook_configuration(DEFAULT_TAG_WEBHOOK, step.body)
-            elif step.action == "create":
-                adm.create_mutating_webhook_configuration(step.body)
-            elif step.action == "delete":
-                adm.delete_mutating_webhook_configuration(DEFAULT_TAG_WEBHOOK)
-            core = client.CoreV1Api(api)
-            service = tag_service_rollback(props.get("previous_service"), read_service(core, DEFAULT_TAG_SERVICE))
-            if service.action == "replace":
-                core.replace_namespaced_service(DEFAULT_TAG_SERVICE, ISTIO_NAMESPACE, service.body)
-            elif service.action == "create":
-                core.create_namespaced_service(ISTIO_NAMESPACE, service.body)
-            elif service.action == "delete":
-                core.delete_namespaced_service(DEFAULT_TAG_SERVICE, ISTIO_NAMESPACE)
+            apply_step(api, WEBHOOK, DEFAULT_TAG_WEBHOOK, None, step)
+            service = tag_service_rollback(props.get("previous_service"),
+                                           kube.find(api, "Service", DEFAULT_TAG_SERVICE, ISTIO_NAMESPACE))
+            apply_step(api, "Service", DEFAULT_TAG_SERVICE, ISTIO_NAMESPACE, service)
         for name, done in ((DEFAULT_TAG_WEBHOOK, step), (DEFAULT_TAG_SERVICE, service)):
             if done.action in ("replace", "create"):
                 progress(f"{name}: put back as it was before the program took the default tag over")

@@ -25,7 +25,6 @@ entries again; the restart annotations make finished workloads skipped and in-fl
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
@@ -77,19 +76,10 @@ PROGRESS_SECONDS = 5.0
 SETTINGS = ("concurrency", "per_namespace", "timeout_seconds", "injectors")
 """Kept in the state, never a change by themselves. `injectors` (revision -> mesh.injection.InjectorPolicy) is what
 each revision's istiod decides per pod: which pods it injects at all, and its root namespace."""
-PROXY_CONFIGS = ("networking.istio.io", "v1beta1", "proxyconfigs")
-LISTS: dict[str, tuple[str, str]] = {
-    # kind -> (API, namespaced list call: it lists, and with watch=True watches)
-    "Deployment": ("apps", "list_namespaced_deployment"),
-    "StatefulSet": ("apps", "list_namespaced_stateful_set"),
-    "DaemonSet": ("apps", "list_namespaced_daemon_set"),
-    "ReplicaSet": ("apps", "list_namespaced_replica_set"),
-    "Pod": ("core", "list_namespaced_pod"),
-}
+FOLLOWED = ("Deployment", "StatefulSet", "DaemonSet", "ReplicaSet", "Pod")
+"""The kinds a snapshot is made of, each listed (and watched) per namespace."""
 FRESH_KINDS = ("ReplicaSet", "Pod")
 """What a workload's watch can be ahead of: read afresh before a workload is failed on its pods."""
-PATCHES = {"Deployment": "patch_namespaced_deployment", "StatefulSet": "patch_namespaced_stateful_set",
-           "DaemonSet": "patch_namespaced_daemon_set"}
 
 
 @dataclass(frozen=True)
@@ -173,9 +163,7 @@ class ClusterReader:
 
     def __init__(self, api: client.ApiClient) -> None:
         self.api = api
-        self.apis = {"apps": client.AppsV1Api(api), "core": client.CoreV1Api(api)}
-        self.custom = client.CustomObjectsApi(api)
-        self.watches = Watches({kind: getattr(self.apis[group], call) for kind, (group, call) in LISTS.items()})
+        self.watches = Watches({kind: kube.collection(api, kind) for kind in FOLLOWED})
         self.proxy_configs: dict[str, tuple[list[Mapping[str, Any]], str]] = {}
         """Entry -> the ProxyConfig resources its revision's istiod reads, and its root namespace."""
 
@@ -183,8 +171,7 @@ class ClusterReader:
         """One cluster-wide list of ProxyConfig resources, for every snapshot of the run: they can give pods an
         image type of their own, which a restart keeps. No ProxyConfig CRD means none."""
         try:
-            found = list(kube.list_objects(self.custom.list_cluster_custom_object, group=PROXY_CONFIGS[0],
-                                           version=PROXY_CONFIGS[1], plural=PROXY_CONFIGS[2]))
+            found = list(kube.list_objects(kube.collection(self.api, "ProxyConfig")))
         except ApiException as e:
             if e.status != 404:
                 raise
@@ -196,10 +183,9 @@ class ClusterReader:
         """What the cluster says of an external revision now (None: no injection webhook of it)."""
         return read_external(self.api, revision)[0]
 
-    def _listed(self, namespace: str, kinds: Iterable[str] = tuple(LISTS)) -> dict[str, list[dict[str, Any]]]:
+    def _listed(self, namespace: str, kinds: Iterable[str] = FOLLOWED) -> dict[str, list[dict[str, Any]]]:
         """`kinds` in one namespace, one paged list each."""
-        return {kind: list(kube.list_objects(getattr(self.apis[LISTS[kind][0]], LISTS[kind][1]), namespace=namespace))
-                for kind in kinds}
+        return {kind: list(kube.list_objects(kube.collection(self.api, kind), namespace=namespace)) for kind in kinds}
 
     def snapshots(self, entries: Iterable[str]) -> dict[str, tuple[dict[str, Workload], list[Pod]]]:
         """Followed namespaces as their watches know them now; the others listed (one list per kind)."""
@@ -235,16 +221,14 @@ class ClusterReader:
     def restart(self, w: Workload, target: Target) -> None:
         """Patch the pod template like `kubectl rollout restart`; a deleted workload is no error. The patched
         object goes into the watch's cache at once, so the next tick sees its new generation."""
-        patch = getattr(self.apis["apps"], PATCHES[w.kind])
         now = datetime.now(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
         try:
-            response = patch(w.name, w.namespace, restart_patch(target, now),
-                             _content_type="application/strategic-merge-patch+json", _preload_content=False)
+            patched = kube.patch(self.api, w.kind, w.name, restart_patch(target, now), namespace=w.namespace)
         except ApiException as e:
             if e.status != 404:
                 raise
             return
-        self.watches.store(w.namespace, w.kind, json.loads(response.data))
+        self.watches.store(w.namespace, w.kind, patched)
 
 
 @contextmanager

@@ -31,7 +31,7 @@ class VersionGateProvider(KubeProvider):
 
         try:
             with kube.api_client(self.kube_settings()) as api:
-                return str(client.VersionApi(api).get_code(_request_timeout=10).git_version)
+                return kube.server_version(api, timeout=10)
         except (client.exceptions.ApiException, HTTPError, OSError, config.ConfigException):
             return None
 
