@@ -86,6 +86,18 @@ def parse_event(event: dict[str, Any]) -> PodAdmission | None:
     )
 
 
+def lists(path: Path, resource: str) -> list[tuple[str, str]]:
+    """Every completed list of `resource` (a core kind the audit policy records lists of) in the log, as
+    (namespace, "" for every namespace; the client's user agent)."""
+    found = []
+    for line in path.read_text().splitlines():
+        event = json.loads(line)
+        ref = event.get("objectRef") or {}
+        if event.get("verb") == "list" and ref.get("resource") == resource and event.get("stage") == "ResponseComplete":
+            found.append((ref.get("namespace", ""), event.get("userAgent", "")))
+    return found
+
+
 class AdmissionLog:
     """The pod creates of one API server's audit log, from a mark on (see :meth:`clear`)."""
 

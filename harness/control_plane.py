@@ -50,13 +50,14 @@ NODE_ANNOTATION = "kwok.x-k8s.io/node"
 ISTIOD_APP = "istiod"  # the `app` label of istiod's pods (every istiod chart, and istioctl's)
 ISTIOD_WEBHOOK_PORTS = (443, 15017)  # the istiod Services' webhook port, and the container port behind it
 # The audit policy: every pod create with the pod as stored (which webhooks changed it, what istiod
-# injected), nothing else.
+# injected), who listed Events (an upstream behaviour the README names is pinned by it), nothing else.
 AUDIT_POLICY = {
     "apiVersion": "audit.k8s.io/v1",
     "kind": "Policy",
     "omitStages": ["RequestReceived", "ResponseStarted"],
     "rules": [
         {"level": "RequestResponse", "verbs": ["create"], "resources": [{"group": "", "resources": ["pods"]}]},
+        {"level": "Metadata", "verbs": ["list"], "resources": [{"group": "", "resources": ["events"]}]},
         {"level": "None"},
     ],
 }

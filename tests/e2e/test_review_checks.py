@@ -17,6 +17,7 @@ import pytest
 import yaml
 from kubernetes import client as k8s
 
+from harness.admission_log import lists
 from harness.control_plane import KubeCluster, wait_for
 from harness.mesh_stack import MeshStack
 from harness.toolchain import Tools
@@ -78,6 +79,12 @@ def test_skew_and_behaviour_flags_show_in_the_review_before_up(
     stack = MeshStack(e2e_tools, pristine_cluster.kubeconfig, tmp_path_factory.mktemp("checks-stack"), name="checks")
     stack.write_config({**config(e2e_tools, "1.30.0"), "namespaces": {ns: REVISION}})
     stack.up()
+    # Upstream (README, "Upstream behaviour"): the Kubernetes provider watches Events in every namespace while it
+    # awaits a cluster-scoped object it created or updated (its event aggregator), so an `up` that touches one
+    # lists all the cluster's Events. When this fails, the provider stopped doing it: update the README.
+    assert pristine_cluster.admission is not None  # a control plane of its own: its audit log
+    events_lists = lists(pristine_cluster.admission.path, "events")
+    assert "" in {ns for ns, agent in events_lists if "pulumi" in agent.lower()}, events_lists
     deployment(api, ns, "web", {})
     deployment(api, ns, "pinned", {"sidecar.istio.io/proxyImage": PINNED_PROXY})
     wait_for(f"{ns} settled", lambda: deployments_settled(api, ns))
