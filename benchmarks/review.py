@@ -72,8 +72,6 @@ import mesh.__main__ as cli
 clock("imports", t)
 t = now()
 import kubernetes.client, urllib3, mesh.kube, mesh.providers.drain_guard, mesh.providers.rollout, mesh.chart_files
-for api in ("CoreV1Api", "AppsV1Api", "CustomObjectsApi", "AdmissionregistrationV1Api", "VersionApi"):
-    getattr(kubernetes.client, api)  # the client imports each API's module on first use
 clock("lazy_imports", t)
 def timed(name, f):
     def run(*args, **kwargs):
@@ -93,10 +91,10 @@ print(json.dumps({"wall": wall, "cpu": cpu}), file=sys.stderr)
 sys.exit(code)
 """
 """`python -m mesh` with its stages timed (wall and this process's CPU) in the process: its imports, the ones it
-makes on first use (`lazy_imports`: the kubernetes client and the API classes it loads on first use, the MeshRollout's
-and drain guard's readers, the chart files; imported ahead here), the state read (`pulumi_json`; the `pulumi` CLI's
-own CPU is `pulumi`), the cluster reads (`cluster_part`, `GET /version` for the checks included), the checks
-(`review_checks`), and all of it (`main`)."""
+makes on first use (`lazy_imports`: the kubernetes client (its ApiClient: the program calls the API by path, never
+through the generated API classes), the MeshRollout's and drain guard's readers, the chart files; imported ahead
+here), the state read (`pulumi_json`; the `pulumi` CLI's own CPU is `pulumi`), the cluster reads (`cluster_part`,
+`GET /version` for the checks included), the checks (`review_checks`), and all of it (`main`)."""
 
 
 @contextlib.contextmanager
