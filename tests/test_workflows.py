@@ -186,7 +186,30 @@ def test_a_fleet_file_runs_the_fleet_instead_of_the_matrix(tmp_path: Path) -> No
     (tmp_path / "fleet.yaml").write_text("waves: [[dev]]\n")
     assert run_script(script, "--fleet").stdout.strip() == "true"
     refused = run_script(CI / "fleet", "everything")
-    assert refused.returncode == 2 and "PART is unprotected or protected" in refused.stderr
+    assert refused.returncode == 2 and "PART is unprotected, protected or plan" in refused.stderr
+    # With a fleet file, every matrix entry reaches its cluster as the fleet does: through KUBECONFIG_FLEET.
+    (tmp_path / "Pulumi.dev.yaml").write_text("config: {}\n")
+    assert stacks_json(script=script) == [{"stack": "dev", "kubeconfig_secret": "KUBECONFIG_FLEET"}]
+
+
+def test_a_fleet_file_adds_the_fleet_plan_to_pull_requests() -> None:
+    """preview.yml: with fleet.yaml, one job previews and reviews every stack by wave (`mesh fleet plan`) and
+    posts it as one comment, also when the plan refuses; the per-stack previews run as before."""
+    wf = workflow("preview.yml")
+    jobs = wf["jobs"]
+    assert stacks_job_outputs(wf)["fleet"] == "scripts/ci/stacks --fleet"
+    job = jobs["fleet-plan"]
+    condition = " ".join(job["if"].split())
+    assert "needs.stacks.outputs.fleet == 'true'" in condition
+    assert "github.event.pull_request.head.repo.full_name == github.repository" in condition, "no secrets for forks"
+    assert "if" not in jobs["preview"] or "fleet" not in jobs["preview"]["if"], "stacks are previewed either way"
+    steps = job["steps"]
+    plan = next(i for i, s in enumerate(steps) if s.get("id") == "plan")
+    assert steps[plan]["run"] == 'scripts/ci/fleet plan "$RUNNER_TEMP/fleet-plan.md"'
+    comment = steps[plan + 1]
+    assert comment["run"] == 'scripts/ci/comment "$PR_NUMBER" "$RUNNER_TEMP/fleet-plan.md"'
+    assert "!cancelled()" in comment["if"] and "steps.plan.outcome == 'failure'" in comment["if"]
+    assert job["permissions"] == {"contents": "read", "pull-requests": "write"}
 
 
 def test_preview_job_runs_the_review_then_comments_then_previews() -> None:
@@ -219,7 +242,7 @@ def test_least_privilege_and_pinned_actions(name: str) -> None:
     assert wf["permissions"] == {"contents": "read"}
     for job_name, job in wf["jobs"].items():
         expected = {"contents": "read"}
-        if name == "preview.yml" and job_name == "preview":
+        if name == "preview.yml" and job_name in ("preview", "fleet-plan"):
             expected["pull-requests"] = "write"
         assert job["permissions"] == expected, job_name
         for step in job["steps"]:
@@ -351,8 +374,9 @@ def test_kubeconfig_missing_is_a_warning(tmp_path: Path) -> None:
 
 
 FAKE_REVIEW = """#!/bin/sh
-# Stands in for .venv/bin/python: answers `-m mesh review --stack STACK` as $FAKE_RC with $FAKE_OUT.
-[ "$1 $2 $3 $4" = "-m mesh review --stack" ] || exit 99
+# Stands in for .venv/bin/python: answers `-m mesh review --stack STACK` (or `-m mesh fleet plan --fleet
+# fleet.yaml`) as $FAKE_RC with $FAKE_OUT.
+[ "$1 $2 $3 $4" = "-m mesh review --stack" ] || [ "$*" = "-m mesh fleet plan --fleet fleet.yaml" ] || exit 99
 printf '%s\\n' "$FAKE_OUT"
 echo "diagnostics on stderr stay in the log" >&2
 exit "$FAKE_RC"
@@ -386,6 +410,23 @@ def test_preview_body(tmp_path: Path, rc: int, out: str, heading: str) -> None:
     assert summary.read_text() == body.removeprefix("<!-- istio-mesh-review:dev -->")
     if rc == 2:
         assert f"````text\n{out}\n````" in body, "a message holding ``` cannot close its block"
+
+
+@pytest.mark.parametrize(("rc", "heading"), [(0, "### Fleet plan: `fleet.yaml`\n"),
+                                             (2, "### Fleet plan: `fleet.yaml`: :x: a stack refuses (below)\n")])
+def test_fleet_plan_body(tmp_path: Path, rc: int, heading: str) -> None:
+    """The fleet plan's comment: its own marker, the plan's Markdown whatever its exit, and none of the engine's
+    `[stack] ...` progress lines (those go to the job log)."""
+    repo = fake_review_repo(tmp_path)
+    plan = "## `c1` (wave 1)\n\nc1: 2 to update\n### Fleet plan\n\n| wave | stack |\n|---|---|\n| 1 | c1 |"
+    out = f"[c1] Previewing update (c1):\n{plan}\n[c1]  ~ kubernetes:core/v1:Namespace shop update"
+    env = {**os.environ, "FAKE_RC": str(rc), "FAKE_OUT": out, "REVIEW_COMMIT": "abc123"}
+    result = run_script(repo / "scripts" / "ci" / "preview", "--fleet", tmp_path / "body.md", env=env)
+    assert result.returncode == rc
+    body = (tmp_path / "body.md").read_text()
+    assert body.startswith("<!-- istio-mesh-review:fleet.yaml -->\n") and heading in body
+    assert plan in body and "abc123" in body and "[c1]" not in body
+    assert result.stdout.startswith("[c1] Previewing update (c1):\n[c1]  ~ kubernetes:core/v1:Namespace")
 
 
 def test_preview_body_fits_a_comment(tmp_path: Path) -> None:
