@@ -220,7 +220,6 @@ class Fleet:
     # ---- gates ---------------------------------------------------------------------------------------
     def overlaps(self, name: str) -> list[Any] | None:
         """Injector overlaps in the stack's cluster now (the baseline a `new overlap` is judged against)."""
-
         from mesh import kube
         from mesh.__main__ import injectors, kube_settings
         from mesh.webhook_overlap import overlaps
@@ -296,7 +295,6 @@ def prometheus_value(body: dict[str, Any]) -> float:
 
 
 def _read_cluster(settings: Any, bound: Iterable[str]) -> dict[str, Any]:
-
     from mesh import kube
     from mesh.__main__ import injectors
     from mesh.webhook_overlap import overlaps

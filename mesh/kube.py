@@ -112,7 +112,7 @@ def list_objects(list_call: Callable[..., Any], **kwargs: Any) -> Iterator[dict[
     token: str | None = None
     while True:
         try:
-            response = list_call(limit=PAGE_SIZE, _continue=token, _preload_content=False, **kwargs)
+            response = list_call(limit=PAGE_SIZE, _continue=token, **kwargs)
         except ApiException as e:
             token = expired_continue(e) if token else None
             if not token:
@@ -145,7 +145,7 @@ def list_consistent(list_call: Callable[..., Any], **kwargs: Any) -> tuple[list[
         token: str | None = None
         try:
             while True:
-                response = list_call(limit=PAGE_SIZE, _continue=token, _preload_content=False, **kwargs)
+                response = list_call(limit=PAGE_SIZE, _continue=token, **kwargs)
                 page = json.loads(response.data)
                 items += page.get("items") or []
                 meta = page.get("metadata") or {}
@@ -191,10 +191,9 @@ def request(api: client.ApiClient, method: str, url_path: str, query: Mapping[st
     return response.response
 
 
-def read(api: client.ApiClient, kind: str, name: str, namespace: str | None = None,
-         timeout: Any = None) -> dict[str, Any]:
+def read(api: client.ApiClient, kind: str, name: str, namespace: str | None = None) -> dict[str, Any]:
     """One object as a dict."""
-    return json.loads(request(api, "GET", path(kind, namespace, name), timeout=timeout).data)
+    return json.loads(request(api, "GET", path(kind, namespace, name)).data)
 
 
 def find(api: client.ApiClient, kind: str, name: str, namespace: str | None = None) -> dict[str, Any] | None:
@@ -237,7 +236,6 @@ def server_version(api: client.ApiClient, timeout: Any = None) -> str:
 def collection(api: client.ApiClient, kind: str) -> Callable[..., Any]:
     """A kind's list call, for `list_objects`, `list_consistent` and watches: called with `namespace` (None: every
     namespace) and the list's parameters by the client's names (`limit`, `_continue`, `watch`, ...)."""
-    def list_call(namespace: str | None = None, _preload_content: bool = False, _request_timeout: Any = None,
-                  **params: Any) -> Any:
+    def list_call(namespace: str | None = None, _request_timeout: Any = None, **params: Any) -> Any:
         return request(api, "GET", path(kind, namespace), params, timeout=_request_timeout)
     return list_call

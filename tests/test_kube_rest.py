@@ -18,9 +18,9 @@ import yaml
 from kubernetes.client.exceptions import ApiException
 
 from mesh import kube
+from tests.test_kube import TOKEN, kubeconfig
 
 ROOT = Path(__file__).resolve().parent.parent
-TOKEN = "rest-token"
 
 
 class Recorder:
@@ -70,10 +70,7 @@ class Recorder:
 
     def settings(self) -> kube.KubeSettings:
         url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        return kube.KubeSettings(kubeconfig=yaml.safe_dump({
-            "apiVersion": "v1", "kind": "Config", "current-context": "c",
-            "clusters": [{"name": "c", "cluster": {"server": url}}], "users": [{"name": "u", "user": {"token": TOKEN}}],
-            "contexts": [{"name": "c", "context": {"cluster": "c", "user": "u"}}]}))
+        return kube.KubeSettings(kubeconfig=yaml.safe_dump(kubeconfig(url)))
 
 
 @pytest.fixture
@@ -98,7 +95,7 @@ def test_list_and_watch_parameters_are_spelled_as_the_api_server_reads_them(reco
         call = kube.collection(api, "ReplicaSet")
         with pytest.raises(ApiException):  # 404 from the recorder: only the request matters here
             call(namespace="shop", watch=True, resource_version="41", allow_watch_bookmarks=True,
-                 timeout_seconds=240, _continue=None, label_selector="app=web", _preload_content=False)
+                 timeout_seconds=240, _continue=None, label_selector="app=web")
     seen = recorder.seen[0]
     assert (seen["method"], seen["path"], seen["auth"]) == ("GET", "/apis/apps/v1/namespaces/shop/replicasets",
                                                             f"Bearer {TOKEN}")

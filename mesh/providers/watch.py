@@ -82,7 +82,7 @@ class Follower:
         """One watch request from the cache's resourceVersion, applied event by event until it ends."""
         response = self.list_call(
             namespace=self.namespace, watch=True, resource_version=self.cache.resource_version,
-            allow_watch_bookmarks=True, timeout_seconds=WATCH_SECONDS, _preload_content=False,
+            allow_watch_bookmarks=True, timeout_seconds=WATCH_SECONDS,
             _request_timeout=(CONNECT_SECONDS, WATCH_SECONDS + STALL_SECONDS))
         self._response = response
         try:
