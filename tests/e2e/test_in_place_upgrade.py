@@ -195,7 +195,10 @@ class InPlace:
             assert {(rev, img) for _, rev, img in moved.values()} == {(REVISION, image)}, after[ns]
             assert not set(moved) & set(before[ns]), f"{ns}: every pod recreated"
             assert {uid: after[ns][uid] for uid in pinned} == pinned, f"{ns}: the hand-set proxy is left alone"
-            assert self.injections_since(since).get(ns, 0) == len(moved), f"{ns}: one new pod per pod, no more"
+            assert self.cluster.admission is not None
+            created = sorted(c.name for c in self.cluster.admission.injections(ns) if c.time >= since and c.patched)
+            assert len(created) == len(moved), (
+                f"{ns}: one new pod per pod, no more: created {created}, live {sorted(p[0] for p in moved.values())}")
             now = pod_sets(self.api, ns)
             for workload, generations in now.items():
                 added = generations - sets[ns].get(workload, set())
